@@ -1,0 +1,624 @@
+//! Kafka's RecordBatch v2 (magic 2): header parsing, validation and stamping.
+//!
+//! A batch is stored byte for byte as the producer sent it. The broker only
+//! rewrites the two fields that sit outside the CRC: the base offset and the
+//! partition leader epoch.
+//!
+//! Layout (all integers big-endian):
+//!
+//! ```text
+//! position size field
+//!  0        8   base_offset
+//!  8        4   batch_length            bytes after this field
+//! 12        4   partition_leader_epoch
+//! 16        1   magic                   always 2
+//! 17        4   crc                     CRC-32C of bytes 21..end
+//! 21        2   attributes              bits 0-2 compression, 3 timestamp type,
+//!                                       4 transactional, 5 control
+//! 23        4   last_offset_delta
+//! 27        8   base_timestamp
+//! 35        8   max_timestamp
+//! 43        8   producer_id
+//! 51        2   producer_epoch
+//! 53        4   base_sequence
+//! 57        4   record_count
+//! 61        ..  records
+//! ```
+//!
+//! Unverified bytes become a [`ValidatedBatches`] only through one of its
+//! constructors; storage appends nothing else.
+
+use thiserror::Error;
+
+/// Bytes before `batch_length` is counted: the base offset and the length itself.
+pub const LOG_OVERHEAD: usize = 12;
+/// Size of the fixed batch header, up to the first record.
+pub const BATCH_HEADER_BYTES: usize = 61;
+/// The only record-batch format Strata stores.
+pub const MAGIC_V2: i8 = 2;
+
+const BASE_OFFSET_POSITION: usize = 0;
+const BATCH_LENGTH_POSITION: usize = 8;
+const PARTITION_LEADER_EPOCH_POSITION: usize = 12;
+const MAGIC_POSITION: usize = 16;
+const CRC_POSITION: usize = 17;
+/// The CRC covers everything from the attributes to the end of the batch.
+const CRC_COVERED_FROM: usize = 21;
+const ATTRIBUTES_POSITION: usize = 21;
+const LAST_OFFSET_DELTA_POSITION: usize = 23;
+const BASE_TIMESTAMP_POSITION: usize = 27;
+const MAX_TIMESTAMP_POSITION: usize = 35;
+const PRODUCER_ID_POSITION: usize = 43;
+const PRODUCER_EPOCH_POSITION: usize = 51;
+const BASE_SEQUENCE_POSITION: usize = 53;
+const RECORD_COUNT_POSITION: usize = 57;
+
+/// Smallest legal `batch_length`: a header with no records.
+const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
+
+const COMPRESSION_MASK: i16 = 0x07;
+const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
+const CONTROL_FLAG: i16 = 0x20;
+
+/// What is wrong with a batch, named precisely enough to log and to map to a
+/// wire error code.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum BatchError {
+    #[error("batch is truncated: needs {needed} bytes, {available} present")]
+    Truncated { needed: usize, available: usize },
+    #[error("batch length {batch_length} is out of range (minimum {BATCH_LENGTH_MIN}, maximum {maximum})")]
+    Length { batch_length: i32, maximum: usize },
+    #[error("unsupported magic {found} (only record batch v2, magic 2, is stored)")]
+    Magic { found: i8 },
+    #[error("CRC-32C mismatch: batch says {stored:#010x}, bytes give {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("record count {record_count} does not match last offset delta {last_offset_delta}")]
+    RecordCount {
+        record_count: i32,
+        last_offset_delta: i32,
+    },
+    #[error("record {record_index} has offset delta {found}, expected {record_index}")]
+    OffsetDelta { record_index: usize, found: i64 },
+    #[error("record {record_index} is malformed: {reason}")]
+    Record {
+        record_index: usize,
+        reason: &'static str,
+    },
+    #[error("unknown compression codec {codec}")]
+    Compression { codec: i16 },
+}
+
+/// A batch error together with the byte position of the batch in the input.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid record batch at byte {position}: {source}")]
+pub struct InvalidBatch {
+    pub position: usize,
+    #[source]
+    pub source: BatchError,
+}
+
+/// Compression codec from the low three attribute bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
+        Ok(match attributes & COMPRESSION_MASK {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            codec => return Err(BatchError::Compression { codec }),
+        })
+    }
+
+    pub(crate) fn attribute_bits(self) -> i16 {
+        match self {
+            Compression::None => 0,
+            Compression::Gzip => 1,
+            Compression::Snappy => 2,
+            Compression::Lz4 => 3,
+            Compression::Zstd => 4,
+        }
+    }
+}
+
+/// The fixed header of one batch, parsed. Only [`BatchHeader::parse`] makes one,
+/// so `batch_length` and `magic` are always within range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    pub base_offset: i64,
+    pub batch_length: i32,
+    pub partition_leader_epoch: i32,
+    pub crc: u32,
+    pub attributes: i16,
+    pub last_offset_delta: i32,
+    pub base_timestamp: i64,
+    pub max_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    pub record_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the header at the start of `bytes`, checking that the length and
+    /// magic are sane and that `bytes` holds the whole batch. Does not check the
+    /// CRC; see [`BatchHeader::validate`].
+    pub fn parse(bytes: &[u8]) -> Result<Self, BatchError> {
+        Self::parse_bounded(bytes, usize::MAX)
+    }
+
+    /// Like [`BatchHeader::parse`], refusing batches larger than `batch_bytes_max`.
+    pub fn parse_bounded(bytes: &[u8], batch_bytes_max: usize) -> Result<Self, BatchError> {
+        if bytes.len() < BATCH_HEADER_BYTES {
+            return Err(BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: bytes.len(),
+            });
+        }
+        let batch_length = read_i32(bytes, BATCH_LENGTH_POSITION);
+        let maximum = batch_bytes_max
+            .saturating_sub(LOG_OVERHEAD)
+            .min(i32::MAX as usize);
+        if batch_length < BATCH_LENGTH_MIN || batch_length as usize > maximum {
+            return Err(BatchError::Length {
+                batch_length,
+                maximum,
+            });
+        }
+        let magic = bytes[MAGIC_POSITION] as i8;
+        if magic != MAGIC_V2 {
+            return Err(BatchError::Magic { found: magic });
+        }
+        let total_bytes = LOG_OVERHEAD + batch_length as usize;
+        if bytes.len() < total_bytes {
+            return Err(BatchError::Truncated {
+                needed: total_bytes,
+                available: bytes.len(),
+            });
+        }
+        Ok(BatchHeader {
+            base_offset: read_i64(bytes, BASE_OFFSET_POSITION),
+            batch_length,
+            partition_leader_epoch: read_i32(bytes, PARTITION_LEADER_EPOCH_POSITION),
+            crc: read_u32(bytes, CRC_POSITION),
+            attributes: read_i16(bytes, ATTRIBUTES_POSITION),
+            last_offset_delta: read_i32(bytes, LAST_OFFSET_DELTA_POSITION),
+            base_timestamp: read_i64(bytes, BASE_TIMESTAMP_POSITION),
+            max_timestamp: read_i64(bytes, MAX_TIMESTAMP_POSITION),
+            producer_id: read_i64(bytes, PRODUCER_ID_POSITION),
+            producer_epoch: read_i16(bytes, PRODUCER_EPOCH_POSITION),
+            base_sequence: read_i32(bytes, BASE_SEQUENCE_POSITION),
+            record_count: read_i32(bytes, RECORD_COUNT_POSITION),
+        })
+    }
+
+    /// Parses and fully checks a batch as stored in a log or sent by a replica:
+    /// length, magic, CRC, and a record count consistent with the offset range.
+    /// Compaction may leave fewer records than offsets, so the count may be
+    /// smaller than `last_offset_delta + 1`, never larger.
+    pub fn validate(bytes: &[u8], batch_bytes_max: usize) -> Result<Self, BatchError> {
+        let header = Self::parse_bounded(bytes, batch_bytes_max)?;
+        let computed = crc32c::crc32c(&bytes[CRC_COVERED_FROM..header.total_bytes()]);
+        if computed != header.crc {
+            return Err(BatchError::Crc {
+                stored: header.crc,
+                computed,
+            });
+        }
+        Compression::from_attributes(header.attributes)?;
+        if header.last_offset_delta < 0
+            || header.record_count < 0
+            || header.record_count as i64 > header.last_offset_delta as i64 + 1
+        {
+            return Err(BatchError::RecordCount {
+                record_count: header.record_count,
+                last_offset_delta: header.last_offset_delta,
+            });
+        }
+        Ok(header)
+    }
+
+    /// Size of the whole batch in bytes, header included.
+    pub fn total_bytes(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length as usize
+    }
+
+    /// Offset of the last record in the batch.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + self.last_offset_delta as i64
+    }
+
+    /// Number of offsets the batch spans (compaction may leave fewer records).
+    pub fn offset_count(&self) -> u64 {
+        self.last_offset_delta as u64 + 1
+    }
+
+    pub fn compression(&self) -> Compression {
+        Compression::from_attributes(self.attributes).unwrap_or(Compression::None)
+    }
+
+    /// True when the timestamps were set by the broker (LogAppendTime).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & TIMESTAMP_TYPE_FLAG != 0
+    }
+
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+}
+
+/// Writes the base offset and partition leader epoch into a batch. Both fields
+/// lie outside the CRC, so the batch stays valid.
+pub fn stamp(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
+    batch[BASE_OFFSET_POSITION..BASE_OFFSET_POSITION + 8]
+        .copy_from_slice(&base_offset.to_be_bytes());
+    batch[PARTITION_LEADER_EPOCH_POSITION..PARTITION_LEADER_EPOCH_POSITION + 4]
+        .copy_from_slice(&partition_leader_epoch.to_be_bytes());
+}
+
+/// Computes and writes the CRC of a batch whose other fields are final.
+pub(crate) fn seal_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
+    batch[CRC_POSITION..CRC_POSITION + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// Where a batch came from decides how strictly it is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A producer: offsets are assigned by the leader, every offset carries a
+    /// record, and uncompressed records are walked to check their offset deltas.
+    Producer,
+    /// A leader's log, fetched by a follower: offsets are already assigned and
+    /// must increase; compaction may have left gaps.
+    Replica,
+}
+
+/// One or more consecutive batches that passed validation. Storage appends
+/// only this type, so it never stores bytes nobody checked.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidatedBatches<'a> {
+    bytes: &'a [u8],
+    batch_count: usize,
+    offset_count: u64,
+    first_base_offset: i64,
+    last_offset: i64,
+    max_timestamp: i64,
+}
+
+impl<'a> ValidatedBatches<'a> {
+    /// Validates every batch in `bytes`, which must hold whole batches and at
+    /// least one. `batch_bytes_max` bounds each batch (the topic's
+    /// `max.message.bytes`).
+    pub fn validate(
+        bytes: &'a [u8],
+        source: Source,
+        batch_bytes_max: usize,
+    ) -> Result<Self, InvalidBatch> {
+        let mut position = 0;
+        let mut batch_count = 0;
+        let mut offset_count = 0u64;
+        let mut first_base_offset = 0;
+        let mut last_offset = -1i64;
+        let mut max_timestamp = i64::MIN;
+        if bytes.is_empty() {
+            let source = BatchError::Truncated {
+                needed: BATCH_HEADER_BYTES,
+                available: 0,
+            };
+            return Err(InvalidBatch {
+                position: 0,
+                source,
+            });
+        }
+        while position < bytes.len() {
+            let rest = &bytes[position..];
+            let header = BatchHeader::validate(rest, batch_bytes_max)
+                .map_err(|source| InvalidBatch { position, source })?;
+            match source {
+                Source::Producer => check_producer_batch(&header, &rest[..header.total_bytes()])
+                    .map_err(|source| InvalidBatch { position, source })?,
+                Source::Replica => {
+                    if batch_count > 0 && header.base_offset <= last_offset {
+                        let source = BatchError::Record {
+                            record_index: 0,
+                            reason: "batch offsets do not increase",
+                        };
+                        return Err(InvalidBatch { position, source });
+                    }
+                }
+            }
+            if batch_count == 0 {
+                first_base_offset = header.base_offset;
+            }
+            last_offset = header.last_offset();
+            max_timestamp = max_timestamp.max(header.max_timestamp);
+            offset_count += header.offset_count();
+            batch_count += 1;
+            position += header.total_bytes();
+        }
+        Ok(ValidatedBatches {
+            bytes,
+            batch_count,
+            offset_count,
+            first_base_offset,
+            last_offset,
+            max_timestamp,
+        })
+    }
+
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    pub fn batch_count(&self) -> usize {
+        self.batch_count
+    }
+
+    /// Offsets spanned by all batches together; a leader assigns this many.
+    pub fn offset_count(&self) -> u64 {
+        self.offset_count
+    }
+
+    /// Base offset of the first batch as written by the sender (meaningful for
+    /// [`Source::Replica`] only).
+    pub fn first_base_offset(&self) -> i64 {
+        self.first_base_offset
+    }
+
+    /// Last offset of the last batch as written by the sender.
+    pub fn last_offset(&self) -> i64 {
+        self.last_offset
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// The batches, each with its header, in order.
+    pub fn iter(&self) -> BatchIter<'a> {
+        BatchIter { bytes: self.bytes }
+    }
+}
+
+/// Iterates whole batches of bytes known to hold only valid batches.
+#[derive(Debug, Clone)]
+pub struct BatchIter<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> BatchIter<'a> {
+    /// Iterates the batches in `bytes`, stopping at the first one that does not
+    /// parse (a reader may hand a partial trailing batch to a client).
+    pub fn new(bytes: &'a [u8]) -> Self {
+        BatchIter { bytes }
+    }
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = (BatchHeader, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let header = BatchHeader::parse(self.bytes).ok()?;
+        let (batch, rest) = self.bytes.split_at(header.total_bytes());
+        self.bytes = rest;
+        Some((header, batch))
+    }
+}
+
+fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    if header.record_count <= 0 || header.record_count as i64 != header.last_offset_delta as i64 + 1
+    {
+        return Err(BatchError::RecordCount {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    if header.compression() != Compression::None {
+        // The records are compressed; their framing is checked by whoever
+        // decompresses them. The header and CRC are already verified.
+        return Ok(());
+    }
+    let mut records = crate::record::RecordIter::new(batch)?;
+    let mut record_index = 0usize;
+    for record in &mut records {
+        let record = record.map_err(|reason| BatchError::Record {
+            record_index,
+            reason,
+        })?;
+        if record.offset_delta != record_index as i64 {
+            return Err(BatchError::OffsetDelta {
+                record_index,
+                found: record.offset_delta,
+            });
+        }
+        record_index += 1;
+    }
+    if record_index != header.record_count as usize {
+        return Err(BatchError::Record {
+            record_index,
+            reason: "fewer records than the record count",
+        });
+    }
+    if !records.is_exhausted() {
+        return Err(BatchError::Record {
+            record_index,
+            reason: "trailing bytes after the last record",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn read_i16(bytes: &[u8], position: usize) -> i16 {
+    i16::from_be_bytes(bytes[position..position + 2].try_into().expect("two bytes"))
+}
+
+pub(crate) fn read_i32(bytes: &[u8], position: usize) -> i32 {
+    i32::from_be_bytes(
+        bytes[position..position + 4]
+            .try_into()
+            .expect("four bytes"),
+    )
+}
+
+pub(crate) fn read_u32(bytes: &[u8], position: usize) -> u32 {
+    u32::from_be_bytes(
+        bytes[position..position + 4]
+            .try_into()
+            .expect("four bytes"),
+    )
+}
+
+pub(crate) fn read_i64(bytes: &[u8], position: usize) -> i64 {
+    i64::from_be_bytes(
+        bytes[position..position + 8]
+            .try_into()
+            .expect("eight bytes"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{BatchBuilder, Record};
+
+    fn batch(values: &[&[u8]]) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(1_000);
+        for value in values {
+            builder.push(Record::value(value));
+        }
+        builder.build()
+    }
+
+    fn check(bytes: &[u8], expected: Result<(), BatchError>) {
+        let result = ValidatedBatches::validate(bytes, Source::Producer, usize::MAX)
+            .map(|_| ())
+            .map_err(|e| e.source);
+        assert_eq!(result, expected);
+    }
+
+    #[test]
+    fn built_batch_is_valid() {
+        let bytes = batch(&[b"a", b"bc", b""]);
+        let validated = ValidatedBatches::validate(&bytes, Source::Producer, usize::MAX).unwrap();
+        assert_eq!(validated.batch_count(), 1);
+        assert_eq!(validated.offset_count(), 3);
+        let header = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!(header.record_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.total_bytes(), bytes.len());
+    }
+
+    #[test]
+    fn stamping_keeps_the_crc_valid() {
+        let mut bytes = batch(&[b"x"]);
+        stamp(&mut bytes, 42, 7);
+        let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn flipped_bit_is_a_crc_error() {
+        let mut bytes = batch(&[b"hello"]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        assert!(matches!(
+            BatchHeader::validate(&bytes, usize::MAX),
+            Err(BatchError::Crc { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let mut bytes = batch(&[b"x"]);
+        bytes[MAGIC_POSITION] = 1;
+        check(&bytes, Err(BatchError::Magic { found: 1 }));
+    }
+
+    #[test]
+    fn short_input_is_truncated_not_a_panic() {
+        let bytes = batch(&[b"0123456789"]);
+        for cut in 0..bytes.len() {
+            let result = ValidatedBatches::validate(&bytes[..cut], Source::Producer, usize::MAX);
+            assert!(result.is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused() {
+        let mut bytes = batch(&[b"x"]);
+        bytes[BATCH_LENGTH_POSITION..BATCH_LENGTH_POSITION + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            BatchHeader::parse(&bytes),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            BatchHeader::parse_bounded(&bytes, 1 << 20),
+            Err(BatchError::Length { .. })
+        ));
+    }
+
+    #[test]
+    fn record_count_must_match_offsets_for_producers() {
+        let mut bytes = batch(&[b"a", b"b"]);
+        bytes[RECORD_COUNT_POSITION..RECORD_COUNT_POSITION + 4]
+            .copy_from_slice(&1i32.to_be_bytes());
+        seal_crc(&mut bytes);
+        check(
+            &bytes,
+            Err(BatchError::RecordCount {
+                record_count: 1,
+                last_offset_delta: 1,
+            }),
+        );
+        // A compacted batch in a replica's log may hold fewer records than offsets.
+        assert!(ValidatedBatches::validate(&bytes, Source::Replica, usize::MAX).is_ok());
+    }
+
+    #[test]
+    fn offset_deltas_must_be_dense() {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(Record::value(b"a"));
+        builder.push(Record::value(b"b"));
+        let mut bytes = builder.build();
+        // The second record's offset delta varint sits after its length (1 byte),
+        // attributes (1) and timestamp delta (1): rewrite 1 as 3 (zigzag 6).
+        let first_record_length = bytes[BATCH_HEADER_BYTES] as usize / 2;
+        let second = BATCH_HEADER_BYTES + 1 + first_record_length;
+        assert_eq!(bytes[second + 3], 2, "zigzag(1)");
+        bytes[second + 3] = 6;
+        seal_crc(&mut bytes);
+        check(
+            &bytes,
+            Err(BatchError::OffsetDelta {
+                record_index: 1,
+                found: 3,
+            }),
+        );
+    }
+
+    #[test]
+    fn several_batches_validate_together() {
+        let mut bytes = batch(&[b"a"]);
+        bytes.extend_from_slice(&batch(&[b"b", b"c"]));
+        let validated = ValidatedBatches::validate(&bytes, Source::Producer, usize::MAX).unwrap();
+        assert_eq!(validated.batch_count(), 2);
+        assert_eq!(validated.offset_count(), 3);
+        assert_eq!(validated.iter().count(), 2);
+    }
+}
