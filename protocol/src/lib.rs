@@ -1,0 +1,19 @@
+//! Strata's side of the Kafka wire protocol.
+//!
+//! Message bodies come from the `kafka-protocol` crate; this crate owns what
+//! surrounds them: framing ([`frame`]), request decoding and response encoding
+//! with the right header versions ([`request`], [`response`]), the table of API
+//! versions Strata supports ([`versions`]), and an allocator for binaries that
+//! decode untrusted frames ([`alloc`]).
+//!
+//! Architecture invariant: wire types stop at the broker's dispatch; nothing
+//! below it (replicas, storage) sees a `kafka-protocol` type.
+
+pub mod alloc;
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod versions;
+
+pub use kafka_protocol;
+pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
