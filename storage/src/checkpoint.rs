@@ -26,7 +26,7 @@ const VERSION: u8 = 1;
 
 /// What was found at a checkpoint's path.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Loaded {
+pub enum Loaded {
     Missing,
     /// Present but unusable: the reason says why.
     Damaged(&'static str),
@@ -35,19 +35,14 @@ pub(crate) enum Loaded {
 
 /// Whether a write must be on disk before it returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
+pub enum Durability {
     /// fsync the file and its directory: the caller's promise depends on it.
     Synced,
     /// Leave it to the page cache: a lost write is detected and rebuilt.
     Cached,
 }
 
-pub(crate) fn write(
-    path: &Path,
-    magic: [u8; 4],
-    payload: &[u8],
-    durability: Durability,
-) -> Result<()> {
+pub fn write(path: &Path, magic: [u8; 4], payload: &[u8], durability: Durability) -> Result<()> {
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
     bytes.extend_from_slice(&magic);
     bytes.extend_from_slice(&[VERSION, 0, 0, 0]);
@@ -72,7 +67,7 @@ pub(crate) fn write(
     Ok(())
 }
 
-pub(crate) fn read(path: &Path, magic: [u8; 4]) -> Result<Loaded> {
+pub fn read(path: &Path, magic: [u8; 4]) -> Result<Loaded> {
     let bytes = match fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::Missing),
@@ -99,7 +94,7 @@ pub(crate) fn read(path: &Path, magic: [u8; 4]) -> Result<Loaded> {
     Ok(Loaded::Intact(payload))
 }
 
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+pub fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|dir_file| dir_file.sync_all())
         .map_err(io_error("fsync directory", dir))

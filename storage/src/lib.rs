@@ -31,7 +31,7 @@
 //! ```
 
 pub mod batch;
-mod checkpoint;
+pub mod checkpoint;
 pub mod error;
 mod index;
 pub mod leader_epoch;
