@@ -1,6 +1,18 @@
-//! The Strata broker.
+//! The Strata broker: a Kafka-protocol listener over partitions whose
+//! metadata the Raft controller owns.
 //!
-//! Today it holds the Raft metadata controller ([`controller`]); request
-//! handling, replicas and the `logd` binary build on it.
+//! - [`broker::Broker`]: the whole broker, as `logd` runs it and as tests embed it.
+//! - [`server`]: listener, connections, dispatch; [`handler`]: one module per API.
+//! - [`replica`]: the partitions hosted here; [`controller`]: cluster metadata.
 
+pub mod broker;
+pub mod config;
 pub mod controller;
+pub mod handler;
+pub mod limits;
+pub mod replica;
+pub mod server;
+pub mod topic_config;
+
+pub use broker::{Broker, BrokerError};
+pub use config::BrokerConfig;

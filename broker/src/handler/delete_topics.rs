@@ -1,0 +1,56 @@
+//! DeleteTopics: commit the deletions; partitions here close and their
+//! directories go.
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+
+use super::{str_bytes, Context};
+use crate::controller::metadata::MetadataCommand;
+use crate::server::error_code;
+
+pub async fn handle(
+    context: &Context,
+    request: DeleteTopicsRequest,
+    api_version: i16,
+) -> DeleteTopicsResponse {
+    // v0-5 list names; v6 lists topics by name or id.
+    let mut names: Vec<TopicName> = request.topic_names;
+    for topic in request.topics {
+        match topic.name {
+            Some(name) => names.push(name),
+            None => {
+                let metadata = context.controller.metadata();
+                if let Some(record) = metadata
+                    .topics
+                    .values()
+                    .find(|record| record.topic_id == topic.topic_id)
+                {
+                    names.push(TopicName(str_bytes(record.name.clone())));
+                }
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(names.len());
+    for name in names {
+        let command = MetadataCommand::DeleteTopic {
+            name: name.0.to_string(),
+        };
+        let result = DeletableTopicResult::default().with_name(Some(name));
+        results.push(match context.controller.propose(command).await {
+            Ok(Ok(())) => result,
+            Ok(Err(refused)) => result
+                .with_error_code(error_code::for_metadata(&refused))
+                .with_error_message(Some(str_bytes(refused.to_string()))),
+            Err(error) => result
+                .with_error_code(error_code::REQUEST_TIMED_OUT)
+                .with_error_message(Some(str_bytes(error.to_string()))),
+        });
+    }
+    context.replicas.reconcile(&context.controller.metadata());
+    if api_version < 5 {
+        results
+            .iter_mut()
+            .for_each(|result| result.error_message = None);
+    }
+    DeleteTopicsResponse::default().with_responses(results)
+}

@@ -1,0 +1,97 @@
+//! Fetch: whole batches below each partition's high watermark, long-polling
+//! up to `max_wait_ms` until `min_bytes` are available.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use tokio::time::Instant;
+
+use super::Context;
+use crate::limits::FETCH_WAIT_MAX;
+use crate::server::error_code;
+
+pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) -> FetchResponse {
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    loop {
+        // Register for wake-ups before reading, so a flush between the read
+        // and the wait is not missed.
+        let visible = context.replicas.visible().notified();
+        let (response, bytes) = read_once(context, &request, api_version);
+        if bytes >= min_bytes.max(1) || Instant::now() >= deadline {
+            return response;
+        }
+        if tokio::time::timeout_at(deadline, visible).await.is_err() {
+            return read_once(context, &request, api_version).0;
+        }
+    }
+}
+
+/// One pass over the requested partitions; returns the response and the
+/// bytes of records in it.
+fn read_once(
+    context: &Context,
+    request: &FetchRequest,
+    api_version: i16,
+) -> (FetchResponse, usize) {
+    let mut remaining = if request.max_bytes > 0 {
+        request.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for fetch in &topic.partitions {
+            let response = PartitionData::default()
+                .with_partition_index(fetch.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
+            let Some(partition) = context
+                .replicas
+                .partition(topic.topic.0.as_str(), fetch.partition)
+            else {
+                partitions.push(response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let high_watermark = partition.high_watermark();
+            let mut response = response
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark);
+            if api_version >= 5 {
+                response = response.with_log_start_offset(partition.log_start_offset());
+            }
+            partition.want_visible(fetch.fetch_offset);
+            // Past the response's byte budget, later partitions still get
+            // their offsets but no records (as in Kafka, at least one batch
+            // is returned for the first partition with data).
+            let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
+            if max_bytes == 0 && total > 0 {
+                partitions.push(response.with_records(Some(Bytes::new())));
+                continue;
+            }
+            match partition.read(fetch.fetch_offset, max_bytes.max(1)) {
+                Ok(read) => {
+                    let len = read.records.len();
+                    total += len;
+                    remaining = remaining.saturating_sub(len);
+                    partitions.push(response.with_records(Some(Bytes::from_owner(read.records))));
+                }
+                Err(error) => {
+                    partitions.push(response.with_error_code(error_code::for_storage(&error)))
+                }
+            }
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total)
+}

@@ -1,0 +1,62 @@
+//! ListOffsets: earliest (-2), latest (-1, the high watermark) or the first
+//! visible record at or after a timestamp.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use super::Context;
+use crate::server::error_code;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+
+pub fn handle(
+    context: &Context,
+    request: ListOffsetsRequest,
+    api_version: i16,
+) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|requested| {
+                    let response = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(requested.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let Some(partition) = context
+                        .replicas
+                        .partition(topic.name.0.as_str(), requested.partition_index)
+                    else {
+                        return response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+                    };
+                    let response = if api_version >= 4 {
+                        response.with_leader_epoch(partition.leader_epoch)
+                    } else {
+                        response
+                    };
+                    match requested.timestamp {
+                        LATEST => response.with_offset(partition.high_watermark()),
+                        EARLIEST => response.with_offset(partition.log_start_offset()),
+                        timestamp => match partition.offset_for_timestamp(timestamp) {
+                            Ok(Some(found)) => response
+                                .with_offset(found.offset)
+                                .with_timestamp(found.timestamp),
+                            Ok(None) => response,
+                            Err(error) => response.with_error_code(error_code::for_storage(&error)),
+                        },
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,90 @@
+//! Produce: validate and append each partition's batches; with acks=all wait
+//! until they are durable (group commit); with acks=0 answer nothing.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+
+use super::{now_ms, str_bytes, Context};
+use crate::limits::PRODUCE_TIMEOUT_MAX;
+use crate::server::error_code;
+
+const ACKS_NONE: i16 = 0;
+const ACKS_ALL: i16 = -1;
+
+/// `None` for acks=0: the client expects no response.
+pub async fn handle(
+    context: &Context,
+    request: ProduceRequest,
+    api_version: i16,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MAX);
+    let valid_acks = matches!(acks, ACKS_NONE | 1 | ACKS_ALL);
+    let mut topics = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let partitions = topic.partition_data.into_iter().map(|data| {
+            let name = topic.name.0.to_string();
+            async move {
+                let response = PartitionProduceResponse::default().with_index(data.index).with_log_append_time_ms(-1);
+                if !valid_acks {
+                    return response.with_error_code(error_code::INVALID_REQUIRED_ACKS);
+                }
+                let Some(partition) = context.replicas.partition(&name, data.index) else {
+                    return response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+                };
+                let Some(records) = data.records else {
+                    return response.with_error_code(error_code::INVALID_RECORD);
+                };
+                if acks == ACKS_ALL && partition.config().min_insync_replicas > 1 {
+                    // This broker is the only in-sync replica.
+                    return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS).with_error_message(Some(
+                        str_bytes("fewer in-sync replicas than min.insync.replicas"),
+                    ));
+                }
+                let appended = match partition.append(&records, now_ms()) {
+                    Ok(appended) => appended,
+                    Err(error) => {
+                        return response
+                            .with_error_code(error_code::for_storage(&error))
+                            .with_error_message(Some(str_bytes(error.to_string())));
+                    }
+                };
+                let response = response.with_base_offset(appended.first_offset).with_log_start_offset(partition.log_start_offset());
+                if acks == ACKS_ALL && !partition.wait_durable(appended.log_end_offset, timeout).await {
+                    return response.with_error_code(error_code::REQUEST_TIMED_OUT).with_error_message(Some(str_bytes(
+                        "the records were appended but not confirmed durable within the request timeout",
+                    )));
+                }
+                response
+            }
+        });
+        let partition_responses = join_all(partitions).await;
+        let partition_responses = partition_responses
+            .into_iter()
+            .map(|response| for_version(response, api_version))
+            .collect();
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    (acks != ACKS_NONE).then(|| ProduceResponse::default().with_responses(topics))
+}
+
+/// Clears the fields `api_version` does not have.
+fn for_version(
+    mut response: PartitionProduceResponse,
+    api_version: i16,
+) -> PartitionProduceResponse {
+    if api_version < 5 {
+        response.log_start_offset = -1;
+    }
+    if api_version < 8 {
+        response.error_message = None;
+    }
+    response
+}

@@ -1,0 +1,243 @@
+//! One partition this broker hosts: its log, its high watermark, and the
+//! flusher that makes appends durable in groups.
+//!
+//! Invariant: `log_start_offset <= high_watermark <= log_end_offset`, and the
+//! high watermark never goes back. With this broker the only replica, the
+//! high watermark is its durable log end offset (the recovery point):
+//! consumers never see a record a power loss could take back.
+//!
+//! Durability is group commit: one flusher task per partition runs an fsync
+//! whenever someone waits for one (an acks=all producer, a consumer waiting
+//! at the high watermark) or `flush.ms` has passed, covering every append
+//! made before it began.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_storage::batch::{Source, ValidatedBatches};
+use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, warn};
+use uuid::Uuid;
+
+use crate::topic_config::TopicConfig;
+
+/// Why a produce to this partition failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub topic_id: Uuid,
+    pub leader_epoch: i32,
+    config: TopicConfig,
+    log: Mutex<PartitionLog>,
+    high_watermark: watch::Sender<i64>,
+    flush_wanted: Notify,
+    stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Partition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.index)
+    }
+}
+
+/// Name of the file holding the topic id in a partition directory, so a
+/// topic deleted and created again under the same name never inherits data.
+const TOPIC_ID_FILE: &str = "topic-id";
+
+impl Partition {
+    /// Opens (recovering) the partition's log in `dir` and starts its
+    /// flusher. `visible` is notified whenever the high watermark moves.
+    pub fn open(
+        dir: PathBuf,
+        topic: String,
+        index: i32,
+        topic_id: Uuid,
+        leader_epoch: i32,
+        config: TopicConfig,
+        visible: Arc<Notify>,
+    ) -> Result<Arc<Self>, StorageError> {
+        claim_directory(&dir, topic_id)?;
+        let log = PartitionLog::open(&dir, config.log_config())?;
+        let (high_watermark, _) = watch::channel(log.recovery_point());
+        let partition = Arc::new(Partition {
+            topic,
+            index,
+            topic_id,
+            leader_epoch,
+            config,
+            log: Mutex::new(log),
+            high_watermark,
+            flush_wanted: Notify::new(),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(flusher(Arc::clone(&partition), visible));
+        Ok(partition)
+    }
+
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
+        self.log.lock().expect("partition log lock")
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log().log_end_offset()
+    }
+
+    /// Validates and appends a producer's record batches.
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let batches =
+            ValidatedBatches::validate(records, Source::Producer, self.config.max_message_bytes)?;
+        self.log()
+            .append_as_leader(&batches, self.leader_epoch, now_ms)
+    }
+
+    /// Waits until every offset below `offset` is durable, asking for a
+    /// flush; false if `timeout` passed first.
+    pub async fn wait_durable(&self, offset: i64, timeout: Duration) -> bool {
+        let mut high_watermark = self.high_watermark.subscribe();
+        self.flush_wanted.notify_one();
+        tokio::time::timeout(
+            timeout,
+            high_watermark.wait_for(|&durable| durable >= offset),
+        )
+        .await
+        .is_ok_and(|changed| changed.is_ok())
+    }
+
+    /// Asks for a flush when records above the high watermark are waiting
+    /// to become visible.
+    pub fn want_visible(&self, offset: i64) {
+        if offset >= self.high_watermark() && self.log_end_offset() > offset {
+            self.flush_wanted.notify_one();
+        }
+    }
+
+    /// Reads whole batches from `offset`, never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+        let high_watermark = self.high_watermark();
+        self.log().read(offset, max_bytes, high_watermark)
+    }
+
+    /// ListOffsets by timestamp, among visible records.
+    pub fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<TimestampOffset>, StorageError> {
+        let high_watermark = self.high_watermark();
+        let found = self.log().offset_for_timestamp(timestamp_ms)?;
+        Ok(found.filter(|found| found.offset < high_watermark))
+    }
+
+    /// Deletes segments past retention, never above the high watermark.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
+        let high_watermark = self.high_watermark();
+        let outcome = self.log().enforce_retention(now_ms, high_watermark)?;
+        if outcome.segments_deleted > 0 {
+            tracing::info!(partition = ?self, segments = outcome.segments_deleted, bytes = outcome.bytes_deleted, log_start_offset = outcome.log_start_offset, "retention deleted segments");
+        }
+        Ok(())
+    }
+
+    /// Stops the flusher, flushes, and closes the log.
+    pub fn close(&self) {
+        self.stop.cancel();
+        if let Err(error) = self.log().flush() {
+            error!(partition = ?self, %error, "flush on close failed");
+        }
+    }
+}
+
+/// Flushes when asked or every `flush.ms`, then publishes the new high
+/// watermark.
+async fn flusher(partition: Arc<Partition>, visible: Arc<Notify>) {
+    let flush_interval = Duration::from_millis(partition.config.flush_ms);
+    loop {
+        tokio::select! {
+            _ = partition.stop.cancelled() => return,
+            _ = partition.flush_wanted.notified() => {}
+            _ = tokio::time::sleep(flush_interval) => {}
+        }
+        let pending = match partition.log().begin_flush() {
+            Ok(Some(pending)) => pending,
+            Ok(None) => continue,
+            Err(error) => {
+                warn!(partition = ?partition, %error, "log is stopped; the flusher exits");
+                return;
+            }
+        };
+        let (pending, outcome) = match tokio::task::spawn_blocking(move || {
+            let outcome = pending.sync();
+            (pending, outcome)
+        })
+        .await
+        {
+            Ok(done) => done,
+            Err(join_error) => {
+                error!(partition = ?partition, %join_error, "flush task failed");
+                return;
+            }
+        };
+        let recovery_point = {
+            let mut log = partition.log();
+            if let Err(error) = log.complete_flush(pending, outcome) {
+                error!(partition = ?partition, %error, "flush failed; the partition stops");
+                return;
+            }
+            log.recovery_point()
+        };
+        let advanced = partition.high_watermark.send_if_modified(|high_watermark| {
+            let moved = recovery_point > *high_watermark;
+            *high_watermark = (*high_watermark).max(recovery_point);
+            moved
+        });
+        if advanced {
+            visible.notify_waiters();
+        }
+    }
+}
+
+/// Makes sure `dir` belongs to the topic with `topic_id`: a directory left by
+/// an older topic of the same name is wiped first.
+fn claim_directory(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
+    let io = |operation| {
+        move |source| StorageError::Io {
+            operation,
+            path: dir.to_path_buf(),
+            source,
+        }
+    };
+    let id_path = dir.join(TOPIC_ID_FILE);
+    match std::fs::read_to_string(&id_path) {
+        Ok(found) if found.trim() == topic_id.to_string() => return Ok(()),
+        Ok(found) => {
+            warn!(dir = %dir.display(), found = found.trim(), expected = %topic_id, "partition directory belongs to a deleted topic; wiping it");
+            std::fs::remove_dir_all(dir).map_err(io("remove stale partition directory"))?;
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io("read topic id")(error)),
+    }
+    std::fs::create_dir_all(dir).map_err(io("create partition directory"))?;
+    std::fs::write(&id_path, topic_id.to_string()).map_err(io("write topic id"))?;
+    strata_storage::checkpoint::sync_dir(dir)
+}

@@ -1,0 +1,154 @@
+//! The partitions this broker hosts, kept in step with the controller's
+//! metadata: partitions assigned here are opened, partitions of deleted
+//! topics are closed and their directories removed.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Notify;
+use tracing::{error, info};
+
+use super::partition::Partition;
+use crate::controller::metadata::{BrokerId, ClusterMetadata};
+use crate::topic_config::TopicConfig;
+
+/// A partition's key: topic name and partition index.
+pub type TopicPartition = (String, i32);
+
+pub struct ReplicaManager {
+    broker_id: BrokerId,
+    data_dir: PathBuf,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Notified whenever any partition's high watermark moves (wakes fetches).
+    visible: Arc<Notify>,
+}
+
+impl ReplicaManager {
+    pub fn new(broker_id: BrokerId, data_dir: PathBuf) -> Self {
+        ReplicaManager {
+            broker_id,
+            data_dir,
+            partitions: RwLock::new(HashMap::new()),
+            visible: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Notified whenever newly visible records may satisfy a waiting fetch.
+    pub fn visible(&self) -> &Notify {
+        &self.visible
+    }
+
+    fn directory(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    /// Opens what `metadata` assigns here and closes what it no longer lists.
+    pub fn reconcile(&self, metadata: &ClusterMetadata) {
+        let mut partitions = self.partitions.write().expect("partitions lock");
+        partitions.retain(|(topic, index), partition| {
+            let current = metadata.topics.get(topic).is_some_and(|record| {
+                record.topic_id == partition.topic_id && (*index as usize) < record.partitions.len()
+            });
+            if !current {
+                partition.close();
+                let dir = self.directory(topic, *index);
+                info!(dir = %dir.display(), "removing partition of a deleted topic");
+                if let Err(error) = std::fs::remove_dir_all(&dir) {
+                    error!(dir = %dir.display(), %error, "cannot remove partition directory");
+                }
+            }
+            current
+        });
+        for topic in metadata.topics.values() {
+            let config = match TopicConfig::from_overrides(&topic.configs) {
+                Ok(config) => config,
+                Err(error) => {
+                    error!(topic = topic.name, %error, "committed topic config is invalid; using defaults");
+                    TopicConfig::default()
+                }
+            };
+            for (index, assignment) in topic.partitions.iter().enumerate() {
+                let key = (topic.name.clone(), index as i32);
+                if partitions.contains_key(&key) || !assignment.replicas.contains(&self.broker_id) {
+                    continue;
+                }
+                let dir = self.directory(&topic.name, index as i32);
+                let opened = Partition::open(
+                    dir,
+                    topic.name.clone(),
+                    index as i32,
+                    topic.topic_id,
+                    assignment.leader_epoch,
+                    config.clone(),
+                    Arc::clone(&self.visible),
+                );
+                match opened {
+                    Ok(partition) => {
+                        partitions.insert(key, partition);
+                    }
+                    Err(error) => {
+                        error!(topic = topic.name, partition = index, %error, "cannot open partition; it is not served");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes directories of partitions the metadata does not know (topics
+    /// deleted while this broker was down).
+    pub fn remove_unknown_directories(&self, metadata: &ClusterMetadata) -> std::io::Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return Ok(());
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            let Ok(index) = index.parse::<usize>() else {
+                continue;
+            };
+            let known = metadata
+                .topics
+                .get(topic)
+                .is_some_and(|record| index < record.partitions.len());
+            if !known && entry.file_type()?.is_dir() && entry.path().join("topic-id").exists() {
+                info!(dir = %entry.path().display(), "removing partition directory of a deleted topic");
+                std::fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes and closes every partition.
+    pub fn close_all(&self) {
+        for partition in self
+            .partitions
+            .write()
+            .expect("partitions lock")
+            .drain()
+            .map(|(_, partition)| partition)
+        {
+            partition.close();
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Routes a decoded request to its handler. Every API in the supported
+//! table has an arm here; the decoder refuses the rest.
+
+use kafka_protocol::messages::{RequestKind, ResponseKind};
+use strata_protocol::request::Request;
+use strata_protocol::versions;
+use tracing::Instrument;
+
+use crate::handler::{self, Context};
+
+/// The response to `request`, or `None` when the client expects none
+/// (Produce with acks=0).
+pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKind> {
+    let span = tracing::debug_span!(
+        "request",
+        api = ?request.api_key,
+        version = request.api_version,
+        correlation_id = request.correlation_id(),
+        client_id = request.client_id(),
+    );
+    let api_version = request.api_version;
+    async move {
+        Some(match request.body {
+            RequestKind::ApiVersions(_) => {
+                ResponseKind::ApiVersions(versions::api_versions_response(0))
+            }
+            RequestKind::Metadata(body) => {
+                ResponseKind::Metadata(handler::metadata::handle(context, body, api_version))
+            }
+            RequestKind::Produce(body) => {
+                ResponseKind::Produce(handler::produce::handle(context, body, api_version).await?)
+            }
+            RequestKind::Fetch(body) => {
+                ResponseKind::Fetch(handler::fetch::handle(context, body, api_version).await)
+            }
+            RequestKind::ListOffsets(body) => {
+                ResponseKind::ListOffsets(handler::list_offsets::handle(context, body, api_version))
+            }
+            RequestKind::CreateTopics(body) => ResponseKind::CreateTopics(
+                handler::create_topics::handle(context, body, api_version).await,
+            ),
+            RequestKind::DeleteTopics(body) => ResponseKind::DeleteTopics(
+                handler::delete_topics::handle(context, body, api_version).await,
+            ),
+            other => {
+                unreachable!("the decoder refuses APIs missing from SUPPORTED_APIS: {other:?}")
+            }
+        })
+    }
+    .instrument(span)
+    .await
+}

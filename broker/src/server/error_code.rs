@@ -1,0 +1,49 @@
+//! The one place internal errors become Kafka error codes.
+
+use kafka_protocol::ResponseError;
+use strata_storage::StorageError;
+
+use crate::controller::metadata::MetadataError;
+
+pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
+pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
+pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
+pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
+pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
+pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
+pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
+pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
+pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+
+/// The code for a storage failure on one partition.
+pub fn for_storage(error: &StorageError) -> i16 {
+    use strata_storage::batch::BatchError;
+    let code = match error {
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::InvalidBatch(invalid) => match invalid.source {
+            BatchError::Crc { .. } | BatchError::Truncated { .. } => ResponseError::CorruptMessage,
+            BatchError::Length { .. } => ResponseError::MessageTooLarge,
+            _ => ResponseError::InvalidRecord,
+        },
+        StorageError::BatchTooLarge { .. } => ResponseError::RecordListTooLarge,
+        StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Failed { .. } => {
+            ResponseError::KafkaStorageError
+        }
+        StorageError::OffsetNotIncreasing { .. } | StorageError::Config(_) => {
+            ResponseError::UnknownServerError
+        }
+    };
+    code.code()
+}
+
+/// The code for a command the controller refused.
+pub fn for_metadata(error: &MetadataError) -> i16 {
+    let code = match error {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+        MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+        MetadataError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+    };
+    code.code()
+}

@@ -1,0 +1,212 @@
+//! Topic-level settings: the Kafka config keys Strata implements, their
+//! defaults, and validation. A key Strata does not implement is refused with
+//! a clear error rather than silently ignored.
+
+use std::collections::BTreeMap;
+
+use strata_storage::{LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+use thiserror::Error;
+
+pub const RETENTION_MS: &str = "retention.ms";
+pub const RETENTION_BYTES: &str = "retention.bytes";
+pub const SEGMENT_BYTES: &str = "segment.bytes";
+pub const SEGMENT_MS: &str = "segment.ms";
+pub const FLUSH_MS: &str = "flush.ms";
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
+pub const CLEANUP_POLICY: &str = "cleanup.policy";
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("invalid value '{value}' for {key}: {reason}")]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+/// The effective settings of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// `retention.ms`; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 means no size limit.
+    pub retention_bytes: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    /// `flush.ms`: data appended with acks=0|1 reaches disk within this.
+    pub flush_ms: u64,
+    pub min_insync_replicas: u16,
+    pub max_message_bytes: usize,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            retention_ms: 7 * 24 * 60 * 60 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 60 * 60 * 1000,
+            flush_ms: 1000,
+            min_insync_replicas: 1,
+            max_message_bytes: 1_048_588,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    key: &str,
+    value: &str,
+    valid: impl Fn(&T) -> bool,
+    rule: &str,
+) -> Result<T, ConfigError> {
+    let error = || ConfigError {
+        key: key.into(),
+        value: value.into(),
+        reason: rule.into(),
+    };
+    let parsed = value.trim().parse::<T>().map_err(|_not_a_number| error())?;
+    if valid(&parsed) {
+        Ok(parsed)
+    } else {
+        Err(error())
+    }
+}
+
+impl TopicConfig {
+    /// Applies `overrides` on top of the defaults, refusing unknown keys and
+    /// bad values.
+    pub fn from_overrides(overrides: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut config = TopicConfig::default();
+        for (key, value) in overrides {
+            match key.as_str() {
+                RETENTION_MS => {
+                    config.retention_ms = parse(
+                        key,
+                        value,
+                        |v: &i64| *v >= -1,
+                        "must be -1 or a non-negative number of milliseconds",
+                    )?
+                }
+                RETENTION_BYTES => {
+                    config.retention_bytes = parse(
+                        key,
+                        value,
+                        |v: &i64| *v >= -1,
+                        "must be -1 or a non-negative number of bytes",
+                    )?
+                }
+                SEGMENT_BYTES => {
+                    config.segment_bytes = parse(
+                        key,
+                        value,
+                        |v: &u64| (SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(v),
+                        &format!("must be between {SEGMENT_BYTES_MIN} and {SEGMENT_BYTES_MAX}"),
+                    )?
+                }
+                SEGMENT_MS => {
+                    config.segment_ms = parse(
+                        key,
+                        value,
+                        |v: &i64| *v > 0,
+                        "must be a positive number of milliseconds",
+                    )?
+                }
+                FLUSH_MS => {
+                    config.flush_ms = parse(
+                        key,
+                        value,
+                        |v: &u64| *v > 0,
+                        "must be a positive number of milliseconds",
+                    )?
+                }
+                MIN_INSYNC_REPLICAS => {
+                    config.min_insync_replicas =
+                        parse(key, value, |v: &u16| *v >= 1, "must be at least 1")?
+                }
+                MAX_MESSAGE_BYTES => {
+                    config.max_message_bytes = parse(
+                        key,
+                        value,
+                        |v: &usize| *v >= 64,
+                        "must be at least 64 bytes",
+                    )?
+                }
+                CLEANUP_POLICY => {
+                    if value != "delete" {
+                        let reason =
+                            "only 'delete' is supported (compaction is not built yet)".into();
+                        return Err(ConfigError {
+                            key: key.clone(),
+                            value: value.clone(),
+                            reason,
+                        });
+                    }
+                }
+                _ => {
+                    let reason = "unknown or unsupported topic config".into();
+                    return Err(ConfigError {
+                        key: key.clone(),
+                        value: value.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The storage settings these map to.
+    pub fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms),
+            ..LogConfig::default()
+        }
+    }
+
+    /// Every key with its effective value, for DescribeConfigs.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (CLEANUP_POLICY, "delete".into()),
+            (FLUSH_MS, self.flush_ms.to_string()),
+            (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
+            (MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string()),
+            (RETENTION_BYTES, self.retention_bytes.to_string()),
+            (RETENTION_MS, self.retention_ms.to_string()),
+            (SEGMENT_BYTES, self.segment_bytes.to_string()),
+            (SEGMENT_MS, self.segment_ms.to_string()),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overrides(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| (key.to_string(), value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn known_keys_apply_and_unknown_ones_are_refused() {
+        let config = TopicConfig::from_overrides(&overrides(&[
+            ("retention.ms", "-1"),
+            ("segment.bytes", "1048576"),
+        ]))
+        .unwrap();
+        assert_eq!(config.log_config().retention_ms, None);
+        assert_eq!(config.segment_bytes, 1 << 20);
+        let error =
+            TopicConfig::from_overrides(&overrides(&[("compression.type", "zstd")])).unwrap_err();
+        assert_eq!(error.key, "compression.type");
+        let error =
+            TopicConfig::from_overrides(&overrides(&[("cleanup.policy", "compact")])).unwrap_err();
+        assert!(error.reason.contains("only 'delete'"));
+        assert!(TopicConfig::from_overrides(&overrides(&[("flush.ms", "soon")])).is_err());
+    }
+}

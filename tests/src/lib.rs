@@ -1,0 +1,365 @@
+//! Harness for black-box tests: real `logd` processes on free loopback ports
+//! with a temporary data directory and a log file each, which tests can
+//! kill -9 and restart; and a minimal blocking Kafka connection to drive them.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+
+/// How long a broker may take to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The `logd` binary built next to this test binary.
+pub fn logd_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let logd = profile_dir.join("logd");
+    assert!(
+        logd.exists(),
+        "{} is missing: build it with `cargo build --release --bin logd`",
+        logd.display()
+    );
+    logd
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A `logd` process and everything it owns.
+pub struct Logd {
+    child: Option<Child>,
+    pub address: SocketAddr,
+    controller_port: u16,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Logd {
+    /// Starts a single-node broker and waits until it answers.
+    pub fn start() -> Logd {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut logd = Logd {
+            child: None,
+            address: SocketAddr::from(([127, 0, 0, 1], free_port())),
+            controller_port: free_port(),
+            data_dir: dir.path().join("data"),
+            log_path: dir.path().join("logd.log"),
+            _dir: dir,
+        };
+        logd.spawn();
+        logd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(logd_binary())
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(self.address.to_string())
+            .arg("--controller-listen")
+            .arg(format!("127.0.0.1:{}", self.controller_port))
+            .arg("--log-level")
+            .arg("info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start logd");
+        self.child = Some(child);
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(mut connection) = Connection::open(self.address) {
+                if connection.api_versions().is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten())
+            {
+                panic!("logd exited with {status} during start:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "logd did not answer within {START_TIMEOUT:?}:\n{}",
+            self.log()
+        );
+    }
+
+    /// Kills the process with SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Starts the process again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// True while the process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.address.to_string()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn connect(&self) -> Connection {
+        Connection::open(self.address).expect("connect to logd")
+    }
+}
+
+impl Drop for Logd {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A blocking Kafka connection that sends one request at a time.
+pub struct Connection {
+    stream: TcpStream,
+    correlation_id: i32,
+}
+
+impl Connection {
+    pub fn open(address: SocketAddr) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        Ok(Connection {
+            stream,
+            correlation_id: 0,
+        })
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Sends `body` as `api_key` v`api_version` and returns the response.
+    pub fn send(
+        &mut self,
+        api_key: ApiKey,
+        api_version: i16,
+        body: &RequestKind,
+    ) -> std::io::Result<ResponseKind> {
+        self.correlation_id += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(api_key as i16)
+            .with_request_api_version(api_version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-tests")));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        header
+            .encode(&mut frame, api_key.request_header_version(api_version))
+            .map_err(std::io::Error::other)?;
+        body.encode(&mut frame, api_version)
+            .map_err(std::io::Error::other)?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        self.stream.write_all(&frame)?;
+
+        let mut size = [0u8; 4];
+        self.stream.read_exact(&mut size)?;
+        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
+        self.stream.read_exact(&mut body)?;
+        let mut body = Bytes::from(body);
+        let header_version = if api_key == ApiKey::ApiVersions {
+            0
+        } else {
+            api_key.response_header_version(api_version)
+        };
+        let header =
+            ResponseHeader::decode(&mut body, header_version).map_err(std::io::Error::other)?;
+        if header.correlation_id != self.correlation_id {
+            return Err(std::io::Error::other(format!(
+                "response for correlation id {} while waiting for {}",
+                header.correlation_id, self.correlation_id
+            )));
+        }
+        ResponseKind::decode(api_key, &mut body, api_version).map_err(std::io::Error::other)
+    }
+
+    pub fn api_versions(&mut self) -> std::io::Result<ResponseKind> {
+        let body = RequestKind::ApiVersions(Default::default());
+        self.send(ApiKey::ApiVersions, 3, &body)
+    }
+}
+
+/// Runs `python3` on `script` with `args`; returns stdout, panicking with
+/// stderr on failure.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let output = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(
+        output.status.success(),
+        "python failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Creates `name` with `partition_count` partitions (replication factor 1).
+pub fn create_topic(logd: &Logd, name: &str, partition_count: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_string(name.to_string())))
+        .with_num_partitions(partition_count)
+        .with_replication_factor(1);
+    let request = RequestKind::CreateTopics(
+        CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(10_000),
+    );
+    let ResponseKind::CreateTopics(response) = logd
+        .connect()
+        .send(ApiKey::CreateTopics, 5, &request)
+        .expect("create topic")
+    else {
+        panic!("not a CreateTopics response");
+    };
+    assert_eq!(
+        response.topics[0].error_code, 0,
+        "create {name}: {:?}",
+        response.topics[0].error_message
+    );
+}
+
+/// Produces one batch of `values` to `topic`/`partition` with `acks` over
+/// `connection`; returns the base offset, or the error code.
+pub fn produce(
+    connection: &mut Connection,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    values: &[Vec<u8>],
+) -> std::io::Result<Result<i64, i16>> {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use strata_storage::record::{BatchBuilder, Record};
+    let mut builder = BatchBuilder::new(now_ms());
+    for value in values {
+        builder.push(Record::value(value));
+    }
+    let data = PartitionProduceData::default()
+        .with_index(partition)
+        .with_records(Some(Bytes::from(builder.build())));
+    let topic = TopicProduceData::default()
+        .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+        .with_partition_data(vec![data]);
+    let request = ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![topic]);
+    match connection.send(ApiKey::Produce, 7, &RequestKind::Produce(request))? {
+        ResponseKind::Produce(response) => {
+            let partition = &response.responses[0].partition_responses[0];
+            Ok(if partition.error_code == 0 {
+                Ok(partition.base_offset)
+            } else {
+                Err(partition.error_code)
+            })
+        }
+        other => Err(std::io::Error::other(format!(
+            "unexpected response {other:?}"
+        ))),
+    }
+}
+
+/// Every record of `topic`/`partition` from offset 0 up to the high
+/// watermark, as `(offset, value)`.
+pub fn fetch_all(connection: &mut Connection, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use strata_storage::batch::BatchIter;
+    use strata_storage::record::RecordIter;
+    let mut records = Vec::new();
+    let mut offset = 0;
+    loop {
+        let fetch = FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20);
+        let topic = FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![fetch]);
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(4 << 20)
+            .with_topics(vec![topic]);
+        let ResponseKind::Fetch(response) = connection
+            .send(ApiKey::Fetch, 11, &RequestKind::Fetch(request))
+            .expect("fetch")
+        else {
+            panic!("not a Fetch response");
+        };
+        let data = &response.responses[0].partitions[0];
+        assert_eq!(data.error_code, 0, "fetch error");
+        let bytes = data.records.clone().unwrap_or_default();
+        if bytes.is_empty() {
+            assert_eq!(
+                offset, data.high_watermark,
+                "an empty fetch happens only at the high watermark"
+            );
+            return records;
+        }
+        for (header, batch) in BatchIter::new(&bytes) {
+            strata_storage::batch::BatchHeader::validate(batch, usize::MAX)
+                .expect("fetched batches are intact");
+            for record in RecordIter::new(batch).expect("uncompressed") {
+                let record = record.expect("well-formed record");
+                let record_offset = header.base_offset + record.offset_delta;
+                if record_offset >= offset {
+                    records.push((record_offset, record.value.unwrap_or_default().to_vec()));
+                }
+            }
+            offset = header.last_offset() + 1;
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}

@@ -1,0 +1,65 @@
+//! The embedded `Broker`: the same code path as `logd`, started in-process on
+//! port 0, shut down cleanly, restarted on the same data.
+
+use std::net::SocketAddr;
+
+use strata_broker::{Broker, BrokerConfig, BrokerError};
+use strata_tests::{fetch_all, produce, Connection};
+
+fn config(dir: &std::path::Path) -> BrokerConfig {
+    let mut config = BrokerConfig::single_node(dir.join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.controller_listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+fn create_and_produce(address: SocketAddr) -> i64 {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, RequestKind, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let mut connection = Connection::open(address).unwrap();
+    let topic = CreatableTopic::default()
+        .with_name(TopicName(StrBytes::from_static_str("embedded")))
+        .with_num_partitions(1)
+        .with_replication_factor(1);
+    let request =
+        RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![topic]));
+    connection.send(ApiKey::CreateTopics, 5, &request).unwrap();
+    produce(&mut connection, "embedded", 0, 1, &[b"kept".to_vec()])
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_broker_serves_shuts_down_and_restarts_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start(config(dir.path())).await.unwrap();
+    let address = broker.local_addr();
+    assert_ne!(address.port(), 0, "port 0 picks a free port");
+
+    let second = Broker::start(config(dir.path())).await;
+    assert!(
+        matches!(second, Err(BrokerError::DataDirLocked(_))),
+        "one broker per data directory"
+    );
+
+    let offset = tokio::task::spawn_blocking(move || create_and_produce(address))
+        .await
+        .unwrap();
+    assert_eq!(offset, 0);
+    broker.shutdown().await;
+
+    let broker = Broker::start(config(dir.path())).await.unwrap();
+    let address = broker.local_addr();
+    let records = tokio::task::spawn_blocking(move || {
+        fetch_all(&mut Connection::open(address).unwrap(), "embedded", 0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        records,
+        vec![(0, b"kept".to_vec())],
+        "acks=1 data is flushed on clean shutdown"
+    );
+    broker.shutdown().await;
+}

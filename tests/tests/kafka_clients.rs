@@ -1,0 +1,137 @@
+//! Clients nobody here wrote, against a real logd: kcat (librdkafka) and
+//! kafka-python.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use strata_tests::{create_topic, python, Logd};
+
+#[test]
+fn kcat_lists_produces_and_consumes_100k_lines_per_partition_in_order() {
+    let logd = Logd::start();
+    create_topic(&logd, "lines", 3);
+    let listing = Command::new("kcat")
+        .args(["-b", &logd.bootstrap(), "-L"])
+        .output()
+        .expect("kcat -L");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("1 brokers:") && listing.contains("topic \"lines\" with 3 partitions"),
+        "{listing}"
+    );
+
+    // Keys route lines to partitions (murmur2); every line is its own key.
+    let input: String = (0..100_000)
+        .map(|line| format!("{line}:value-{line}\n"))
+        .collect();
+    let mut producer = Command::new("kcat")
+        .args([
+            "-b",
+            &logd.bootstrap(),
+            "-P",
+            "-t",
+            "lines",
+            "-K:",
+            "-X",
+            "acks=all",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(
+        producer.wait().unwrap().success(),
+        "kcat -P failed:\n{}",
+        logd.log()
+    );
+
+    let mut seen = Vec::new();
+    for partition in 0..3 {
+        let output = Command::new("kcat")
+            .args([
+                "-b",
+                &logd.bootstrap(),
+                "-C",
+                "-t",
+                "lines",
+                "-p",
+                &partition.to_string(),
+                "-e",
+                "-f",
+                "%k %s\n",
+            ])
+            .output()
+            .expect("kcat -C");
+        assert!(output.status.success());
+        let lines: Vec<u64> = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let (key, value) = line.split_once(' ').unwrap();
+                assert_eq!(value, format!("value-{key}"));
+                key.parse().unwrap()
+            })
+            .collect();
+        assert!(
+            lines.windows(2).all(|pair| pair[0] < pair[1]),
+            "partition {partition} is in produce order"
+        );
+        assert!(!lines.is_empty(), "partition {partition} got lines");
+        seen.extend(lines);
+    }
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..100_000).collect::<Vec<u64>>(),
+        "exactly the lines produced"
+    );
+}
+
+const KAFKA_PYTHON: &str = r#"
+import sys, time
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+
+bootstrap = sys.argv[1]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+admin.create_topics([NewTopic("python", num_partitions=2, replication_factor=1)])
+assert "python" in admin.list_topics()
+
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False)
+start_ms = int(time.time() * 1000)
+sent = []
+for index in range(500):
+    timestamp_ms = start_ms + index
+    metadata = producer.send("python", value=b"record-%d" % index, partition=0, timestamp_ms=timestamp_ms).get(timeout=10)
+    sent.append((metadata.offset, timestamp_ms))
+producer.flush()
+assert [offset for offset, _ in sent] == list(range(500)), "dense offsets from 0"
+
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=5000)
+partition = TopicPartition("python", 0)
+consumer.assign([partition])
+
+consumer.seek(partition, 123)
+first = next(consumer)
+assert (first.offset, first.value) == (123, b"record-123"), first
+
+wanted = sent[250][1]
+found = consumer.offsets_for_times({partition: wanted})[partition]
+assert found.offset == 250 and found.timestamp == wanted, found
+
+consumer.seek_to_beginning(partition)
+values = [message.value for message in consumer]
+assert values == [b"record-%d" % index for index in range(500)], len(values)
+print("ok")
+"#;
+
+#[test]
+fn kafka_python_produces_with_acks_all_and_reads_back_by_offset_and_timestamp() {
+    let logd = Logd::start();
+    let output = python(KAFKA_PYTHON, &[&logd.bootstrap()]);
+    assert_eq!(output.trim(), "ok");
+}
