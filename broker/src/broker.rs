@@ -18,6 +18,7 @@ use crate::controller::metadata::MetadataCommand;
 use crate::controller::{Controller, ControllerError};
 use crate::handler::{now_ms, Context};
 use crate::limits::RETENTION_CHECK_INTERVAL;
+use crate::metrics::{self, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::listener;
 
@@ -45,6 +46,7 @@ pub enum BrokerError {
 /// A running broker.
 pub struct Broker {
     local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     controller: Controller,
@@ -112,6 +114,28 @@ impl Broker {
         replicas.reconcile(&metadata);
 
         let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::default());
+        let mut tasks = Vec::new();
+        let metrics_addr = match config.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|source| BrokerError::Listen { address, source })?;
+                let bound = listener
+                    .local_addr()
+                    .map_err(|source| BrokerError::Listen { address, source })?;
+                let serve = metrics::serve(
+                    listener,
+                    Arc::clone(&metrics),
+                    controller.clone(),
+                    Arc::clone(&replicas),
+                    shutdown.clone(),
+                );
+                tasks.push(tokio::spawn(serve));
+                Some(bound)
+            }
+            None => None,
+        };
         let context = Arc::new(Context {
             broker_id: config.node_id,
             advertised_host,
@@ -119,19 +143,26 @@ impl Broker {
             cluster_id,
             controller: controller.clone(),
             replicas: Arc::clone(&replicas),
+            metrics,
         });
-        let tasks = vec![
-            tokio::spawn(listener::run(listener, context, shutdown.clone())),
-            tokio::spawn(follow_metadata(
-                controller.clone(),
-                Arc::clone(&replicas),
-                shutdown.clone(),
-            )),
-            tokio::spawn(enforce_retention(Arc::clone(&replicas), shutdown.clone())),
-        ];
+        tasks.push(tokio::spawn(listener::run(
+            listener,
+            context,
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(follow_metadata(
+            controller.clone(),
+            Arc::clone(&replicas),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(enforce_retention(
+            Arc::clone(&replicas),
+            shutdown.clone(),
+        )));
         info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), "broker started");
         Ok(Broker {
             local_addr,
+            metrics_addr,
             shutdown,
             tasks,
             controller,
@@ -143,6 +174,11 @@ impl Broker {
     /// The address the Kafka listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address `/metrics` is served on, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Stops listening, flushes every partition and stops the controller.

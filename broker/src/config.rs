@@ -15,6 +15,8 @@ pub struct BrokerConfig {
     pub advertise: Option<String>,
     /// The controller listener (Raft between voters).
     pub controller_listen: SocketAddr,
+    /// Prometheus `/metrics`; not served when unset.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl BrokerConfig {
@@ -26,6 +28,7 @@ impl BrokerConfig {
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
             controller_listen: "127.0.0.1:9093".parse().expect("valid address"),
+            metrics_listen: Some("127.0.0.1:9094".parse().expect("valid address")),
         }
     }
 }

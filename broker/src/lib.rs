@@ -10,6 +10,7 @@ pub mod config;
 pub mod controller;
 pub mod handler;
 pub mod limits;
+pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod topic_config;

@@ -44,6 +44,7 @@ pub struct Logd {
     child: Option<Child>,
     pub address: SocketAddr,
     controller_port: u16,
+    pub metrics_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -57,6 +58,7 @@ impl Logd {
             child: None,
             address: SocketAddr::from(([127, 0, 0, 1], free_port())),
             controller_port: free_port(),
+            metrics_port: free_port(),
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("logd.log"),
             _dir: dir,
@@ -78,6 +80,8 @@ impl Logd {
             .arg(self.address.to_string())
             .arg("--controller-listen")
             .arg(format!("127.0.0.1:{}", self.controller_port))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_port))
             .arg("--log-level")
             .arg("info")
             .stdout(Stdio::null())

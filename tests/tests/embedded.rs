@@ -10,6 +10,7 @@ fn config(dir: &std::path::Path) -> BrokerConfig {
     let mut config = BrokerConfig::single_node(dir.join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.controller_listen = "127.0.0.1:0".parse().unwrap();
+    config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     config
 }
 
@@ -47,6 +48,20 @@ async fn an_embedded_broker_serves_shuts_down_and_restarts_with_its_data() {
         .await
         .unwrap();
     assert_eq!(offset, 0);
+    let metrics_addr = broker.metrics_addr().expect("metrics served");
+    let metrics = tokio::task::spawn_blocking(move || http_get(metrics_addr, "/metrics"))
+        .await
+        .unwrap();
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("strata_topic_records_in_total{topic=\"embedded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_request_latency_seconds_count{api=\"Produce\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("strata_raft_leader 1"), "{metrics}");
     broker.shutdown().await;
 
     let broker = Broker::start(config(dir.path())).await.unwrap();
@@ -62,4 +77,13 @@ async fn an_embedded_broker_serves_shuts_down_and_restarts_with_its_data() {
         "acks=1 data is flushed on clean shutdown"
     );
     broker.shutdown().await;
+}
+
+fn http_get(address: SocketAddr, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nhost: strata\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

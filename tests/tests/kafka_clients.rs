@@ -135,3 +135,48 @@ fn kafka_python_produces_with_acks_all_and_reads_back_by_offset_and_timestamp() 
     let output = python(KAFKA_PYTHON, &[&logd.bootstrap()]);
     assert_eq!(output.trim(), "ok");
 }
+
+const KAFKA_PYTHON_ADMIN: &str = r#"
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic, NewPartitions, ConfigResource, ConfigResourceType
+from kafka.errors import TopicAlreadyExistsError, InvalidConfigurationError, InvalidPartitionsError
+
+bootstrap = sys.argv[1]
+admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+admin.create_topics([NewTopic("configured", num_partitions=1, replication_factor=1, topic_configs={"retention.ms": "60000"})])
+
+def refused(call, error):
+    try:
+        call()
+    except error:
+        return True
+    except Exception as other:
+        raise AssertionError("expected %s, got %r" % (error.__name__, other))
+    raise AssertionError("expected %s, got success" % error.__name__)
+
+assert refused(lambda: admin.create_topics([NewTopic("configured", 1, 1)]), TopicAlreadyExistsError)
+assert refused(lambda: admin.create_topics([NewTopic("bad", 1, 1, topic_configs={"compression.type": "zstd"})]), InvalidConfigurationError)
+
+described = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "configured")])
+configs = described["topic"]["configured"]
+assert configs["retention.ms"]["value"] == "60000", configs
+
+admin.create_partitions({"configured": NewPartitions(4)})
+assert refused(lambda: admin.create_partitions({"configured": NewPartitions(2)}), InvalidPartitionsError)
+partitions = admin.describe_topics(["configured"])[0]["partitions"]
+assert len(partitions) == 4, partitions
+
+cluster = admin.describe_cluster()
+assert len(cluster["brokers"]) == 1 and cluster["controller_id"] == 1, cluster
+
+admin.delete_topics(["configured"])
+assert "configured" not in admin.list_topics()
+print("ok")
+"#;
+
+#[test]
+fn kafka_python_admin_configures_grows_describes_and_deletes_topics() {
+    let logd = Logd::start();
+    let output = python(KAFKA_PYTHON_ADMIN, &[&logd.bootstrap()]);
+    assert_eq!(output.trim(), "ok");
+}

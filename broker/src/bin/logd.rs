@@ -43,6 +43,9 @@ struct Flags {
     /// Controller voters as ID@HOST:PORT,... [default: this broker alone].
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controllers: Option<String>,
+    /// Address for Prometheus `/metrics` [default: 127.0.0.1:9094].
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Log level or filter (also RUST_LOG) [default: info].
     #[arg(long, value_name = "LEVEL")]
     log_level: Option<String>,
@@ -59,6 +62,7 @@ impl Flags {
             advertise: self.advertise.or(file.advertise),
             controller_listen: self.controller_listen.or(file.controller_listen),
             controllers: self.controllers.or(file.controllers),
+            metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_level: self.log_level.or(file.log_level),
         }
     }
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     config.listen = flags.listen.unwrap_or(config.listen);
     config.advertise = flags.advertise.clone();
     config.controller_listen = flags.controller_listen.unwrap_or(config.controller_listen);
+    config.metrics_listen = flags.metrics_listen.or(config.metrics_listen);
     if let Some(controllers) = &flags.controllers {
         let only_self = format!("{}@", config.node_id);
         if controllers.contains(',') || !controllers.starts_with(&only_self) {

@@ -142,6 +142,11 @@ impl Controller {
         self.raft.metrics().borrow().current_term
     }
 
+    /// Term, leader and applied index, for `/metrics`.
+    pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
     pub async fn shutdown(&self) -> Result<(), ControllerError> {
         self.raft
             .shutdown()

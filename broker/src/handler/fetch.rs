@@ -79,6 +79,9 @@ fn read_once(
                 Ok(read) => {
                     let len = read.records.len();
                     total += len;
+                    context
+                        .metrics
+                        .record_fetch(topic.topic.0.as_str(), len as u64);
                     remaining = remaining.saturating_sub(len);
                     partitions.push(response.with_records(Some(Bytes::from_owner(read.records))));
                 }

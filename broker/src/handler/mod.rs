@@ -2,8 +2,11 @@
 //! controller and the replicas, and their results into a response.
 //! Wire types stop here.
 
+pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
 pub mod fetch;
 pub mod list_offsets;
 pub mod metadata;
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::controller::Controller;
+use crate::metrics::Metrics;
 use crate::replica::replica_manager::ReplicaManager;
 
 /// What every handler may use.
@@ -25,6 +29,7 @@ pub struct Context {
     pub cluster_id: String,
     pub controller: Controller,
     pub replicas: Arc<ReplicaManager>,
+    pub metrics: Arc<Metrics>,
 }
 
 pub(crate) fn str_bytes(value: impl Into<String>) -> StrBytes {

@@ -44,6 +44,7 @@ pub async fn handle(
                         str_bytes("fewer in-sync replicas than min.insync.replicas"),
                     ));
                 }
+                let record_bytes = records.len() as u64;
                 let appended = match partition.append(&records, now_ms()) {
                     Ok(appended) => appended,
                     Err(error) => {
@@ -52,6 +53,8 @@ pub async fn handle(
                             .with_error_message(Some(str_bytes(error.to_string())));
                     }
                 };
+                let record_count = (appended.last_offset - appended.first_offset + 1) as u64;
+                context.metrics.record_produce(&name, record_bytes, record_count);
                 let response = response.with_base_offset(appended.first_offset).with_log_start_offset(partition.log_start_offset());
                 if acks == ACKS_ALL && !partition.wait_durable(appended.log_end_offset, timeout).await {
                     return response.with_error_code(error_code::REQUEST_TIMED_OUT).with_error_message(Some(str_bytes(

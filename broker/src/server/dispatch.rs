@@ -19,7 +19,9 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
         client_id = request.client_id(),
     );
     let api_version = request.api_version;
-    async move {
+    let api_key = request.api_key;
+    let started = std::time::Instant::now();
+    let response = async move {
         Some(match request.body {
             RequestKind::ApiVersions(_) => {
                 ResponseKind::ApiVersions(versions::api_versions_response(0))
@@ -42,11 +44,22 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::DeleteTopics(body) => ResponseKind::DeleteTopics(
                 handler::delete_topics::handle(context, body, api_version).await,
             ),
+            RequestKind::CreatePartitions(body) => ResponseKind::CreatePartitions(
+                handler::create_partitions::handle(context, body).await,
+            ),
+            RequestKind::DescribeConfigs(body) => {
+                ResponseKind::DescribeConfigs(handler::describe_configs::handle(context, body))
+            }
+            RequestKind::DescribeCluster(body) => {
+                ResponseKind::DescribeCluster(handler::describe_cluster::handle(context, body))
+            }
             other => {
                 unreachable!("the decoder refuses APIs missing from SUPPORTED_APIS: {other:?}")
             }
         })
     }
     .instrument(span)
-    .await
+    .await;
+    context.metrics.record_request(api_key, started.elapsed());
+    response
 }

@@ -1,0 +1,207 @@
+//! Prometheus metrics, served as text on `--metrics-listen` at `/metrics`.
+//!
+//! Counters and histograms are atomics behind maps that only grow by one key
+//! per API or topic, so recording is a lookup and an atomic add.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::controller::Controller;
+use crate::replica::replica_manager::ReplicaManager;
+
+/// Upper bounds of the request latency buckets, in microseconds.
+const LATENCY_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 500_000, 1_000_000,
+];
+/// Largest metrics HTTP request read before answering.
+const HTTP_REQUEST_BYTES_MAX: usize = 8 << 10;
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+#[derive(Default)]
+struct TopicCounters {
+    bytes_in: AtomicU64,
+    records_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<i16, Arc<Histogram>>>,
+    topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
+}
+
+impl Metrics {
+    pub fn record_request(&self, api_key: ApiKey, elapsed: Duration) {
+        let histogram = Arc::clone(
+            self.requests
+                .lock()
+                .expect("metrics lock")
+                .entry(api_key as i16)
+                .or_default(),
+        );
+        let micros = elapsed.as_micros() as u64;
+        for (bucket, bound) in histogram.buckets.iter().zip(LATENCY_BUCKETS_US) {
+            if micros <= bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        histogram.count.fetch_add(1, Ordering::Relaxed);
+        histogram.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn topic(&self, topic: &str) -> Arc<TopicCounters> {
+        let mut topics = self.topics.lock().expect("metrics lock");
+        match topics.get(topic) {
+            Some(counters) => Arc::clone(counters),
+            None => Arc::clone(topics.entry(topic.to_string()).or_default()),
+        }
+    }
+
+    pub fn record_produce(&self, topic: &str, bytes: u64, records: u64) {
+        let counters = self.topic(topic);
+        counters.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        counters.records_in.fetch_add(records, Ordering::Relaxed);
+    }
+
+    pub fn record_fetch(&self, topic: &str, bytes: u64) {
+        self.topic(topic)
+            .bytes_out
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self, controller: &Controller, replicas: &ReplicaManager) -> String {
+        let mut out = String::new();
+        out.push_str("# TYPE strata_request_latency_seconds histogram\n");
+        for (api_key, histogram) in self.requests.lock().expect("metrics lock").iter() {
+            let api = ApiKey::try_from(*api_key)
+                .map_or_else(|()| api_key.to_string(), |api_key| format!("{api_key:?}"));
+            for (bucket, bound) in histogram.buckets.iter().zip(LATENCY_BUCKETS_US) {
+                let _ = writeln!(
+                    out,
+                    "strata_request_latency_seconds_bucket{{api=\"{api}\",le=\"{}\"}} {}",
+                    bound as f64 / 1e6,
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let count = histogram.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "strata_request_latency_seconds_bucket{{api=\"{api}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "strata_request_latency_seconds_count{{api=\"{api}\"}} {count}"
+            );
+            let sum = histogram.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "strata_request_latency_seconds_sum{{api=\"{api}\"}} {sum}"
+            );
+        }
+        let topics = self.topics.lock().expect("metrics lock");
+        for (name, help, read) in [
+            (
+                "strata_topic_bytes_in_total",
+                "counter",
+                (|c: &TopicCounters| c.bytes_in.load(Ordering::Relaxed))
+                    as fn(&TopicCounters) -> u64,
+            ),
+            (
+                "strata_topic_records_in_total",
+                "counter",
+                |c: &TopicCounters| c.records_in.load(Ordering::Relaxed),
+            ),
+            (
+                "strata_topic_bytes_out_total",
+                "counter",
+                |c: &TopicCounters| c.bytes_out.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# TYPE {name} {help}");
+            for (topic, counters) in topics.iter() {
+                let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {}", read(counters));
+            }
+        }
+        let raft = controller.raft_metrics();
+        let _ = writeln!(
+            out,
+            "# TYPE strata_raft_term gauge\nstrata_raft_term {}",
+            raft.current_term
+        );
+        let leader = raft.current_leader.map_or(-1, |leader| leader as i64);
+        let _ = writeln!(
+            out,
+            "# TYPE strata_raft_leader gauge\nstrata_raft_leader {leader}"
+        );
+        let applied = raft.last_applied.map_or(0, |log_id| log_id.index);
+        let _ = writeln!(
+            out,
+            "# TYPE strata_raft_applied_index gauge\nstrata_raft_applied_index {applied}"
+        );
+        let partitions = replicas.all();
+        let _ = writeln!(
+            out,
+            "# TYPE strata_partitions gauge\nstrata_partitions {}",
+            partitions.len()
+        );
+        // With one replica per partition nothing is under-replicated; the
+        // gauge is here so dashboards need no change when replication lands.
+        let _ = writeln!(
+            out,
+            "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions 0"
+        );
+        out
+    }
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    controller: Controller,
+    replicas: Arc<ReplicaManager>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let body = metrics.render(&controller, &replicas);
+        tokio::spawn(async move {
+            let mut request = vec![0u8; HTTP_REQUEST_BYTES_MAX];
+            let read =
+                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
+            let Ok(Ok(len)) = read else { return };
+            let request = String::from_utf8_lossy(&request[..len]);
+            let response = if request.starts_with("GET /metrics ") {
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_string()
+            };
+            if let Err(error) = stream.write_all(response.as_bytes()).await {
+                debug!(%error, "metrics response not sent");
+            }
+        });
+    }
+}
