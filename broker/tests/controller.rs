@@ -42,6 +42,16 @@ fn create_topic(name: &str, partition_count: u32) -> MetadataCommand {
     }
 }
 
+async fn register_broker(controller: &Controller) {
+    let register = MetadataCommand::RegisterBroker {
+        broker_id: 1,
+        host: "127.0.0.1".into(),
+        port: 9092,
+        incarnation: Uuid::new_v4(),
+    };
+    controller.propose(register).await.unwrap().unwrap();
+}
+
 async fn start(dir: &std::path::Path) -> Controller {
     Controller::start_single_voter(1, "127.0.0.1:9093", dir)
         .await
@@ -52,13 +62,7 @@ async fn start(dir: &std::path::Path) -> Controller {
 async fn a_single_voter_keeps_committed_metadata_across_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let controller = start(dir.path()).await;
-    let register = MetadataCommand::RegisterBroker {
-        broker_id: 1,
-        host: "127.0.0.1".into(),
-        port: 9092,
-        incarnation: Uuid::new_v4(),
-    };
-    controller.propose(register).await.unwrap().unwrap();
+    register_broker(&controller).await;
     for index in 0..20 {
         controller
             .propose(create_topic(&format!("topic-{index}"), 3))
@@ -98,13 +102,7 @@ async fn a_single_voter_keeps_committed_metadata_across_restarts() {
 async fn a_torn_frame_at_the_end_of_the_raft_log_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let controller = start(dir.path()).await;
-    let register = MetadataCommand::RegisterBroker {
-        broker_id: 1,
-        host: "127.0.0.1".into(),
-        port: 9092,
-        incarnation: Uuid::new_v4(),
-    };
-    controller.propose(register).await.unwrap().unwrap();
+    register_broker(&controller).await;
     controller
         .propose(create_topic("kept", 1))
         .await

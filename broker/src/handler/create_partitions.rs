@@ -3,7 +3,7 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{str_bytes, Context};
+use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
 use crate::server::error_code;
 
@@ -34,15 +34,12 @@ pub async fn handle(
             });
             continue;
         }
-        results.push(match context.controller.propose(command).await {
-            Ok(Ok(())) => result,
-            Ok(Err(refused)) => result
-                .with_error_code(error_code::for_metadata(&refused))
-                .with_error_message(Some(str_bytes(refused.to_string()))),
-            Err(error) => result
-                .with_error_code(error_code::REQUEST_TIMED_OUT)
-                .with_error_message(Some(str_bytes(error.to_string()))),
-        });
+        let committed = commit(context, command).await;
+        results.push(
+            result
+                .with_error_code(committed.error_code)
+                .with_error_message(committed.error_message),
+        );
     }
     context.replicas.reconcile(&context.controller.metadata());
     CreatePartitionsResponse::default().with_results(results)

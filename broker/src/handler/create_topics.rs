@@ -7,7 +7,7 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use uuid::Uuid;
 
-use super::{str_bytes, Context};
+use super::{commit, str_bytes, Context};
 use crate::controller::metadata::{validate_topic_name, MetadataCommand};
 use crate::server::error_code;
 use crate::topic_config::TopicConfig;
@@ -92,17 +92,17 @@ pub async fn handle(
             replication_factor,
             configs,
         };
-        let result = match context.controller.propose(command).await {
-            Ok(Ok(())) if api_version >= 7 => result.with_topic_id(topic_id),
-            Ok(Ok(())) => result,
-            Ok(Err(refused)) => result
-                .with_error_code(error_code::for_metadata(&refused))
-                .with_error_message(Some(str_bytes(refused.to_string()))),
-            Err(error) => result
-                .with_error_code(error_code::REQUEST_TIMED_OUT)
-                .with_error_message(Some(str_bytes(error.to_string()))),
+        let committed = commit(context, command).await;
+        let result = if committed.is_ok() && api_version >= 7 {
+            result.with_topic_id(topic_id)
+        } else {
+            result
         };
-        results.push(result);
+        results.push(
+            result
+                .with_error_code(committed.error_code)
+                .with_error_message(committed.error_message),
+        );
     }
     context.replicas.reconcile(&context.controller.metadata());
     CreateTopicsResponse::default().with_topics(results)

@@ -4,9 +4,8 @@
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
-use super::{str_bytes, Context};
+use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,
@@ -36,15 +35,12 @@ pub async fn handle(
             name: name.0.to_string(),
         };
         let result = DeletableTopicResult::default().with_name(Some(name));
-        results.push(match context.controller.propose(command).await {
-            Ok(Ok(())) => result,
-            Ok(Err(refused)) => result
-                .with_error_code(error_code::for_metadata(&refused))
-                .with_error_message(Some(str_bytes(refused.to_string()))),
-            Err(error) => result
-                .with_error_code(error_code::REQUEST_TIMED_OUT)
-                .with_error_message(Some(str_bytes(error.to_string()))),
-        });
+        let committed = commit(context, command).await;
+        results.push(
+            result
+                .with_error_code(committed.error_code)
+                .with_error_message(committed.error_message),
+        );
     }
     context.replicas.reconcile(&context.controller.metadata());
     if api_version < 5 {

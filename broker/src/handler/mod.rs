@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use kafka_protocol::protocol::StrBytes;
 
+use crate::controller::metadata::MetadataCommand;
 use crate::controller::Controller;
 use crate::metrics::Metrics;
 use crate::replica::replica_manager::ReplicaManager;
@@ -30,6 +31,43 @@ pub struct Context {
     pub controller: Controller,
     pub replicas: Arc<ReplicaManager>,
     pub metrics: Arc<Metrics>,
+}
+
+/// How a metadata command went, as a Kafka error code (0 for success) and
+/// message.
+pub(crate) struct Committed {
+    pub error_code: i16,
+    pub error_message: Option<StrBytes>,
+}
+
+impl Committed {
+    pub fn is_ok(&self) -> bool {
+        self.error_code == 0
+    }
+}
+
+/// Commits `command` through the controller. A refusal (topic exists, ...)
+/// and a controller that cannot commit both become error codes with a
+/// message saying why.
+pub(crate) async fn commit(context: &Context, command: MetadataCommand) -> Committed {
+    let failed = |error_code, message: String| Committed {
+        error_code,
+        error_message: Some(str_bytes(message)),
+    };
+    match context.controller.propose(command).await {
+        Ok(Ok(())) => Committed {
+            error_code: 0,
+            error_message: None,
+        },
+        Ok(Err(refused)) => failed(
+            crate::server::error_code::for_metadata(&refused),
+            refused.to_string(),
+        ),
+        Err(error) => failed(
+            crate::server::error_code::REQUEST_TIMED_OUT,
+            error.to_string(),
+        ),
+    }
 }
 
 pub(crate) fn str_bytes(value: impl Into<String>) -> StrBytes {

@@ -238,6 +238,9 @@ fn claim_directory(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
         Err(error) => return Err(io("read topic id")(error)),
     }
     std::fs::create_dir_all(dir).map_err(io("create partition directory"))?;
-    std::fs::write(&id_path, topic_id.to_string()).map_err(io("write topic id"))?;
+    let mut id_file = std::fs::File::create(&id_path).map_err(io("create topic id file"))?;
+    std::io::Write::write_all(&mut id_file, topic_id.to_string().as_bytes())
+        .map_err(io("write topic id"))?;
+    id_file.sync_all().map_err(io("fsync topic id"))?;
     strata_storage::checkpoint::sync_dir(dir)
 }
