@@ -860,10 +860,16 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Flushes and records the recovery point, so the next open scans nothing.
-    pub fn close(mut self) -> Result<()> {
+    /// Flushes and records the recovery point, so the next open scans
+    /// nothing (a clean shutdown).
+    pub fn checkpoint(&mut self) -> Result<()> {
         self.flush()?;
         self.write_checkpoint()
+    }
+
+    /// Checkpoints and closes the log.
+    pub fn close(mut self) -> Result<()> {
+        self.checkpoint()
     }
 
     fn check_alive(&self) -> Result<()> {

@@ -159,10 +159,11 @@ impl Partition {
         Ok(())
     }
 
-    /// Stops the flusher, flushes, and closes the log.
+    /// Stops the flusher, flushes and checkpoints the log, so the next start
+    /// recovers nothing.
     pub fn close(&self) {
         self.stop.cancel();
-        if let Err(error) = self.log().flush() {
+        if let Err(error) = self.log().checkpoint() {
             error!(partition = ?self, %error, "flush on close failed");
         }
     }
