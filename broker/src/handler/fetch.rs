@@ -21,7 +21,8 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
         // and the wait is not missed.
         let visible = context.replicas.visible().notified();
         let (response, bytes) = read_once(context, &request, api_version);
-        if bytes >= min_bytes.max(1) || Instant::now() >= deadline {
+        // min_bytes 0 asks for an immediate answer, data or not.
+        if bytes >= min_bytes || Instant::now() >= deadline {
             return response;
         }
         if tokio::time::timeout_at(deadline, visible).await.is_err() {

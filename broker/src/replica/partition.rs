@@ -12,6 +12,7 @@
 //! made before it began.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ pub struct Partition {
     log: Mutex<PartitionLog>,
     high_watermark: watch::Sender<i64>,
     flush_wanted: Notify,
+    /// A fetch waits at the high watermark: the next append asks for a flush
+    /// at once, so the reader sees it after one fsync rather than `flush.ms`.
+    reader_waiting: AtomicBool,
     stop: CancellationToken,
 }
 
@@ -78,6 +82,7 @@ impl Partition {
             log: Mutex::new(log),
             high_watermark,
             flush_wanted: Notify::new(),
+            reader_waiting: AtomicBool::new(false),
             stop: CancellationToken::new(),
         });
         tokio::spawn(flusher(Arc::clone(&partition), visible));
@@ -108,8 +113,13 @@ impl Partition {
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let batches =
             ValidatedBatches::validate(records, Source::Producer, self.config.max_message_bytes)?;
-        self.log()
-            .append_as_leader(&batches, self.leader_epoch, now_ms)
+        let appended = self
+            .log()
+            .append_as_leader(&batches, self.leader_epoch, now_ms)?;
+        if self.reader_waiting.swap(false, Ordering::AcqRel) {
+            self.flush_wanted.notify_one();
+        }
+        Ok(appended)
     }
 
     /// Waits until every offset below `offset` is durable, asking for a
@@ -125,10 +135,14 @@ impl Partition {
         .is_ok_and(|changed| changed.is_ok())
     }
 
-    /// Asks for a flush when records above the high watermark are waiting
-    /// to become visible.
+    /// A reader is at `offset`: if that is the high watermark, records above
+    /// it (now or appended next) are flushed at once so it can see them.
     pub fn want_visible(&self, offset: i64) {
-        if offset >= self.high_watermark() && self.log_end_offset() > offset {
+        if offset < self.high_watermark() {
+            return;
+        }
+        self.reader_waiting.store(true, Ordering::Release);
+        if self.log_end_offset() > offset {
             self.flush_wanted.notify_one();
         }
     }
