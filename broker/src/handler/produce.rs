@@ -23,8 +23,9 @@ pub async fn handle(
     let acks = request.acks;
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MAX);
     let valid_acks = matches!(acks, ACKS_NONE | 1 | ACKS_ALL);
-    let mut topics = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
+    // Every partition of every topic appends, then all wait together, so an
+    // acks=all request with many topics costs one round of flushes.
+    let topics = request.topic_data.into_iter().map(|topic| async move {
         let partitions = topic.partition_data.into_iter().map(|data| {
             let name = topic.name.0.to_string();
             async move {
@@ -69,12 +70,11 @@ pub async fn handle(
             .into_iter()
             .map(|response| for_version(response, api_version))
             .collect();
-        topics.push(
-            TopicProduceResponse::default()
-                .with_name(topic.name)
-                .with_partition_responses(partition_responses),
-        );
-    }
+        TopicProduceResponse::default()
+            .with_name(topic.name)
+            .with_partition_responses(partition_responses)
+    });
+    let topics = join_all(topics).await;
     (acks != ACKS_NONE).then(|| ProduceResponse::default().with_responses(topics))
 }
 
