@@ -208,10 +208,13 @@ impl ClusterMetadata {
     }
 
     /// Registered, unfenced brokers, in id order.
+    pub fn alive_broker_records(&self) -> impl Iterator<Item = &BrokerRecord> {
+        self.brokers.values().filter(|broker| !broker.fenced)
+    }
+
+    /// Ids of the registered, unfenced brokers, in order.
     pub fn alive_brokers(&self) -> Vec<BrokerId> {
-        self.brokers
-            .values()
-            .filter(|broker| !broker.fenced)
+        self.alive_broker_records()
             .map(|broker| broker.broker_id)
             .collect()
     }

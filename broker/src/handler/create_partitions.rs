@@ -3,7 +3,7 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{commit, str_bytes, Context};
+use super::{commit, str_bytes, Committed, Context};
 use crate::controller::metadata::MetadataCommand;
 use crate::server::error_code;
 
@@ -24,17 +24,12 @@ pub async fn handle(
             name: topic.name.0.to_string(),
             partition_count: topic.count.max(0) as u32,
         };
-        if request.validate_only {
-            let mut metadata = (*context.controller.metadata()).clone();
-            results.push(match metadata.apply(command) {
-                Ok(()) => result,
-                Err(refused) => result
-                    .with_error_code(error_code::for_metadata(&refused))
-                    .with_error_message(Some(str_bytes(refused.to_string()))),
-            });
-            continue;
-        }
-        let committed = commit(context, command).await;
+        let committed = if request.validate_only {
+            // Apply to a copy: the same checks, nothing committed.
+            Committed::from((*context.controller.metadata()).clone().apply(command))
+        } else {
+            commit(context, command).await
+        };
         results.push(
             result
                 .with_error_code(committed.error_code)

@@ -8,9 +8,7 @@ use super::{str_bytes, Context};
 pub fn handle(context: &Context, _request: DescribeClusterRequest) -> DescribeClusterResponse {
     let metadata = context.controller.metadata();
     let brokers = metadata
-        .brokers
-        .values()
-        .filter(|broker| !broker.fenced)
+        .alive_broker_records()
         .map(|broker| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(broker.broker_id))

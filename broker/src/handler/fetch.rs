@@ -61,23 +61,39 @@ fn read_once(
                 continue;
             };
             let high_watermark = partition.high_watermark();
-            let mut response = response
+            let response = response
                 .with_high_watermark(high_watermark)
                 .with_last_stable_offset(high_watermark);
-            if api_version >= 5 {
-                response = response.with_log_start_offset(partition.log_start_offset());
-            }
-            partition.want_visible(fetch.fetch_offset);
+            // The log start offset is a field from v5 on.
+            let with_log_start = |response: PartitionData, log_start_offset| {
+                if api_version >= 5 {
+                    response.with_log_start_offset(log_start_offset)
+                } else {
+                    response
+                }
+            };
             // Past the response's byte budget, later partitions still get
             // their offsets but no records (as in Kafka, at least one batch
             // is returned for the first partition with data).
             let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
+            let at_high_watermark = partition.mark_reader_at(fetch.fetch_offset);
             if max_bytes == 0 && total > 0 {
+                if at_high_watermark {
+                    partition
+                        .want_visible_after_read(fetch.fetch_offset, partition.log_end_offset());
+                }
+                let response = with_log_start(response, partition.log_start_offset());
                 partitions.push(response.with_records(Some(Bytes::new())));
                 continue;
             }
+            // One read under the log's lock answers everything else: the
+            // records, the log start offset and the log end offset.
             match partition.read(fetch.fetch_offset, max_bytes.max(1)) {
                 Ok(read) => {
+                    if at_high_watermark {
+                        partition.want_visible_after_read(fetch.fetch_offset, read.log_end_offset);
+                    }
+                    let response = with_log_start(response, read.log_start_offset);
                     let len = read.records.len();
                     total += len;
                     context
@@ -87,6 +103,7 @@ fn read_once(
                     partitions.push(response.with_records(Some(Bytes::from_owner(read.records))));
                 }
                 Err(error) => {
+                    let response = with_log_start(response, partition.log_start_offset());
                     partitions.push(response.with_error_code(error_code::for_storage(&error)))
                 }
             }

@@ -15,9 +15,7 @@ use crate::server::error_code;
 pub fn handle(context: &Context, request: MetadataRequest, api_version: i16) -> MetadataResponse {
     let metadata = context.controller.metadata();
     let brokers = metadata
-        .brokers
-        .values()
-        .filter(|broker| !broker.fenced)
+        .alive_broker_records()
         .map(|broker| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(broker.broker_id))

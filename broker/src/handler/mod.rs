@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use kafka_protocol::protocol::StrBytes;
 
-use crate::controller::metadata::MetadataCommand;
+use crate::controller::metadata::{CommandOutcome, MetadataCommand};
 use crate::controller::Controller;
 use crate::metrics::Metrics;
 use crate::replica::replica_manager::ReplicaManager;
@@ -50,23 +50,27 @@ impl Committed {
 /// and a controller that cannot commit both become error codes with a
 /// message saying why.
 pub(crate) async fn commit(context: &Context, command: MetadataCommand) -> Committed {
-    let failed = |error_code, message: String| Committed {
-        error_code,
-        error_message: Some(str_bytes(message)),
-    };
     match context.controller.propose(command).await {
-        Ok(Ok(())) => Committed {
-            error_code: 0,
-            error_message: None,
+        Ok(outcome) => Committed::from(outcome),
+        Err(error) => Committed {
+            error_code: crate::server::error_code::REQUEST_TIMED_OUT,
+            error_message: Some(str_bytes(error.to_string())),
         },
-        Ok(Err(refused)) => failed(
-            crate::server::error_code::for_metadata(&refused),
-            refused.to_string(),
-        ),
-        Err(error) => failed(
-            crate::server::error_code::REQUEST_TIMED_OUT,
-            error.to_string(),
-        ),
+    }
+}
+
+impl From<CommandOutcome> for Committed {
+    fn from(outcome: CommandOutcome) -> Self {
+        match outcome {
+            Ok(()) => Committed {
+                error_code: 0,
+                error_message: None,
+            },
+            Err(refused) => Committed {
+                error_code: crate::server::error_code::for_metadata(&refused),
+                error_message: Some(str_bytes(refused.to_string())),
+            },
+        }
     }
 }
 

@@ -135,14 +135,22 @@ impl Partition {
         .is_ok_and(|changed| changed.is_ok())
     }
 
-    /// A reader is at `offset`: if that is the high watermark, records above
-    /// it (now or appended next) are flushed at once so it can see them.
-    pub fn want_visible(&self, offset: i64) {
-        if offset < self.high_watermark() {
-            return;
+    /// A reader is about to read at `offset`. If that is the high watermark,
+    /// the next append asks for a flush at once; returns whether it is.
+    /// Called before the read, so an append is either seen by the read (see
+    /// [`Partition::want_visible_after_read`]) or sees the mark.
+    pub fn mark_reader_at(&self, offset: i64) -> bool {
+        let at_high_watermark = offset >= self.high_watermark();
+        if at_high_watermark {
+            self.reader_waiting.store(true, Ordering::Release);
         }
-        self.reader_waiting.store(true, Ordering::Release);
-        if self.log_end_offset() > offset {
+        at_high_watermark
+    }
+
+    /// After a read at the high watermark that observed `log_end_offset`:
+    /// records already above the high watermark are flushed at once.
+    pub fn want_visible_after_read(&self, offset: i64, log_end_offset: i64) {
+        if log_end_offset > offset {
             self.flush_wanted.notify_one();
         }
     }
