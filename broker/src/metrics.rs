@@ -188,11 +188,9 @@ pub async fn serve(
         };
         let body = metrics.render(&controller, &replicas);
         tokio::spawn(async move {
-            let mut request = vec![0u8; HTTP_REQUEST_BYTES_MAX];
-            let read =
-                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut request)).await;
-            let Ok(Ok(len)) = read else { return };
-            let request = String::from_utf8_lossy(&request[..len]);
+            let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await;
+            let Ok(Ok(request)) = read else { return };
+            let request = String::from_utf8_lossy(&request);
             let response = if request.starts_with("GET /metrics ") {
                 format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
             } else {
@@ -204,4 +202,22 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// Reads an HTTP request head: up to the blank line that ends it, the peer
+/// closing, or `HTTP_REQUEST_BYTES_MAX`. A client may send the request line
+/// in several writes; answering after the first would cut it off.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n")
+        && head.len() < HTTP_REQUEST_BYTES_MAX
+    {
+        let len = stream.read(&mut chunk).await?;
+        if len == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..len]);
+    }
+    Ok(head)
 }

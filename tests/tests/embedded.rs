@@ -82,7 +82,11 @@ async fn an_embedded_broker_serves_shuts_down_and_restarts_with_its_data() {
 fn http_get(address: SocketAddr, path: &str) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nhost: strata\r\n\r\n").unwrap();
+    stream.set_nodelay(true).unwrap();
+    // The request line arrives in pieces, as it may from any HTTP client.
+    stream.write_all(b"GET ").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    write!(stream, "{path} HTTP/1.1\r\nhost: strata\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     response
