@@ -125,6 +125,23 @@ impl Logd {
         self.spawn();
     }
 
+    /// Freezes the process (SIGSTOP): it holds its sockets but answers nothing.
+    pub fn pause(&mut self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&mut self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&mut self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("logd runs");
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(result, 0, "kill({signal}) failed");
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child

@@ -38,7 +38,8 @@ pub struct Partition {
     pub index: i32,
     pub topic_id: Uuid,
     pub leader_epoch: i32,
-    config: TopicConfig,
+    /// Replaced whole when the topic's configs are altered.
+    config: std::sync::RwLock<Arc<TopicConfig>>,
     log: Mutex<PartitionLog>,
     high_watermark: watch::Sender<i64>,
     flush_wanted: Notify,
@@ -78,7 +79,7 @@ impl Partition {
             index,
             topic_id,
             leader_epoch,
-            config,
+            config: std::sync::RwLock::new(Arc::new(config)),
             log: Mutex::new(log),
             high_watermark,
             flush_wanted: Notify::new(),
@@ -89,8 +90,19 @@ impl Partition {
         Ok(partition)
     }
 
-    pub fn config(&self) -> &TopicConfig {
-        &self.config
+    pub fn config(&self) -> Arc<TopicConfig> {
+        Arc::clone(&self.config.read().expect("partition config lock"))
+    }
+
+    /// Applies altered topic configs: the log's (segments, retention) at
+    /// once, the flusher's interval from its next round.
+    pub fn update_config(&self, config: &TopicConfig) -> Result<(), StorageError> {
+        if *self.config() == *config {
+            return Ok(());
+        }
+        self.log().set_config(config.log_config())?;
+        *self.config.write().expect("partition config lock") = Arc::new(config.clone());
+        Ok(())
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
@@ -112,7 +124,7 @@ impl Partition {
     /// Validates and appends a producer's record batches.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
         let batches =
-            ValidatedBatches::validate(records, Source::Producer, self.config.max_message_bytes)?;
+            ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)?;
         let appended = self
             .log()
             .append_as_leader(&batches, self.leader_epoch, now_ms)?;
@@ -194,8 +206,8 @@ impl Partition {
 /// Flushes when asked or every `flush.ms`, then publishes the new high
 /// watermark.
 async fn flusher(partition: Arc<Partition>, visible: Arc<Notify>) {
-    let flush_interval = Duration::from_millis(partition.config.flush_ms);
     loop {
+        let flush_interval = Duration::from_millis(partition.config().flush_ms);
         tokio::select! {
             _ = partition.stop.cancelled() => return,
             _ = partition.flush_wanted.notified() => {}

@@ -87,7 +87,13 @@ impl ReplicaManager {
             };
             for (index, assignment) in topic.partitions.iter().enumerate() {
                 let key = (topic.name.clone(), index as i32);
-                if partitions.contains_key(&key) || !assignment.replicas.contains(&self.broker_id) {
+                if let Some(partition) = partitions.get(&key) {
+                    if let Err(error) = partition.update_config(&config) {
+                        error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
+                    }
+                    continue;
+                }
+                if !assignment.replicas.contains(&self.broker_id) {
                     continue;
                 }
                 let dir = self.directory(&topic.name, index as i32);

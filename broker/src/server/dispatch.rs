@@ -50,6 +50,9 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::DescribeConfigs(body) => {
                 ResponseKind::DescribeConfigs(handler::describe_configs::handle(context, body))
             }
+            RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
+                handler::incremental_alter_configs::handle(context, body).await,
+            ),
             RequestKind::DescribeCluster(body) => {
                 ResponseKind::DescribeCluster(handler::describe_cluster::handle(context, body))
             }

@@ -1,0 +1,450 @@
+//! Cluster administration: topics, partitions, configs, the cluster itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::{
+    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    ListOffsetsRequest,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::cluster::{topic_name, ClientConfig, Cluster, TopicInfo};
+use crate::error::{check, Error, Result};
+
+/// Kafka's resource type for topics in config APIs.
+const RESOURCE_TOPIC: i8 = 2;
+/// DescribeConfigs `config_source` of a value nobody set.
+const SOURCE_DEFAULT: i8 = 5;
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub replication_factor: i16,
+    pub configs: Vec<(String, String)>,
+}
+
+impl NewTopic {
+    pub fn new(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
+        NewTopic {
+            name: name.to_string(),
+            partitions,
+            replication_factor,
+            configs: Vec::new(),
+        }
+    }
+
+    pub fn config(mut self, key: &str, value: &str) -> NewTopic {
+        self.configs.push((key.to_string(), value.to_string()));
+        self
+    }
+}
+
+/// Offsets of one partition as its leader reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    pub log_start_offset: i64,
+    /// Records below it are committed and visible to consumers.
+    pub high_watermark: i64,
+}
+
+/// A topic with the offsets of each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    pub topic: TopicInfo,
+    /// `Err` for a partition whose leader could not be asked.
+    pub offsets: Vec<Result<PartitionOffsets, String>>,
+}
+
+/// One config entry of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    /// True when the value is the broker default, not set on the topic.
+    pub is_default: bool,
+    pub read_only: bool,
+}
+
+/// A broker as DescribeCluster reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterDescription {
+    pub cluster_id: String,
+    /// The broker acting as controller, if any.
+    pub controller_id: Option<i32>,
+    pub brokers: Vec<ClusterBroker>,
+}
+
+/// Administers a cluster over the Kafka protocol.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), strata_client::Error> {
+/// use strata_client::{Admin, NewTopic};
+///
+/// let admin = Admin::connect("127.0.0.1:9092").await?;
+/// admin.create_topic(&NewTopic::new("orders", 3, 1).config("retention.ms", "86400000")).await?;
+/// for topic in admin.list_topics().await? {
+///     println!("{} ({} partitions)", topic.name, topic.partitions.len());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Admin {
+    cluster: Arc<Cluster>,
+}
+
+impl Admin {
+    pub async fn connect(bootstrap: &str) -> Result<Admin> {
+        Admin::with_config(ClientConfig::new(bootstrap)).await
+    }
+
+    pub async fn with_config(config: ClientConfig) -> Result<Admin> {
+        Ok(Admin {
+            cluster: Cluster::connect(config).await?,
+        })
+    }
+
+    fn timeout_ms(&self) -> i32 {
+        self.cluster
+            .config()
+            .request_timeout
+            .as_millis()
+            .min(i32::MAX as u128) as i32
+    }
+
+    pub async fn create_topic(&self, topic: &NewTopic) -> Result<()> {
+        let connection = self.cluster.any_connection().await?;
+        let configs = topic
+            .configs
+            .iter()
+            .map(|(key, value)| {
+                CreatableTopicConfig::default()
+                    .with_name(StrBytes::from_string(key.clone()))
+                    .with_value(Some(StrBytes::from_string(value.clone())))
+            })
+            .collect();
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(topic_name(&topic.name))
+                .with_num_partitions(topic.partitions)
+                .with_replication_factor(topic.replication_factor)
+                .with_configs(configs)])
+            .with_timeout_ms(self.timeout_ms());
+        let response = self
+            .cluster
+            .timed("CreateTopics", connection.send(&request))
+            .await?;
+        let result = response
+            .topics
+            .first()
+            .ok_or_else(|| missing(&connection, "CreateTopics"))?;
+        check(
+            || format!("create topic {:?}", topic.name),
+            result.error_code,
+            result.error_message.as_ref(),
+        )
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        let connection = self.cluster.any_connection().await?;
+        let request = DeleteTopicsRequest::default()
+            .with_topic_names(vec![topic_name(name)])
+            .with_timeout_ms(self.timeout_ms());
+        let response = self
+            .cluster
+            .timed("DeleteTopics", connection.send(&request))
+            .await?;
+        let result = response
+            .responses
+            .first()
+            .ok_or_else(|| missing(&connection, "DeleteTopics"))?;
+        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        check(
+            || format!("delete topic {name:?}"),
+            result.error_code,
+            result.error_message.as_ref(),
+        )
+    }
+
+    /// Every topic, sorted by name.
+    pub async fn list_topics(&self) -> Result<Vec<TopicInfo>> {
+        let mut topics: Vec<TopicInfo> = self
+            .cluster
+            .refresh(&[])
+            .await?
+            .into_iter()
+            .filter_map(Result::ok)
+            .map(|info| (*info).clone())
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
+    /// A topic's partitions with leaders, replicas, ISR and offsets.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let info = self
+            .cluster
+            .refresh(&[name])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::UnknownTopic(name.to_string())))?;
+        let mut offsets = Vec::with_capacity(info.partitions.len());
+        for partition in &info.partitions {
+            let result = match partition.leader {
+                Some(leader) => {
+                    self.partition_offsets(name, partition.partition, leader)
+                        .await
+                }
+                None => Err(Error::broker(
+                    format!("{name}-{}", partition.partition),
+                    ResponseError::LeaderNotAvailable.code(),
+                    None,
+                )),
+            };
+            offsets.push(result.map_err(|error| error.to_string()));
+        }
+        Ok(TopicDescription {
+            topic: (*info).clone(),
+            offsets,
+        })
+    }
+
+    async fn partition_offsets(
+        &self,
+        topic: &str,
+        partition: i32,
+        leader: i32,
+    ) -> Result<PartitionOffsets> {
+        let connection = self.cluster.connection(leader).await?;
+        let mut found = [0i64; 2];
+        for (slot, timestamp) in [(0, -2), (1, -1)] {
+            let request = ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![ListOffsetsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(vec![ListOffsetsPartition::default()
+                        .with_partition_index(partition)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(timestamp)])]);
+            let response = self
+                .cluster
+                .timed("ListOffsets", connection.send(&request))
+                .await?;
+            let result = response
+                .topics
+                .first()
+                .and_then(|topic| topic.partitions.first())
+                .ok_or_else(|| missing(&connection, "ListOffsets"))?;
+            check(
+                || format!("list offsets of {topic}-{partition}"),
+                result.error_code,
+                None,
+            )?;
+            found[slot] = result.offset;
+        }
+        Ok(PartitionOffsets {
+            partition,
+            log_start_offset: found[0],
+            high_watermark: found[1],
+        })
+    }
+
+    /// Grows `name` to `partition_count` partitions.
+    pub async fn create_partitions(&self, name: &str, partition_count: i32) -> Result<()> {
+        let connection = self.cluster.any_connection().await?;
+        let request = CreatePartitionsRequest::default()
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(topic_name(name))
+                .with_count(partition_count)
+                .with_assignments(None)])
+            .with_timeout_ms(self.timeout_ms());
+        let response = self
+            .cluster
+            .timed("CreatePartitions", connection.send(&request))
+            .await?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| missing(&connection, "CreatePartitions"))?;
+        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        check(
+            || format!("grow topic {name:?} to {partition_count} partitions"),
+            result.error_code,
+            result.error_message.as_ref(),
+        )
+    }
+
+    /// Every config of topic `name`, sorted by key.
+    pub async fn describe_configs(&self, name: &str) -> Result<Vec<ConfigEntry>> {
+        let connection = self.cluster.any_connection().await?;
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                .with_configuration_keys(None),
+        ]);
+        let response = self
+            .cluster
+            .timed("DescribeConfigs", connection.send(&request))
+            .await?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| missing(&connection, "DescribeConfigs"))?;
+        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        check(
+            || format!("describe configs of {name:?}"),
+            result.error_code,
+            result.error_message.as_ref(),
+        )?;
+        let mut entries: Vec<ConfigEntry> = result
+            .configs
+            .iter()
+            .map(|config| ConfigEntry {
+                name: config.name.to_string(),
+                value: config.value.as_ref().map(ToString::to_string),
+                is_default: config.config_source == SOURCE_DEFAULT,
+                read_only: config.read_only,
+            })
+            .collect();
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(entries)
+    }
+
+    /// Sets (`Some`) or removes (`None`, back to the default) topic configs.
+    pub async fn alter_configs(
+        &self,
+        name: &str,
+        changes: &[(String, Option<String>)],
+    ) -> Result<()> {
+        const OPERATION_SET: i8 = 0;
+        const OPERATION_DELETE: i8 = 1;
+        let connection = self.cluster.any_connection().await?;
+        let configs = changes
+            .iter()
+            .map(|(key, value)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(key.clone()))
+                    .with_config_operation(if value.is_some() {
+                        OPERATION_SET
+                    } else {
+                        OPERATION_DELETE
+                    })
+                    .with_value(value.clone().map(StrBytes::from_string))
+            })
+            .collect();
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_string()))
+                .with_configs(configs),
+        ]);
+        let response = self
+            .cluster
+            .timed("IncrementalAlterConfigs", connection.send(&request))
+            .await?;
+        let result = response
+            .responses
+            .first()
+            .ok_or_else(|| missing(&connection, "IncrementalAlterConfigs"))?;
+        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
+            return Err(Error::UnknownTopic(name.to_string()));
+        }
+        check(
+            || format!("alter configs of {name:?}"),
+            result.error_code,
+            result.error_message.as_ref(),
+        )
+    }
+
+    pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        let connection = self.cluster.any_connection().await?;
+        let request = DescribeClusterRequest::default();
+        let response = self
+            .cluster
+            .timed("DescribeCluster", connection.send(&request))
+            .await?;
+        check(
+            || "describe cluster".to_string(),
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        let mut brokers: Vec<ClusterBroker> = response
+            .brokers
+            .iter()
+            .map(|broker| ClusterBroker {
+                id: broker.broker_id.0,
+                host: broker.host.to_string(),
+                port: broker.port,
+                rack: broker.rack.as_ref().map(ToString::to_string),
+                fenced: broker.is_fenced,
+            })
+            .collect();
+        brokers.sort_by_key(|broker| broker.id);
+        Ok(ClusterDescription {
+            cluster_id: response.cluster_id.to_string(),
+            controller_id: (response.controller_id.0 >= 0).then_some(response.controller_id.0),
+            brokers,
+        })
+    }
+
+    /// Waits until every partition of `name` has a leader (after creation),
+    /// at most `timeout`.
+    pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let info = self.cluster.refresh(&[name]).await?.into_iter().next();
+            if let Some(Ok(info)) = &info {
+                if info
+                    .partitions
+                    .iter()
+                    .all(|partition| partition.leader.is_some())
+                {
+                    return Ok((**info).clone());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    operation: "waiting for partition leaders",
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn missing(connection: &crate::connection::Connection, api: &str) -> Error {
+    Error::Protocol {
+        address: connection.address().to_string(),
+        reason: format!("{api} response without a result"),
+    }
+}

@@ -1,0 +1,327 @@
+//! What the client knows about the cluster: the brokers, each topic's
+//! partitions and leaders (from Metadata), and one connection per broker.
+//!
+//! Metadata is refreshed on demand: when a topic is first used, and when a
+//! broker answers that it does not lead a partition or does not know a topic.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Mutex;
+
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+
+/// Settings every client type shares.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// `host:port` addresses tried in order until one answers.
+    pub bootstrap: Vec<String>,
+    pub client_id: String,
+    pub connect_timeout: Duration,
+    /// How long one request may wait for its response.
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// `bootstrap` is a comma-separated list of `host:port`.
+    pub fn new(bootstrap: &str) -> ClientConfig {
+        ClientConfig {
+            bootstrap: bootstrap
+                .split(',')
+                .map(str::trim)
+                .filter(|address| !address.is_empty())
+                .map(str::to_string)
+                .collect(),
+            client_id: "strata-client".to_string(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// One partition as the cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    /// `None` while the partition has no leader.
+    pub leader: Option<i32>,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// One topic as the cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: String,
+    pub internal: bool,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// One broker as the cluster describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+impl BrokerInfo {
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Metadata {
+    brokers: HashMap<i32, BrokerInfo>,
+    topics: HashMap<String, Arc<TopicInfo>>,
+}
+
+pub(crate) struct Cluster {
+    config: ClientConfig,
+    metadata: RwLock<Metadata>,
+    connections: Mutex<HashMap<i32, Arc<Connection>>>,
+    bootstrap: Mutex<Option<Arc<Connection>>>,
+}
+
+impl Cluster {
+    /// Connects to the first bootstrap broker that answers.
+    pub(crate) async fn connect(config: ClientConfig) -> Result<Arc<Cluster>> {
+        if config.bootstrap.is_empty() {
+            return Err(Error::Config("no bootstrap broker given".to_string()));
+        }
+        let cluster = Arc::new(Cluster {
+            config,
+            metadata: RwLock::new(Metadata::default()),
+            connections: Mutex::new(HashMap::new()),
+            bootstrap: Mutex::new(None),
+        });
+        cluster.any_connection().await?;
+        Ok(cluster)
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// A connection to any broker: the last one used for metadata, else the
+    /// first bootstrap or known broker that answers.
+    pub(crate) async fn any_connection(&self) -> Result<Arc<Connection>> {
+        let mut bootstrap = self.bootstrap.lock().await;
+        if let Some(connection) = bootstrap.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(connection));
+        }
+        let known: Vec<String> = {
+            let metadata = self.metadata.read().expect("metadata");
+            metadata.brokers.values().map(BrokerInfo::address).collect()
+        };
+        let mut last_error = None;
+        for address in self.config.bootstrap.iter().chain(known.iter()) {
+            match Connection::open(address, &self.config.client_id, self.config.connect_timeout)
+                .await
+            {
+                Ok(connection) => {
+                    let connection = Arc::new(connection);
+                    *bootstrap = Some(Arc::clone(&connection));
+                    return Ok(connection);
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(Error::Unreachable {
+            bootstrap: self.config.bootstrap.join(","),
+            source: Arc::new(last_error.expect("at least one address was tried")),
+        })
+    }
+
+    /// The connection to broker `id`, opened on first use and reopened after
+    /// a failure.
+    pub(crate) async fn connection(&self, id: i32) -> Result<Arc<Connection>> {
+        let mut connections = self.connections.lock().await;
+        if let Some(connection) = connections.get(&id).filter(|c| !c.is_closed()) {
+            return Ok(Arc::clone(connection));
+        }
+        let address = self
+            .metadata
+            .read()
+            .expect("metadata")
+            .brokers
+            .get(&id)
+            .map(BrokerInfo::address);
+        let Some(address) = address else {
+            drop(connections);
+            self.refresh(&[]).await?;
+            return Box::pin(self.connection_known(id)).await;
+        };
+        let connection = Connection::open(
+            &address,
+            &self.config.client_id,
+            self.config.connect_timeout,
+        )
+        .await
+        .map_err(|source| Error::Io {
+            address: address.clone(),
+            source: Arc::new(source),
+        })?;
+        let connection = Arc::new(connection);
+        connections.insert(id, Arc::clone(&connection));
+        Ok(connection)
+    }
+
+    async fn connection_known(&self, id: i32) -> Result<Arc<Connection>> {
+        if !self
+            .metadata
+            .read()
+            .expect("metadata")
+            .brokers
+            .contains_key(&id)
+        {
+            return Err(Error::Protocol {
+                address: self.config.bootstrap.join(","),
+                reason: format!("broker {id} is not in the cluster metadata"),
+            });
+        }
+        self.connection(id).await
+    }
+
+    /// Fetches metadata for `topics` (all topics when empty) and caches it.
+    /// Topics the cluster does not know are dropped from the cache.
+    pub(crate) async fn refresh(&self, topics: &[&str]) -> Result<Vec<Result<Arc<TopicInfo>>>> {
+        let connection = self.any_connection().await?;
+        let request = MetadataRequest::default()
+            .with_topics(if topics.is_empty() {
+                None
+            } else {
+                Some(
+                    topics
+                        .iter()
+                        .map(|name| {
+                            MetadataRequestTopic::default()
+                                .with_name(Some(TopicName(StrBytes::from_string(name.to_string()))))
+                        })
+                        .collect(),
+                )
+            })
+            .with_allow_auto_topic_creation(false);
+        let response = match self.timed("Metadata", connection.send(&request)).await {
+            Ok(response) => response,
+            Err(error) => {
+                self.bootstrap.lock().await.take();
+                return Err(error);
+            }
+        };
+        let mut metadata = self.metadata.write().expect("metadata");
+        metadata.brokers = response
+            .brokers
+            .iter()
+            .map(|broker| {
+                let info = BrokerInfo {
+                    id: broker.node_id.0,
+                    host: broker.host.to_string(),
+                    port: broker.port,
+                    rack: broker.rack.as_ref().map(ToString::to_string),
+                };
+                (info.id, info)
+            })
+            .collect();
+        let mut results = Vec::with_capacity(response.topics.len());
+        for topic in response.topics {
+            let name = topic
+                .name
+                .map(|name| name.0.to_string())
+                .unwrap_or_default();
+            if topic.error_code != 0 {
+                metadata.topics.remove(&name);
+                results.push(Err(
+                    if topic.error_code
+                        == kafka_protocol::error::ResponseError::UnknownTopicOrPartition.code()
+                    {
+                        Error::UnknownTopic(name)
+                    } else {
+                        Error::broker(
+                            format!("metadata of topic {name:?}"),
+                            topic.error_code,
+                            None,
+                        )
+                    },
+                ));
+                continue;
+            }
+            let mut partitions: Vec<PartitionInfo> = topic
+                .partitions
+                .iter()
+                .map(|partition| PartitionInfo {
+                    partition: partition.partition_index,
+                    leader: (partition.leader_id.0 >= 0 && partition.error_code == 0)
+                        .then_some(partition.leader_id.0),
+                    leader_epoch: partition.leader_epoch,
+                    replicas: partition.replica_nodes.iter().map(|id| id.0).collect(),
+                    isr: partition.isr_nodes.iter().map(|id| id.0).collect(),
+                })
+                .collect();
+            partitions.sort_by_key(|partition| partition.partition);
+            let info = Arc::new(TopicInfo {
+                name: name.clone(),
+                topic_id: topic.topic_id.to_string(),
+                internal: topic.is_internal,
+                partitions,
+            });
+            metadata.topics.insert(name, Arc::clone(&info));
+            results.push(Ok(info));
+        }
+        Ok(results)
+    }
+
+    /// The cached description of `topic`, fetched when not cached.
+    pub(crate) async fn topic(&self, topic: &str) -> Result<Arc<TopicInfo>> {
+        if let Some(info) = self.cached_topic(topic) {
+            return Ok(info);
+        }
+        self.refresh(&[topic])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::UnknownTopic(topic.to_string())))
+    }
+
+    pub(crate) fn cached_topic(&self, topic: &str) -> Option<Arc<TopicInfo>> {
+        self.metadata
+            .read()
+            .expect("metadata")
+            .topics
+            .get(topic)
+            .cloned()
+    }
+
+    /// The leader of `topic`/`partition` from the cache.
+    pub(crate) fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.cached_topic(topic)?
+            .partitions
+            .get(partition as usize)
+            .and_then(|info| info.leader)
+    }
+
+    /// Runs `request` under the configured request timeout.
+    pub(crate) async fn timed<T>(
+        &self,
+        operation: &'static str,
+        request: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let after = self.config.request_timeout;
+        tokio::time::timeout(after, request)
+            .await
+            .map_err(|_elapsed| Error::Timeout { operation, after })?
+    }
+}
+
+pub(crate) fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}

@@ -1,0 +1,383 @@
+//! One TCP connection to one broker: requests are pipelined (many in flight,
+//! matched to responses by correlation id), versions are negotiated once with
+//! ApiVersions when the connection opens.
+//!
+//! Architecture invariant: a request is registered as pending before its
+//! bytes are written, so a response can never arrive for an unknown id; when
+//! the connection fails every pending request fails with the same error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+use crate::error::{Error, Result};
+
+/// Largest response accepted; a larger size prefix means a confused peer.
+pub(crate) const RESPONSE_BYTES_MAX: usize = 512 << 20;
+/// Read buffer kept per connection; responses are split off it without copies.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+
+/// API versions this client speaks: `(api, min, max)`. Requests are built for
+/// every version in the range; the highest the broker also offers is used.
+const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 8, 9),
+    (ApiKey::Fetch, 11, 12),
+    (ApiKey::ListOffsets, 6, 7),
+    (ApiKey::Metadata, 9, 12),
+    (ApiKey::CreateTopics, 5, 7),
+    (ApiKey::DeleteTopics, 4, 5),
+    (ApiKey::CreatePartitions, 2, 3),
+    (ApiKey::DescribeConfigs, 4, 4),
+    (ApiKey::IncrementalAlterConfigs, 1, 1),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+type Pending = HashMap<i32, oneshot::Sender<Result<Bytes>>>;
+
+struct Shared {
+    pending: Pending,
+    /// Set once the connection failed; later requests fail with it at once.
+    failure: Option<Error>,
+}
+
+struct Writer {
+    half: OwnedWriteHalf,
+    correlation_id: i32,
+    frame: BytesMut,
+}
+
+pub(crate) struct Connection {
+    address: String,
+    client_id: StrBytes,
+    writer: tokio::sync::Mutex<Writer>,
+    shared: Arc<Mutex<Shared>>,
+    /// Negotiated version per API key; absent when the broker lacks the API.
+    versions: HashMap<i16, i16>,
+    offered: HashMap<i16, (i16, i16)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Connection {
+    /// Connects and negotiates API versions.
+    pub(crate) async fn open(
+        address: &str,
+        client_id: &str,
+        timeout: Duration,
+    ) -> std::io::Result<Connection> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_elapsed| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
+        stream.set_nodelay(true)?;
+        let (read, write) = stream.into_split();
+        let shared = Arc::new(Mutex::new(Shared {
+            pending: HashMap::new(),
+            failure: None,
+        }));
+        let reader = tokio::spawn(read_responses(
+            read,
+            address.to_string(),
+            Arc::clone(&shared),
+        ));
+        let mut connection = Connection {
+            address: address.to_string(),
+            client_id: StrBytes::from_string(client_id.to_string()),
+            writer: tokio::sync::Mutex::new(Writer {
+                half: write,
+                correlation_id: 0,
+                frame: BytesMut::with_capacity(64 << 10),
+            }),
+            shared,
+            versions: HashMap::new(),
+            offered: HashMap::new(),
+            reader,
+        };
+        let request = ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("strata-client"))
+            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+        let response = tokio::time::timeout(timeout, async {
+            connection
+                .start_versioned(&request, 3)
+                .await?
+                .response()
+                .await
+        })
+        .await
+        .map_err(|_elapsed| {
+            std::io::Error::new(std::io::ErrorKind::TimedOut, "ApiVersions timed out")
+        })?
+        .map_err(std::io::Error::other)?;
+        if response.error_code != 0 {
+            return Err(std::io::Error::other(format!(
+                "ApiVersions refused with error code {}",
+                response.error_code
+            )));
+        }
+        for api in &response.api_keys {
+            connection
+                .offered
+                .insert(api.api_key, (api.min_version, api.max_version));
+        }
+        for &(api, min, max) in CLIENT_APIS {
+            if let Some(&(offered_min, offered_max)) = connection.offered.get(&(api as i16)) {
+                let version = max.min(offered_max);
+                if version >= min && version >= offered_min {
+                    connection.versions.insert(api as i16, version);
+                }
+            }
+        }
+        Ok(connection)
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.address
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared
+            .lock()
+            .expect("connection state")
+            .failure
+            .is_some()
+    }
+
+    /// The version to use for `api`, or an error naming what is missing.
+    pub(crate) fn version(&self, api: ApiKey) -> Result<i16> {
+        if let Some(&version) = self.versions.get(&(api as i16)) {
+            return Ok(version);
+        }
+        let (_, min, max) = CLIENT_APIS
+            .iter()
+            .find(|(key, _, _)| *key == api)
+            .copied()
+            .expect("every API the client sends is in CLIENT_APIS");
+        Err(Error::UnsupportedVersion {
+            address: self.address.clone(),
+            api: api_name(api),
+            min,
+            max,
+            offered: match self.offered.get(&(api as i16)) {
+                Some((min, max)) => format!("{min}..={max}"),
+                None => "none".to_string(),
+            },
+        })
+    }
+
+    /// Sends `request` at the negotiated version and waits for its response.
+    pub(crate) async fn send<R: Request>(&self, request: &R) -> Result<R::Response> {
+        self.start(request).await?.response().await
+    }
+
+    /// Writes `request`; the response is awaited separately, so requests
+    /// written one after another reach the broker in that order.
+    pub(crate) async fn start<R: Request>(&self, request: &R) -> Result<Sent<R>> {
+        let version = self.version(api_key::<R>())?;
+        self.start_versioned(request, version).await
+    }
+
+    async fn start_versioned<R: Request>(&self, request: &R, version: i16) -> Result<Sent<R>> {
+        let (sender, receiver) = oneshot::channel();
+        self.write(request, version, Some(sender)).await?;
+        Ok(Sent {
+            receiver,
+            version,
+            address: self.address.clone(),
+            request: std::marker::PhantomData,
+        })
+    }
+
+    /// Sends a request no response will come for (Produce with acks=0).
+    pub(crate) async fn send_without_response<R: Request>(&self, request: &R) -> Result<()> {
+        let version = self.version(api_key::<R>())?;
+        self.write(request, version, None).await.map(drop)
+    }
+
+    async fn write<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        response: Option<oneshot::Sender<Result<Bytes>>>,
+    ) -> Result<i32> {
+        let mut writer = self.writer.lock().await;
+        writer.correlation_id = writer.correlation_id.wrapping_add(1);
+        let correlation_id = writer.correlation_id;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(self.client_id.clone()));
+        let frame = &mut writer.frame;
+        frame.clear();
+        frame.extend_from_slice(&[0; 4]);
+        header
+            .encode(frame, R::header_version(version))
+            .and_then(|()| request.encode(frame, version))
+            .map_err(|error| Error::Protocol {
+                address: self.address.clone(),
+                reason: format!(
+                    "cannot encode {} v{version}: {error}",
+                    api_name(api_key::<R>())
+                ),
+            })?;
+        let size = (frame.len() - 4) as i32;
+        frame[..4].copy_from_slice(&size.to_be_bytes());
+        {
+            let mut shared = self.shared.lock().expect("connection state");
+            if let Some(failure) = &shared.failure {
+                return Err(failure.clone());
+            }
+            if let Some(response) = response {
+                shared.pending.insert(correlation_id, response);
+            }
+        }
+        let Writer { half, frame, .. } = &mut *writer;
+        if let Err(error) = half.write_all(frame).await {
+            let error = Error::Io {
+                address: self.address.clone(),
+                source: Arc::new(error),
+            };
+            fail_all(&self.shared, error.clone());
+            return Err(error);
+        }
+        // A large request leaves a large buffer behind; keep it for the next
+        // one (warm pages) unless it is far beyond the usual size.
+        if frame.capacity() > 64 << 20 {
+            *frame = BytesMut::with_capacity(64 << 10);
+        }
+        Ok(correlation_id)
+    }
+}
+
+/// A request on the wire, waiting for its response.
+pub(crate) struct Sent<R> {
+    receiver: oneshot::Receiver<Result<Bytes>>,
+    version: i16,
+    address: String,
+    request: std::marker::PhantomData<fn() -> R>,
+}
+
+impl<R: Request> Sent<R> {
+    pub(crate) async fn response(self) -> Result<R::Response> {
+        let mut body = self.receiver.await.map_err(|_closed| Error::Closed)??;
+        let malformed = |error: anyhow::Error| Error::Protocol {
+            address: self.address.clone(),
+            reason: error.to_string(),
+        };
+        ResponseHeader::decode(&mut body, R::Response::header_version(self.version))
+            .map_err(malformed)?;
+        R::Response::decode(&mut body, self.version).map_err(malformed)
+    }
+}
+
+fn api_key<R: Request>() -> ApiKey {
+    ApiKey::try_from(R::KEY).expect("request types carry a known API key")
+}
+
+pub(crate) fn api_name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::ApiVersions => "ApiVersions",
+        _ => "an API",
+    }
+}
+
+fn fail_all(shared: &Mutex<Shared>, error: Error) {
+    let mut shared = shared.lock().expect("connection state");
+    if shared.failure.is_none() {
+        shared.failure = Some(error.clone());
+    }
+    for (_, pending) in shared.pending.drain() {
+        let _ = pending.send(Err(error.clone()));
+    }
+}
+
+async fn read_responses(mut read: OwnedReadHalf, address: String, shared: Arc<Mutex<Shared>>) {
+    let error = match read_loop(&mut read, &address, &shared).await {
+        Ok(()) => std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the broker"),
+        Err(error) => error,
+    };
+    fail_all(
+        &shared,
+        Error::Io {
+            address,
+            source: Arc::new(error),
+        },
+    );
+}
+
+/// Reads frames until the peer closes; each goes to the request waiting on
+/// its correlation id. The frame body stays in the shared read buffer.
+async fn read_loop(
+    read: &mut OwnedReadHalf,
+    address: &str,
+    shared: &Mutex<Shared>,
+) -> std::io::Result<()> {
+    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        while buffer.len() < 4 {
+            buffer.reserve(READ_BUFFER_BYTES);
+            if read.read_buf(&mut buffer).await? == 0 {
+                return if buffer.is_empty() {
+                    Ok(())
+                } else {
+                    Err(std::io::ErrorKind::UnexpectedEof.into())
+                };
+            }
+        }
+        let size = i32::from_be_bytes(buffer[..4].try_into().expect("4 bytes"));
+        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+            return Err(std::io::Error::other(format!(
+                "{address} sent a response size of {size} bytes"
+            )));
+        }
+        let size = size as usize;
+        buffer.reserve(4 + size.max(READ_BUFFER_BYTES));
+        while buffer.len() < 4 + size {
+            if read.read_buf(&mut buffer).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        buffer.advance(4);
+        let body = buffer.split_to(size).freeze();
+        let correlation_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+        let waiting = shared
+            .lock()
+            .expect("connection state")
+            .pending
+            .remove(&correlation_id);
+        match waiting {
+            Some(waiting) => {
+                let _ = waiting.send(Ok(body));
+            }
+            None => {
+                return Err(std::io::Error::other(format!(
+                    "{address} answered correlation id {correlation_id}, which no request carries"
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The client's error type. Errors are `Clone` because one failed batch fails
+//! every record in it, and each record's delivery reports the same error.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// No bootstrap broker answered.
+    #[error("no broker reachable at {bootstrap}: {source}")]
+    Unreachable {
+        bootstrap: String,
+        source: Arc<std::io::Error>,
+    },
+    /// The connection to a broker failed or closed mid-request.
+    #[error("connection to {address} failed: {source}")]
+    Io {
+        address: String,
+        source: Arc<std::io::Error>,
+    },
+    /// A broker sent bytes this client cannot make sense of.
+    #[error("malformed response from {address}: {reason}")]
+    Protocol { address: String, reason: String },
+    /// The broker does not speak a version of an API this client needs.
+    #[error(
+        "broker {address} does not support {api} versions {min}..={max} (it offers {offered})"
+    )]
+    UnsupportedVersion {
+        address: String,
+        api: &'static str,
+        min: i16,
+        max: i16,
+        offered: String,
+    },
+    /// The broker refused an operation with a Kafka error code.
+    #[error("{operation}: {error}{}", message.as_ref().map(|message| format!(" ({message})")).unwrap_or_default())]
+    Broker {
+        operation: String,
+        error: ResponseError,
+        message: Option<String>,
+    },
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has no partition {partition}")]
+    UnknownPartition { topic: String, partition: i32 },
+    #[error("record of {size_bytes} bytes is larger than the limit of {limit_bytes} bytes")]
+    RecordTooLarge {
+        size_bytes: usize,
+        limit_bytes: usize,
+    },
+    #[error("{operation} timed out after {after:?}")]
+    Timeout {
+        operation: &'static str,
+        after: Duration,
+    },
+    /// A fetched batch failed its checks; its records are not returned.
+    #[error("corrupt batch in {topic}-{partition} at offset {offset}: {reason}")]
+    CorruptBatch {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    /// The consumer's position is outside the log and no reset policy applies.
+    #[error("offset {offset} is out of range for {topic}-{partition}")]
+    OffsetOutOfRange {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The producer or consumer was closed before the operation finished.
+    #[error("the client was closed")]
+    Closed,
+}
+
+impl Error {
+    /// Whether trying again (after refreshing metadata) may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Io { .. } | Error::Timeout { .. } => true,
+            Error::Broker { error, .. } => error.is_retriable(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn broker(
+        operation: impl Into<String>,
+        code: i16,
+        message: Option<String>,
+    ) -> Error {
+        Error::Broker {
+            operation: operation.into(),
+            error: ResponseError::try_from_code(code).unwrap_or(ResponseError::UnknownServerError),
+            message,
+        }
+    }
+}
+
+/// `Ok(())` for error code 0, otherwise the broker's refusal of `operation`.
+pub(crate) fn check(
+    operation: impl FnOnce() -> String,
+    code: i16,
+    message: Option<&kafka_protocol::protocol::StrBytes>,
+) -> Result<()> {
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(Error::broker(
+            operation(),
+            code,
+            message.map(|m| m.to_string()),
+        ))
+    }
+}
