@@ -553,6 +553,12 @@ impl Producer {
         Ok(delivery)
     }
 
+    /// The partitions of `topic` (from cached metadata, fetched when not
+    /// cached); [`Error::UnknownTopic`] when the cluster has no such topic.
+    pub async fn partitions_for(&self, topic: &str) -> Result<Vec<crate::PartitionInfo>> {
+        Ok(self.inner.cluster.topic(topic).await?.partitions.clone())
+    }
+
     /// Sends every buffered record now and waits until all records sent
     /// before this call have an outcome.
     pub async fn flush(&self) {

@@ -17,18 +17,24 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The `logd` binary built next to this test binary.
 pub fn logd_binary() -> PathBuf {
+    built_binary("logd")
+}
+
+/// A binary of this workspace (`logd`, `logctl`, `logbench`) built next to
+/// this test binary.
+pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let logd = profile_dir.join("logd");
+    let binary = profile_dir.join(name);
     assert!(
-        logd.exists(),
-        "{} is missing: build it with `cargo build --release --bin logd`",
-        logd.display()
+        binary.exists(),
+        "{} is missing: build it with `cargo build --release --bin {name}`",
+        binary.display()
     );
-    logd
+    binary
 }
 
 /// A port nobody listens on right now.

@@ -1,0 +1,54 @@
+//! `logctl cluster info`.
+
+use serde_json::json;
+use strata_client::Admin;
+
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Brokers, their addresses and state, and the controller.
+    Info,
+}
+
+pub async fn run(bootstrap: &str, format: Format, command: ClusterCommand) -> anyhow::Result<()> {
+    let ClusterCommand::Info = command;
+    let admin = Admin::connect(bootstrap).await?;
+    let cluster = admin.describe_cluster().await?;
+    match format {
+        Format::Json => print_json(&json!({
+            "cluster_id": cluster.cluster_id,
+            "controller_id": cluster.controller_id,
+            "brokers": cluster.brokers.iter().map(|broker| json!({
+                "id": broker.id,
+                "host": broker.host,
+                "port": broker.port,
+                "rack": broker.rack,
+                "state": if broker.fenced { "fenced" } else { "alive" },
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            println!("cluster id: {}", cluster.cluster_id);
+            println!(
+                "controller: {}",
+                cluster
+                    .controller_id
+                    .map_or("none".to_string(), |id| format!("broker {id}"))
+            );
+            let rows: Vec<Vec<String>> = cluster
+                .brokers
+                .iter()
+                .map(|broker| {
+                    vec![
+                        broker.id.to_string(),
+                        format!("{}:{}", broker.host, broker.port),
+                        if broker.fenced { "fenced" } else { "alive" }.to_string(),
+                        broker.rack.clone().unwrap_or_else(|| "-".to_string()),
+                    ]
+                })
+                .collect();
+            print_table(&["BROKER", "ADDRESS", "STATE", "RACK"], &rows);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! `logctl`: administer a Strata cluster, produce and consume from a shell.
+//!
+//! Every command talks to brokers over the Kafka protocol through
+//! `strata-client`; nothing here links the broker. Errors are one sentence on
+//! stderr and a non-zero exit.
+
+mod cluster;
+mod consume;
+mod output;
+mod produce;
+mod topic;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::output::Format;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logctl",
+    version,
+    about = "Operate a Strata cluster",
+    propagate_version = true
+)]
+struct Cli {
+    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
+    #[arg(
+        short = 'b',
+        long = "bootstrap-server",
+        env = "STRATA_BROKERS",
+        default_value = "127.0.0.1:9092",
+        global = true
+    )]
+    bootstrap: String,
+    /// Output format: human-readable tables or JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    format: Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create, list, describe, alter and delete topics.
+    #[command(subcommand)]
+    Topic(topic::TopicCommand),
+    /// Produce one record per line of stdin.
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(consume::ConsumeArgs),
+    /// Describe the cluster.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "logctl", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Topic(command) => topic::run(&cli.bootstrap, cli.format, command).await,
+            Command::Produce(args) => produce::run(&cli.bootstrap, cli.format, args).await,
+            Command::Consume(args) => consume::run(&cli.bootstrap, cli.format, args).await,
+            Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
+            Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("logctl: {}", output::explain(&error, &cli.bootstrap));
+            ExitCode::FAILURE
+        }
+    }
+}

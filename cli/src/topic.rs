@@ -1,0 +1,243 @@
+//! `logctl topic create|list|describe|alter|delete`.
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use strata_client::{Admin, Error, NewTopic, ResponseError};
+
+use crate::output::{ids, print_json, print_table, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        #[arg(short, long, default_value_t = 1)]
+        partitions: i32,
+        #[arg(short = 'r', long, default_value_t = 1)]
+        replication_factor: i16,
+        /// A topic config, KEY=VALUE; repeat for more.
+        #[arg(short, long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Succeed when the topic already exists.
+        #[arg(long)]
+        if_not_exists: bool,
+    },
+    /// List topics.
+    List,
+    /// Partitions with leader, replicas, ISR, leader epoch and offsets; config overrides.
+    Describe { name: String },
+    /// Add partitions or change configs.
+    Alter {
+        name: String,
+        /// The new partition count (only growing is possible).
+        #[arg(long, required_unless_present_any = ["configs", "delete_configs"])]
+        partitions: Option<i32>,
+        /// Set a config, KEY=VALUE; repeat for more.
+        #[arg(short, long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// Remove a config override, back to the default; repeat for more.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
+    },
+    /// Delete a topic and its data.
+    Delete { name: String },
+}
+
+fn parse_config(pair: &str) -> anyhow::Result<(String, String)> {
+    match pair.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => bail!("config '{pair}' is not KEY=VALUE"),
+    }
+}
+
+pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+            if_not_exists,
+        } => {
+            let mut topic = NewTopic::new(&name, partitions, replication_factor);
+            for pair in &configs {
+                let (key, value) = parse_config(pair)?;
+                topic = topic.config(&key, &value);
+            }
+            let created = match admin.create_topic(&topic).await {
+                Ok(()) => true,
+                Err(Error::Broker {
+                    error: ResponseError::TopicAlreadyExists,
+                    ..
+                }) if if_not_exists => false,
+                Err(error) => {
+                    return Err(error).with_context(|| format!("cannot create topic '{name}'"))
+                }
+            };
+            match format {
+                Format::Json => print_json(&json!({"topic": name, "created": created})),
+                Format::Table if created => {
+                    println!("created topic {name} with {partitions} partitions")
+                }
+                Format::Table => println!("topic {name} already exists"),
+            }
+        }
+        TopicCommand::List => {
+            let topics = admin.list_topics().await?;
+            match format {
+                Format::Json => print_json(&json!(topics
+                    .iter()
+                    .map(|topic| json!({
+                        "name": topic.name,
+                        "partitions": topic.partitions.len(),
+                        "replication_factor": topic.partitions.first().map_or(0, |p| p.replicas.len()),
+                        "internal": topic.internal,
+                    }))
+                    .collect::<Vec<_>>())),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = topics
+                        .iter()
+                        .map(|topic| {
+                            vec![
+                                topic.name.clone(),
+                                topic.partitions.len().to_string(),
+                                topic.partitions.first().map_or(0, |p| p.replicas.len()).to_string(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["TOPIC", "PARTITIONS", "REPLICAS"], &rows);
+                }
+            }
+        }
+        TopicCommand::Describe { name } => describe(&admin, format, &name).await?,
+        TopicCommand::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        } => {
+            if let Some(partitions) = partitions {
+                admin.create_partitions(&name, partitions).await?;
+            }
+            let mut changes = Vec::new();
+            for pair in &configs {
+                let (key, value) = parse_config(pair)?;
+                changes.push((key, Some(value)));
+            }
+            changes.extend(delete_configs.into_iter().map(|key| (key, None)));
+            if !changes.is_empty() {
+                admin.alter_configs(&name, &changes).await?;
+            }
+            match format {
+                Format::Json => print_json(&json!({"topic": name, "altered": true})),
+                Format::Table => println!("altered topic {name}"),
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            match format {
+                Format::Json => print_json(&json!({"topic": name, "deleted": true})),
+                Format::Table => println!("deleted topic {name}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn describe(admin: &Admin, format: Format, name: &str) -> anyhow::Result<()> {
+    let description = admin.describe_topic(name).await?;
+    let overrides: Vec<(String, String)> = admin
+        .describe_configs(name)
+        .await?
+        .into_iter()
+        .filter(|entry| !entry.is_default)
+        .map(|entry| (entry.name, entry.value.unwrap_or_default()))
+        .collect();
+    let topic = &description.topic;
+    match format {
+        Format::Json => {
+            let partitions: Vec<serde_json::Value> = topic
+                .partitions
+                .iter()
+                .zip(&description.offsets)
+                .map(|(partition, offsets)| {
+                    let mut value = json!({
+                        "partition": partition.partition,
+                        "leader": partition.leader,
+                        "leader_epoch": partition.leader_epoch,
+                        "replicas": partition.replicas,
+                        "isr": partition.isr,
+                    });
+                    match offsets {
+                        Ok(offsets) => {
+                            value["log_start_offset"] = json!(offsets.log_start_offset);
+                            value["high_watermark"] = json!(offsets.high_watermark);
+                        }
+                        Err(error) => value["error"] = json!(error),
+                    }
+                    value
+                })
+                .collect();
+            print_json(&json!({
+                "name": topic.name,
+                "topic_id": topic.topic_id,
+                "partitions": partitions,
+                "configs": overrides.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+            }));
+        }
+        Format::Table => {
+            println!(
+                "topic: {}  id: {}  partitions: {}",
+                topic.name,
+                topic.topic_id,
+                topic.partitions.len()
+            );
+            if !overrides.is_empty() {
+                let configs: Vec<String> = overrides
+                    .iter()
+                    .map(|(key, value)| format!("{key}={value}"))
+                    .collect();
+                println!("configs: {}", configs.join(" "));
+            }
+            let rows: Vec<Vec<String>> = topic
+                .partitions
+                .iter()
+                .zip(&description.offsets)
+                .map(|(partition, offsets)| {
+                    let (start, high_watermark) = match offsets {
+                        Ok(offsets) => (
+                            offsets.log_start_offset.to_string(),
+                            offsets.high_watermark.to_string(),
+                        ),
+                        Err(_) => ("?".to_string(), "?".to_string()),
+                    };
+                    vec![
+                        partition.partition.to_string(),
+                        partition
+                            .leader
+                            .map_or("none".to_string(), |leader| leader.to_string()),
+                        partition.leader_epoch.to_string(),
+                        ids(&partition.replicas),
+                        ids(&partition.isr),
+                        start,
+                        high_watermark,
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "PARTITION",
+                    "LEADER",
+                    "EPOCH",
+                    "REPLICAS",
+                    "ISR",
+                    "LOG-START",
+                    "HIGH-WATERMARK",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,282 @@
+//! Every `logctl` verb against a real `logd`, in table and JSON output, and
+//! the errors a user sees for unknown topics, a dead broker and bad flags.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use strata_tests::{built_binary, Logd};
+
+struct Logctl {
+    bootstrap: String,
+}
+
+impl Logctl {
+    fn run_with_input(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new(built_binary("logctl"))
+            .arg("--bootstrap-server")
+            .arg(&self.bootstrap)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start logctl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("logctl output")
+    }
+
+    /// Runs `args`, expecting success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with_input(args, "")
+    }
+
+    fn ok_with_input(&self, args: &[&str], input: &str) -> String {
+        let output = self.run_with_input(args, input);
+        assert!(
+            output.status.success(),
+            "logctl {args:?} failed:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    }
+
+    /// Runs `args`, expecting failure; returns (exit code, stderr).
+    fn fails(&self, args: &[&str]) -> (i32, String) {
+        let output = self.run_with_input(args, "");
+        assert!(!output.status.success(), "logctl {args:?} should fail");
+        assert!(output.stdout.is_empty(), "nothing on stdout when failing");
+        (
+            output.status.code().unwrap(),
+            String::from_utf8(output.stderr).unwrap(),
+        )
+    }
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|error| panic!("not JSON ({error}): {text}"))
+}
+
+#[test]
+fn every_logctl_verb_in_table_and_json() {
+    let logd = Logd::start();
+    let logctl = Logctl {
+        bootstrap: logd.bootstrap(),
+    };
+
+    // topic create
+    let out = logctl.ok(&[
+        "topic",
+        "create",
+        "events",
+        "-p",
+        "3",
+        "-c",
+        "retention.ms=60000",
+    ]);
+    assert_eq!(out, "created topic events with 3 partitions\n");
+    let out = logctl.ok(&[
+        "topic",
+        "create",
+        "events",
+        "--if-not-exists",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"topic": "events", "created": false})
+    );
+    let out = logctl.ok(&["--format", "json", "topic", "create", "audit"]);
+    assert_eq!(
+        json(&out),
+        serde_json::json!({"topic": "audit", "created": true})
+    );
+    let (_, error) = logctl.fails(&["topic", "create", "events"]);
+    assert!(error.contains("already exists"), "{error}");
+
+    // topic list
+    let out = logctl.ok(&["topic", "list"]);
+    assert_eq!(
+        out.lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .collect::<Vec<_>>(),
+        [
+            vec!["TOPIC", "PARTITIONS", "REPLICAS"],
+            vec!["audit", "1", "1"],
+            vec!["events", "3", "1"]
+        ]
+    );
+    let out = logctl.ok(&["topic", "list", "--format", "json"]);
+    assert_eq!(json(&out)[1]["name"], "events");
+    assert_eq!(json(&out)[1]["partitions"], 3);
+
+    // produce: keys route, the summary counts per partition
+    let lines: String = (0..300)
+        .map(|index| format!("user-{}:event-{index}\n", index % 10))
+        .collect();
+    let out = logctl.ok_with_input(
+        &["produce", "events", "--key-separator", ":", "--acks", "all"],
+        &lines,
+    );
+    assert!(out.starts_with("produced 300 records"), "{out}");
+    let out = logctl.ok_with_input(
+        &[
+            "produce", "audit", "-p", "0", "--acks", "1", "--format", "json",
+        ],
+        "a\nb\nc\n",
+    );
+    let summary = json(&out);
+    assert_eq!(summary["records"], 3);
+    assert_eq!(summary["partitions"][0]["first_offset"], 0);
+    assert_eq!(summary["partitions"][0]["last_offset"], 2);
+
+    // consume: values per line; JSON objects per line
+    let out = logctl.ok(&["consume", "audit", "-n", "3"]);
+    assert_eq!(out, "a\nb\nc\n");
+    let out = logctl.ok(&["consume", "audit", "-o", "1", "-n", "2", "--format", "json"]);
+    let records: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(records.len(), 2);
+    assert_eq!(records[0]["offset"], 1);
+    assert_eq!(records[0]["value"], "b");
+    assert_eq!(records[0]["key"], serde_json::Value::Null);
+    assert!(records[0]["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    let out = logctl.ok(&[
+        "consume",
+        "events",
+        "--timeout-ms",
+        "1000",
+        "--format",
+        "json",
+    ]);
+    let records: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(records.len(), 300);
+    for record in &records {
+        let key = record["key"].as_str().unwrap();
+        let expected = strata_client::partitioner::partition_for_key(key.as_bytes(), 3);
+        assert_eq!(record["partition"], expected, "{record}");
+    }
+    let out = logctl.ok(&["consume", "audit", "-o", "end", "--timeout-ms", "200"]);
+    assert_eq!(out, "", "nothing after the end");
+    let out = logctl.ok(&[
+        "consume",
+        "audit",
+        "-o",
+        &format!("@{}", strata_tests::now_ms() + 60_000),
+        "--timeout-ms",
+        "200",
+    ]);
+    assert_eq!(out, "", "nothing after a future time");
+
+    // topic describe
+    let out = logctl.ok(&["topic", "describe", "events"]);
+    assert!(out.contains("configs: retention.ms=60000"), "{out}");
+    assert!(out.contains("HIGH-WATERMARK"), "{out}");
+    let described = json(&logctl.ok(&["topic", "describe", "events", "--format", "json"]));
+    let total: i64 = (0..3)
+        .map(|partition| {
+            described["partitions"][partition]["high_watermark"]
+                .as_i64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(total, 300);
+    assert_eq!(described["partitions"][0]["leader"], 1);
+    assert_eq!(described["partitions"][0]["isr"], serde_json::json!([1]));
+
+    // topic alter
+    let out = logctl.ok(&[
+        "topic",
+        "alter",
+        "events",
+        "--partitions",
+        "4",
+        "-c",
+        "segment.bytes=1048576",
+        "--delete-config",
+        "retention.ms",
+    ]);
+    assert_eq!(out, "altered topic events\n");
+    let described = json(&logctl.ok(&["topic", "describe", "events", "--format", "json"]));
+    assert_eq!(described["partitions"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        described["configs"],
+        serde_json::json!({"segment.bytes": "1048576"})
+    );
+    let out = logctl.ok(&[
+        "topic",
+        "alter",
+        "events",
+        "-c",
+        "flush.ms=500",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json(&out)["altered"], true);
+    let (_, error) = logctl.fails(&["topic", "alter", "events", "-c", "retention.ms=soon"]);
+    assert!(error.contains("retention.ms"), "{error}");
+
+    // cluster info
+    let out = logctl.ok(&["cluster", "info"]);
+    assert!(
+        out.contains(&format!("1       {}  alive", logd.bootstrap())),
+        "{out}"
+    );
+    assert!(out.contains("controller: broker 1"), "{out}");
+    let cluster = json(&logctl.ok(&["cluster", "info", "--format", "json"]));
+    assert_eq!(cluster["controller_id"], 1);
+    assert_eq!(cluster["brokers"][0]["port"], logd.address.port());
+    assert_eq!(cluster["brokers"][0]["state"], "alive");
+
+    // topic delete
+    assert_eq!(
+        logctl.ok(&["topic", "delete", "audit"]),
+        "deleted topic audit\n"
+    );
+    assert_eq!(
+        json(&logctl.ok(&["topic", "delete", "events", "--format", "json"]))["deleted"],
+        true
+    );
+
+    // errors: one sentence, non-zero exit
+    let (code, error) = logctl.fails(&["topic", "describe", "audit"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        error,
+        "logctl: topic 'audit' does not exist; `logctl topic list` shows the topics there are.\n"
+    );
+    let (_, error) = logctl.fails(&["consume", "audit"]);
+    assert!(error.contains("topic 'audit' does not exist"), "{error}");
+    let (_, error) = logctl.fails(&["produce", "audit"]);
+    assert!(error.contains("topic 'audit' does not exist"), "{error}");
+    let (code, error) = logctl.fails(&["topic", "frobnicate"]);
+    assert_eq!(code, 2);
+    assert!(
+        error.contains("unrecognized subcommand 'frobnicate'"),
+        "{error}"
+    );
+    let (_, error) = logctl.fails(&["consume", "x", "-o", "yesterday"]);
+    assert!(
+        error.contains("'yesterday' is not start, end, an offset or @UNIX_MS"),
+        "{error}"
+    );
+    let dead = Logctl {
+        bootstrap: format!("127.0.0.1:{}", strata_tests::free_port()),
+    };
+    let (code, error) = dead.fails(&["topic", "list"]);
+    assert_eq!(code, 1);
+    assert!(
+        error.starts_with("logctl: cannot reach a broker at 127.0.0.1:"),
+        "{error}"
+    );
+    assert!(error.contains("is logd running there?"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+
+    // completions
+    let out = logctl.ok(&["completions", "bash"]);
+    assert!(out.contains("_logctl()"), "{out}");
+}
