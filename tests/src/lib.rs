@@ -69,11 +69,29 @@ impl Logd {
             log_path: dir.path().join("logd.log"),
             _dir: dir,
         };
-        logd.spawn();
-        logd
+        // A picked port may be taken before logd binds it: pick again.
+        for _ in 0..5 {
+            match logd.try_spawn() {
+                Ok(()) => return logd,
+                Err(log) if log.contains("Address already in use") => {
+                    logd.address.set_port(free_port());
+                    logd.controller_port = free_port();
+                    logd.metrics_port = free_port();
+                }
+                Err(log) => panic!("logd exited during start:\n{log}"),
+            }
+        }
+        panic!("logd found no free ports in five tries:\n{}", logd.log());
     }
 
     fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("logd exited during start:\n{log}");
+        }
+    }
+
+    /// Starts the process; `Err` with its log if it exits during start.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -97,17 +115,21 @@ impl Logd {
         self.child = Some(child);
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
-            if let Ok(mut connection) = Connection::open(self.address) {
-                if connection.api_versions().is_ok() {
-                    return;
-                }
+            // Free ports are picked before logd binds them, so another
+            // broker may hold this one: only this logd's cluster id counts.
+            if self
+                .answering_cluster_id()
+                .is_some_and(|id| Some(id) == self.cluster_id())
+            {
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|child| child.try_wait().ok().flatten())
             {
-                panic!("logd exited with {status} during start:\n{}", self.log());
+                self.child = None;
+                return Err(format!("exit status {status}\n{}", self.log()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -115,6 +137,25 @@ impl Logd {
             "logd did not answer within {START_TIMEOUT:?}:\n{}",
             self.log()
         );
+    }
+
+    /// The cluster id this logd keeps in its data directory.
+    fn cluster_id(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir.join("cluster-id"))
+            .ok()
+            .map(|id| id.trim().to_string())
+    }
+
+    /// The cluster id of whatever broker answers on this logd's address.
+    fn answering_cluster_id(&self) -> Option<String> {
+        use kafka_protocol::messages::MetadataRequest;
+        let mut connection = Connection::open(self.address).ok()?;
+        let request =
+            RequestKind::Metadata(MetadataRequest::default().with_topics(Some(Vec::new())));
+        match connection.send(ApiKey::Metadata, 12, &request).ok()? {
+            ResponseKind::Metadata(response) => response.cluster_id.map(|id| id.to_string()),
+            _ => None,
+        }
     }
 
     /// Kills the process with SIGKILL: no flush, no goodbye.

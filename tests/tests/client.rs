@@ -296,6 +296,7 @@ async fn a_producer_at_its_memory_bound_waits_instead_of_failing() {
         }
     }
     let accepted = blocked.expect("send waits once the buffer is full");
+
     assert!(
         accepted * value.len() <= buffer_bytes && accepted * value.len() > buffer_bytes / 2,
         "{accepted} records accepted with a {buffer_bytes}-byte buffer"

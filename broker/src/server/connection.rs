@@ -15,9 +15,11 @@ use futures::stream::FuturesOrdered;
 use futures::{SinkExt, StreamExt};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use strata_protocol::frame::FrameCodec;
-use strata_protocol::request::{self, RequestError};
+use strata_protocol::request::{self, Request, RequestError};
 use strata_protocol::{response, versions};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
@@ -34,6 +36,21 @@ use crate::limits::{
 /// response, or an error that closes the connection.
 type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, response::EncodeError>> + Send>>;
 
+/// What the reading half hands to the serving half.
+enum Incoming {
+    Request(Box<Request>),
+    /// An ApiVersions request newer than this broker: answer in v0 with the
+    /// supported versions so the client can pick one.
+    ApiVersionsTooNew {
+        correlation_id: i32,
+    },
+}
+
+/// Requests decoded ahead of the one being handled. Reading and decoding
+/// run on their own task, so the next request is read while this one is
+/// appended.
+const DECODED_AHEAD_MAX: usize = 2;
+
 /// Serves `stream` until the client leaves, misbehaves, or `shutdown` fires.
 pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: CancellationToken) {
     let peer = stream
@@ -43,18 +60,22 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let codec = FrameCodec::new(REQUEST_BYTES_MAX);
-    let mut frames = FramedRead::new(reader, codec);
+    let (incoming_sender, mut incoming) = mpsc::channel(DECODED_AHEAD_MAX);
+    let misbehaved = CancellationToken::new();
+    let reading = AbortOnDrop(tokio::spawn(read_requests(
+        FramedRead::new(reader, codec),
+        incoming_sender,
+        misbehaved.clone(),
+        peer.clone(),
+    )));
     let mut responses = FramedWrite::new(writer, codec);
     let mut in_flight: FuturesOrdered<Answer> = FuturesOrdered::new();
+    let mut client_done = false;
     loop {
-        let can_read = in_flight.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION;
-        let read_timeout = if frames.read_buffer().is_empty() {
-            CONNECTION_IDLE_TIMEOUT
-        } else {
-            PARTIAL_REQUEST_TIMEOUT
-        };
+        let can_take = in_flight.len() < IN_FLIGHT_REQUESTS_PER_CONNECTION && !client_done;
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = misbehaved.cancelled() => return,
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
                 match answer {
                     Ok(Some(frame)) => {
@@ -70,52 +91,84 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
                     }
                 }
             }
-            next = tokio::time::timeout(read_timeout, frames.next()), if can_read => {
-                let frame = match next {
-                    Err(_elapsed) => {
-                        info!(%peer, timeout = ?read_timeout, "closing a connection that went quiet");
-                        return;
-                    }
-                    Ok(None) => break,
-                    Ok(Some(Err(error))) => {
-                        info!(%peer, %error, "closing connection");
-                        return;
-                    }
-                    Ok(Some(Ok(frame))) => frame.freeze(),
-                };
-                match request::decode(frame) {
-                    Ok(request) => {
-                        let context = Arc::clone(&context);
-                        let (api_key, api_version, correlation_id) = (request.api_key, request.api_version, request.correlation_id());
-                        in_flight.push_back(Box::pin(async move {
-                            match dispatch(&context, request).await {
-                                Some(body) => response::encode(api_key, api_version, correlation_id, &body).map(Some),
-                                None => Ok(None),
-                            }
-                        }));
-                    }
-                    Err(RequestError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
-                        // A client newer than this broker: answer in v0 with
-                        // the supported versions so it can pick one.
-                        let body = ResponseKind::ApiVersions(versions::api_versions_response(error_code::UNSUPPORTED_VERSION));
-                        let answer = response::encode(ApiKey::ApiVersions, 0, correlation_id, &body).map(Some);
-                        in_flight.push_back(Box::pin(async move { answer }));
-                    }
-                    Err(error) => {
-                        info!(%peer, %error, "closing connection after a request it cannot serve");
-                        return;
-                    }
+            next = incoming.recv(), if can_take => match next {
+                Some(Incoming::Request(request)) => {
+                    let context = Arc::clone(&context);
+                    let (api_key, api_version, correlation_id) = (request.api_key, request.api_version, request.correlation_id());
+                    in_flight.push_back(Box::pin(async move {
+                        match dispatch(&context, *request).await {
+                            Some(body) => response::encode(api_key, api_version, correlation_id, &body).map(Some),
+                            None => Ok(None),
+                        }
+                    }));
                 }
-            }
+                Some(Incoming::ApiVersionsTooNew { correlation_id }) => {
+                    let body = ResponseKind::ApiVersions(versions::api_versions_response(error_code::UNSUPPORTED_VERSION));
+                    let answer = response::encode(ApiKey::ApiVersions, 0, correlation_id, &body).map(Some);
+                    in_flight.push_back(Box::pin(async move { answer }));
+                }
+                None => client_done = true,
+            },
+            else => break,
+        }
+        if client_done && in_flight.is_empty() {
+            break;
         }
     }
-    // The client closed its side: finish what it asked for.
-    while let Some(answer) = in_flight.next().await {
-        let Ok(frame) = answer else { return };
-        if let Some(frame) = frame {
-            if responses.send(frame).await.is_err() {
-                return;
+    drop(reading);
+}
+
+/// Reads and decodes requests until the client closes its side (the sender
+/// is dropped) or misbehaves (`misbehaved` is cancelled: the connection closes
+/// without finishing what it asked for).
+async fn read_requests(
+    mut frames: FramedRead<OwnedReadHalf, FrameCodec>,
+    incoming: mpsc::Sender<Incoming>,
+    misbehaved: CancellationToken,
+    peer: String,
+) {
+    loop {
+        let read_timeout = if frames.read_buffer().is_empty() {
+            CONNECTION_IDLE_TIMEOUT
+        } else {
+            PARTIAL_REQUEST_TIMEOUT
+        };
+        let frame = match tokio::time::timeout(read_timeout, frames.next()).await {
+            Err(_elapsed) => {
+                info!(%peer, timeout = ?read_timeout, "closing a connection that went quiet");
+                break;
             }
+            Ok(None) => return,
+            Ok(Some(Err(error))) => {
+                info!(%peer, %error, "closing connection");
+                break;
+            }
+            Ok(Some(Ok(frame))) => frame.freeze(),
+        };
+        let next = match request::decode(frame) {
+            Ok(request) => Incoming::Request(Box::new(request)),
+            Err(RequestError::UnsupportedVersion {
+                api_key: ApiKey::ApiVersions,
+                correlation_id,
+                ..
+            }) => Incoming::ApiVersionsTooNew { correlation_id },
+            Err(error) => {
+                info!(%peer, %error, "closing connection after a request it cannot serve");
+                break;
+            }
+        };
+        if incoming.send(next).await.is_err() {
+            return;
         }
+    }
+    misbehaved.cancel();
+}
+
+/// Aborts the task when dropped, so a connection's reader never outlives it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
