@@ -489,9 +489,7 @@ impl Producer {
                 .map_err(|_closed| Error::Closed)?
             }
         };
-        let now_ms = now_ms();
-        let timestamp_ms = record.timestamp_ms.unwrap_or(now_ms);
-        let now = Instant::now();
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let batch_record = Record {
             key: record.key,
             value: record.value,
@@ -507,7 +505,7 @@ impl Producer {
         if let Some(open) = &queue.open {
             if open.builder.size_bytes() + size_bytes > inner.config.batch_bytes {
                 let full = queue.open.take().expect("checked");
-                let batch = full.close(&topic.name, partition, now);
+                let batch = full.close(&topic.name, partition, Instant::now());
                 queue.ready.push_back(batch);
                 closed = true;
             }
@@ -531,7 +529,7 @@ impl Producer {
                     ),
                     ack,
                     budget,
-                    opened_at: now,
+                    opened_at: Instant::now(),
                 })
             }
         };

@@ -62,6 +62,12 @@ pub struct LogConfig {
     /// Bytes the active segment's file grows by at a time (disk space is
     /// claimed ahead of the writes, so a full disk is an error, not SIGBUS).
     pub preallocate_bytes: u64,
+    /// Durable bytes at the end of the log kept in the page cache; older
+    /// durable pages are handed back to the kernel after each flush, so new
+    /// appends reuse warm pages (writing into never-used memory is several
+    /// times slower) and consumers at the tail still read from memory.
+    /// `None` leaves the cache to the kernel.
+    pub page_cache_window_bytes: Option<u64>,
 }
 
 impl Default for LogConfig {
@@ -73,6 +79,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 60 * 60 * 1000),
             preallocate_bytes: 32 << 20,
+            page_cache_window_bytes: Some(256 << 20),
         }
     }
 }
@@ -835,6 +842,7 @@ impl PartitionLog {
                 segment.metadata_synced = segment.metadata_synced.max(*metadata_changes);
             }
         }
+        self.release_page_cache();
         if pending.truncations_seen == self.truncations {
             self.recovery_point = self
                 .recovery_point
@@ -849,6 +857,23 @@ impl PartitionLog {
             self.write_checkpoint()?;
         }
         Ok(())
+    }
+
+    /// Hands back the cached pages of durable bytes more than
+    /// `page_cache_window_bytes` behind the log end.
+    fn release_page_cache(&mut self) {
+        let Some(window_bytes) = self.config.page_cache_window_bytes else {
+            return;
+        };
+        let mut newer_bytes = 0u64;
+        for segment in self.segments.values_mut().rev() {
+            let size_bytes = u64::from(segment.state.size_bytes);
+            if newer_bytes + size_bytes > window_bytes {
+                let kept_bytes = window_bytes.saturating_sub(newer_bytes);
+                segment.release_cached((size_bytes - kept_bytes) as u32);
+            }
+            newer_bytes += size_bytes;
+        }
     }
 
     /// Flushes everything appended so far and waits for it.

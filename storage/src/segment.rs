@@ -172,6 +172,25 @@ impl SegmentFile {
         );
     }
 
+    /// Drops `start..end` (page aligned, on disk) from the page cache. Pages
+    /// some map still holds stay (fadvise skips mapped pages), so readers are
+    /// never affected. Best effort, like [`Self::prefault`].
+    fn release(&self, start: usize, end: usize) {
+        if end <= start {
+            return;
+        }
+        // SAFETY: plain syscall on an open descriptor; it drops only clean,
+        // unmapped pages, which are read back from the file when needed.
+        unsafe {
+            libc::posix_fadvise(
+                self.file.as_raw_fd(),
+                start as libc::off_t,
+                (end - start) as libc::off_t,
+                libc::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+
     /// Asks the kernel to fault in `start..end` now, so later appends copy into
     /// warm pages. Best effort: failures (old kernels) are ignored.
     fn prefault(&self, start: usize, end: usize) {
@@ -481,6 +500,8 @@ pub(crate) struct Segment {
     pub created_ms: Option<i64>,
     /// Bytes of the map already handed to a prefault thread.
     prefaulted_bytes: u64,
+    /// Bytes at the start of the file whose cached pages were handed back.
+    released_bytes: u32,
 }
 
 /// Offsets for a run of batches appended by a leader.
@@ -533,6 +554,7 @@ impl Segment {
             metadata_synced: 0,
             created_ms: None,
             prefaulted_bytes: state_size_bytes,
+            released_bytes: 0,
         })
     }
 
@@ -583,6 +605,7 @@ impl Segment {
             metadata_synced: 0,
             created_ms: None,
             prefaulted_bytes: 0,
+            released_bytes: 0,
         };
         if !index_was_loaded || trimmed {
             segment.write_index_files(dir)?;
@@ -804,7 +827,11 @@ impl Segment {
     /// Starts faulting in the allocated pages not yet faulted in, on a
     /// background thread, so copies into the map land in resident pages.
     fn prefault_allocated(&mut self) {
-        let (start, end) = (self.prefaulted_bytes, self.allocated_bytes);
+        // Only pages ahead of the writer: those behind it are in the page
+        // cache already, and faulting them all in would hold the process's
+        // mmap lock for as long (stalling every other fault and mprotect).
+        let start = self.prefaulted_bytes.max(self.state.size_bytes as u64);
+        let end = self.allocated_bytes;
         if start >= end {
             return;
         }
@@ -817,6 +844,19 @@ impl Segment {
             // Only an optimisation: the copy faults the pages in itself.
             warn!(%error, "cannot start a prefault thread");
         }
+    }
+
+    /// Hands the cached pages of the durable bytes below `end` back to the
+    /// kernel. Readers still see the same bytes, read back from disk.
+    pub(crate) fn release_cached(&mut self, end: u32) {
+        let page = page_size() as u32;
+        let end = end.min(self.flushed_bytes) / page * page;
+        if end <= self.released_bytes {
+            return;
+        }
+        self.file
+            .release(self.released_bytes as usize, end as usize);
+        self.released_bytes = end;
     }
 
     /// Seals the active segment: trims the file, makes the map read-only and

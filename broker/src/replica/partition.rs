@@ -12,7 +12,7 @@
 //! made before it began.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,8 @@ pub struct Partition {
     /// A fetch waits at the high watermark: the next append asks for a flush
     /// at once, so the reader sees it after one fsync rather than `flush.ms`.
     reader_waiting: AtomicBool,
+    /// Bytes appended since the flusher last started a flush.
+    unflushed_bytes: AtomicU64,
     stop: CancellationToken,
 }
 
@@ -58,6 +60,11 @@ impl std::fmt::Debug for Partition {
 /// Name of the file holding the topic id in a partition directory, so a
 /// topic deleted and created again under the same name never inherits data.
 const TOPIC_ID_FILE: &str = "topic-id";
+
+/// Unflushed bytes that start a flush before `flush.ms` is up. Writing back
+/// a little at a time keeps fsync short: one fsync of a second's worth of
+/// appends (up to a gigabyte) stalls the appends behind it for as long.
+const FLUSH_BYTES_MAX: u64 = 64 << 20;
 
 impl Partition {
     /// Opens (recovering) the partition's log in `dir` and starts its
@@ -84,6 +91,7 @@ impl Partition {
             high_watermark,
             flush_wanted: Notify::new(),
             reader_waiting: AtomicBool::new(false),
+            unflushed_bytes: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
         tokio::spawn(flusher(Arc::clone(&partition), visible));
@@ -128,7 +136,12 @@ impl Partition {
         let appended = self
             .log()
             .append_as_leader(&batches, self.leader_epoch, now_ms)?;
-        if self.reader_waiting.swap(false, Ordering::AcqRel) {
+        let unflushed_bytes = self
+            .unflushed_bytes
+            .fetch_add(records.len() as u64, Ordering::AcqRel);
+        if self.reader_waiting.swap(false, Ordering::AcqRel)
+            || unflushed_bytes + records.len() as u64 >= FLUSH_BYTES_MAX
+        {
             self.flush_wanted.notify_one();
         }
         Ok(appended)
@@ -213,6 +226,7 @@ async fn flusher(partition: Arc<Partition>, visible: Arc<Notify>) {
             _ = partition.flush_wanted.notified() => {}
             _ = tokio::time::sleep(flush_interval) => {}
         }
+        partition.unflushed_bytes.store(0, Ordering::Release);
         let pending = match partition.log().begin_flush() {
             Ok(Some(pending)) => pending,
             Ok(None) => continue,
