@@ -1,5 +1,8 @@
 //! `logbench produce`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use strata_client::{Acks, Delivery, Producer, ProducerRecord};
@@ -10,8 +13,8 @@ use crate::CreateArgs;
 
 /// Deliveries queued between a producer's send loop and its ack collector.
 const DELIVERY_QUEUE_MAX: usize = 1 << 20;
-/// Progress is reported in steps of this many acknowledged messages.
-const PROGRESS_STEP: u64 = 4096;
+/// Deliveries travel to the collector in chunks of this many.
+const CHUNK_LEN: usize = 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
@@ -68,28 +71,49 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
         let value = value.clone();
         let bar = bar.clone();
         tasks.push(tokio::spawn(async move {
-            let (sender, mut receiver) = mpsc::channel::<(Instant, Delivery)>(DELIVERY_QUEUE_MAX);
+            let (sender, mut receiver) =
+                mpsc::channel::<Vec<(Instant, Delivery)>>(DELIVERY_QUEUE_MAX / CHUNK_LEN);
             let collector = tokio::spawn(async move {
                 let mut latency = report::histogram();
-                let mut acknowledged = 0u64;
-                while let Some((sent_at, delivery)) = receiver.recv().await {
-                    delivery.await?;
-                    report::record(&mut latency, sent_at.elapsed());
-                    acknowledged += 1;
-                    if acknowledged.is_multiple_of(PROGRESS_STEP) {
-                        bar.inc(PROGRESS_STEP);
+                while let Some(chunk) = receiver.recv().await {
+                    // One clock read per chunk and per wait: deliveries found
+                    // complete were acknowledged no later than `now`.
+                    let mut now = Instant::now();
+                    let count = chunk.len() as u64;
+                    for (sent_at, mut delivery) in chunk {
+                        let waker = std::task::Waker::noop();
+                        let ready = Pin::new(&mut delivery).poll(&mut Context::from_waker(waker));
+                        match ready {
+                            Poll::Ready(outcome) => {
+                                outcome?;
+                            }
+                            Poll::Pending => {
+                                delivery.await?;
+                                now = Instant::now();
+                            }
+                        }
+                        report::record(&mut latency, now.saturating_duration_since(sent_at));
                     }
+                    bar.inc(count);
                 }
                 anyhow::Ok(latency)
             });
+            let mut chunk = Vec::with_capacity(CHUNK_LEN);
             for _ in 0..share {
                 let sent_at = Instant::now();
                 let delivery = producer
                     .send(ProducerRecord::new(&topic).value(&value))
                     .await?;
-                if sender.send((sent_at, delivery)).await.is_err() {
-                    break;
+                chunk.push((sent_at, delivery));
+                if chunk.len() == CHUNK_LEN {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_LEN));
+                    if sender.send(full).await.is_err() {
+                        break;
+                    }
                 }
+            }
+            if !chunk.is_empty() {
+                let _ = sender.send(chunk).await;
             }
             drop(sender);
             producer.flush().await;

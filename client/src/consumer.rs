@@ -68,8 +68,8 @@ impl ConsumerConfig {
             client: ClientConfig::new(bootstrap),
             fetch_wait_max: Duration::from_millis(500),
             fetch_min_bytes: 1,
-            fetch_max_bytes: 64 << 20,
-            partition_fetch_bytes: 16 << 20,
+            fetch_max_bytes: 50 << 20,
+            partition_fetch_bytes: 1 << 20,
             offset_reset: OffsetReset::Latest,
             check_crcs: true,
         }

@@ -29,6 +29,9 @@ pub struct FrameCodec {
     frame_bytes_max: usize,
 }
 
+/// Most bytes reserved at once for the rest of an incomplete frame.
+const FRAME_RESERVE_BYTES_MAX: usize = 1 << 20;
+
 impl FrameCodec {
     pub fn new(frame_bytes_max: usize) -> Self {
         FrameCodec { frame_bytes_max }
@@ -55,7 +58,12 @@ impl Decoder for FrameCodec {
             });
         }
         if src.len() < SIZE_PREFIX_BYTES + size {
-            return Ok(None); // not all here yet: a normal state, not an error
+            // Not all here yet: a normal state, not an error. Make room for
+            // the rest (up to a bound, so an announced size alone cannot
+            // claim much), so it arrives in few reads and no regrowing copies.
+            let missing = SIZE_PREFIX_BYTES + size - src.len();
+            src.reserve(missing.min(FRAME_RESERVE_BYTES_MAX));
+            return Ok(None);
         }
         src.advance(SIZE_PREFIX_BYTES);
         Ok(Some(src.split_to(size)))
