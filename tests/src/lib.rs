@@ -15,23 +15,18 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 /// How long a broker may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `logd` binary built next to this test binary.
+/// The `logd` binary built next to this test binary (cargo builds it for
+/// `cargo test --workspace`, since `strata-broker` has integration tests).
 pub fn logd_binary() -> PathBuf {
-    built_binary("logd")
-}
-
-/// A binary of this workspace (`logd`, `logctl`, `logbench`) built next to
-/// this test binary.
-pub fn built_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target/<profile>/deps/<test>");
-    let binary = profile_dir.join(name);
+    let binary = profile_dir.join("logd");
     assert!(
         binary.exists(),
-        "{} is missing: build it with `cargo build --release --bin {name}`",
+        "{} is missing: build it with `cargo build --release --bin logd`",
         binary.display()
     );
     binary

@@ -3,10 +3,10 @@
 
 use std::process::Command;
 
-use strata_tests::{built_binary, Logd};
+use strata_tests::Logd;
 
 fn logbench(logd: &Logd, args: &[&str]) -> serde_json::Value {
-    let output = Command::new(built_binary("logbench"))
+    let output = Command::new(env!("CARGO_BIN_EXE_logbench"))
         .arg("--bootstrap-server")
         .arg(logd.bootstrap())
         .args(args)

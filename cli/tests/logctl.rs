@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use strata_tests::{built_binary, Logd};
+use strata_tests::Logd;
 
 struct Logctl {
     bootstrap: String,
@@ -12,7 +12,7 @@ struct Logctl {
 
 impl Logctl {
     fn run_with_input(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new(built_binary("logctl"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logctl"))
             .arg("--bootstrap-server")
             .arg(&self.bootstrap)
             .args(args)
