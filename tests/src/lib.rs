@@ -167,9 +167,32 @@ impl Logd {
         self.spawn();
     }
 
-    /// Freezes the process (SIGSTOP): it holds its sockets but answers nothing.
+    /// Freezes the process (SIGSTOP): it holds its sockets but answers
+    /// nothing. Returns once every thread has stopped: kill(2) only queues
+    /// the stop, and a thread inside a system call runs on until it returns.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
+        let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let states: Vec<String> = std::fs::read_dir(&tasks)
+                .expect("task list")
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+                .collect();
+            // The state follows the parenthesised command name.
+            let stopped = |stat: &String| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            };
+            if states.iter().all(stopped) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "logd did not stop within 10 s: {states:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Thaws a paused process (SIGCONT).
@@ -177,10 +200,13 @@ impl Logd {
         self.signal(libc::SIGCONT);
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("logd runs").id()
+    }
+
     fn signal(&mut self, signal: libc::c_int) {
-        let child = self.child.as_ref().expect("logd runs");
         // SAFETY: kill(2) on our own child's pid has no memory effects.
-        let result = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let result = unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
         assert_eq!(result, 0, "kill({signal}) failed");
     }
 
