@@ -63,10 +63,10 @@ pub struct LogConfig {
     /// claimed ahead of the writes, so a full disk is an error, not SIGBUS).
     pub preallocate_bytes: u64,
     /// Durable bytes at the end of the log kept in the page cache; older
-    /// durable pages are handed back to the kernel after each flush, so new
-    /// appends reuse warm pages (writing into never-used memory is several
-    /// times slower) and consumers at the tail still read from memory.
-    /// `None` leaves the cache to the kernel.
+    /// durable pages are unmapped and handed back to the kernel after each
+    /// flush, so new appends reuse warm pages (writing into never-used memory
+    /// is several times slower) while a consumer up to this far behind the
+    /// tail still reads from memory. `None` leaves the cache to the kernel.
     pub page_cache_window_bytes: Option<u64>,
 }
 
@@ -79,7 +79,7 @@ impl Default for LogConfig {
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 60 * 60 * 1000),
             preallocate_bytes: 32 << 20,
-            page_cache_window_bytes: Some(256 << 20),
+            page_cache_window_bytes: Some(1 << 30),
         }
     }
 }

@@ -172,16 +172,24 @@ impl SegmentFile {
         );
     }
 
-    /// Drops `start..end` (page aligned, on disk) from the page cache. Pages
-    /// some map still holds stay (fadvise skips mapped pages), so readers are
-    /// never affected. Best effort, like [`Self::prefault`].
+    /// Drops `start..end` (page aligned, on disk) from this process's page
+    /// tables and from the page cache. Readers still holding slices of the
+    /// range fault the same bytes back in from the file on their next access.
+    /// Best effort, like [`Self::prefault`].
     fn release(&self, start: usize, end: usize) {
         if end <= start {
             return;
         }
-        // SAFETY: plain syscall on an open descriptor; it drops only clean,
-        // unmapped pages, which are read back from the file when needed.
+        // SAFETY: `start..end` lies inside the map and below the durable
+        // size, so nothing writes it; for a shared file mapping MADV_DONTNEED
+        // only unmaps pages (their content stays in the file), and fadvise
+        // then drops the clean, no longer mapped pages from the cache.
         unsafe {
+            libc::madvise(
+                self.map.as_ptr().add(start) as *mut libc::c_void,
+                end - start,
+                libc::MADV_DONTNEED,
+            );
             libc::posix_fadvise(
                 self.file.as_raw_fd(),
                 start as libc::off_t,

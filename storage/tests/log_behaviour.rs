@@ -368,3 +368,56 @@ fn a_run_of_thousands_of_small_batches_is_written_whole() {
     }
     assert_eq!(log.segment_count(), 1);
 }
+
+#[test]
+fn pages_behind_the_cache_window_are_released_and_read_back_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 1 << 20,
+        preallocate_bytes: 1 << 20,
+        page_cache_window_bytes: Some(64 << 10),
+        ..small_config()
+    };
+    let mut log = PartitionLog::open(dir.path().join("t-0"), config).unwrap();
+    for step in 0..64 {
+        append(&mut log, &values(step, 4, 1000), 0);
+    }
+    let held = log.read(0, 64 << 10, i64::MAX).unwrap().records;
+    let copy = held.to_vec();
+    let expected = read_all(&log, 1 << 20);
+
+    log.flush().unwrap();
+
+    let segment_path = dir.path().join("t-0").join(format!("{:020}.log", 0));
+    let cached = cached_pages(&segment_path, 64 << 10);
+    assert!(
+        cached < 16,
+        "{cached} of the first 16 pages still cached after the release"
+    );
+    assert_eq!(
+        &held[..],
+        &copy[..],
+        "a held slice reads the same bytes back"
+    );
+    assert_eq!(read_all(&log, 1 << 20), expected);
+}
+
+/// How many of the first `len` bytes' pages of `path` are in the page cache.
+fn cached_pages(path: &std::path::Path, len: usize) -> usize {
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: a read-only private map of a file nobody truncates here; it is
+    // only passed to mincore, never read.
+    let map = unsafe { memmap2::MmapOptions::new().len(len).map(&file) }.unwrap();
+    let page = 4096;
+    let mut resident = vec![0u8; len.div_ceil(page)];
+    // SAFETY: `resident` has one byte per page of the mapped range.
+    let result = unsafe {
+        libc::mincore(
+            map.as_ptr() as *mut libc::c_void,
+            len,
+            resident.as_mut_ptr(),
+        )
+    };
+    assert_eq!(result, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|byte| *byte & 1 == 1).count()
+}
