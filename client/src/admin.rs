@@ -10,11 +10,9 @@ use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::{
-    BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    ListOffsetsRequest,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -239,37 +237,18 @@ impl Admin {
         partition: i32,
         leader: i32,
     ) -> Result<PartitionOffsets> {
-        let connection = self.cluster.connection(leader).await?;
-        let mut found = [0i64; 2];
-        for (slot, timestamp) in [(0, -2), (1, -1)] {
-            let request = ListOffsetsRequest::default()
-                .with_replica_id(BrokerId(-1))
-                .with_topics(vec![ListOffsetsTopic::default()
-                    .with_name(topic_name(topic))
-                    .with_partitions(vec![ListOffsetsPartition::default()
-                        .with_partition_index(partition)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(timestamp)])]);
-            let response = self
-                .cluster
-                .timed("ListOffsets", connection.send(&request))
-                .await?;
-            let result = response
-                .topics
-                .first()
-                .and_then(|topic| topic.partitions.first())
-                .ok_or_else(|| missing(&connection, "ListOffsets"))?;
-            check(
-                || format!("list offsets of {topic}-{partition}"),
-                result.error_code,
-                None,
-            )?;
-            found[slot] = result.offset;
-        }
+        let log_start_offset = self
+            .cluster
+            .list_offset(leader, topic, partition, -2)
+            .await?;
+        let high_watermark = self
+            .cluster
+            .list_offset(leader, topic, partition, -1)
+            .await?;
         Ok(PartitionOffsets {
             partition,
-            log_start_offset: found[0],
-            high_watermark: found[1],
+            log_start_offset,
+            high_watermark,
         })
     }
 

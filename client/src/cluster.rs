@@ -8,8 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{MetadataRequest, TopicName};
+use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::Mutex;
 
@@ -319,6 +320,41 @@ impl Cluster {
         tokio::time::timeout(after, request)
             .await
             .map_err(|_elapsed| Error::Timeout { operation, after })?
+    }
+
+    /// Asks `leader` for the offset of `topic-partition` at `timestamp`
+    /// (ListOffsets: -2 is the log start, -1 the high watermark).
+    pub(crate) async fn list_offset(
+        &self,
+        leader: i32,
+        topic: &str,
+        partition: i32,
+        timestamp: i64,
+    ) -> Result<i64> {
+        let connection = self.connection(leader).await?;
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![ListOffsetsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(partition)
+                    .with_current_leader_epoch(-1)
+                    .with_timestamp(timestamp)])]);
+        let response = self.timed("ListOffsets", connection.send(&request)).await?;
+        let result = response
+            .topics
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .ok_or_else(|| Error::Protocol {
+                address: connection.address().to_string(),
+                reason: "ListOffsets response without the partition".to_string(),
+            })?;
+        crate::error::check(
+            || format!("list offsets of {topic}-{partition}"),
+            result.error_code,
+            None,
+        )?;
+        Ok(result.offset)
     }
 }
 

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ListOffsetsRequest};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use strata_protocol::batch::{BatchHeader, BatchIter};
 use strata_protocol::record::RecordIter;
 use tokio::task::JoinSet;
@@ -371,33 +370,9 @@ impl Consumer {
                 None,
             )
         })?;
-        let connection = self.cluster.connection(leader).await?;
-        let request = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(topic_name(topic))
-                .with_partitions(vec![ListOffsetsPartition::default()
-                    .with_partition_index(partition)
-                    .with_current_leader_epoch(-1)
-                    .with_timestamp(timestamp)])]);
-        let response = self
-            .cluster
-            .timed("ListOffsets", connection.send(&request))
-            .await?;
-        let result = response
-            .topics
-            .first()
-            .and_then(|topic| topic.partitions.first())
-            .ok_or_else(|| Error::Protocol {
-                address: connection.address().to_string(),
-                reason: "ListOffsets response without the partition".to_string(),
-            })?;
-        crate::error::check(
-            || format!("list offsets of {topic}-{partition}"),
-            result.error_code,
-            None,
-        )?;
-        Ok(result.offset)
+        self.cluster
+            .list_offset(leader, topic, partition, timestamp)
+            .await
     }
 
     /// Sends a fetch to every leader that has partitions ready to fetch and

@@ -562,14 +562,7 @@ impl Producer {
     pub async fn flush(&self) {
         let now = Instant::now();
         let mut waiting = Vec::new();
-        let topics: Vec<Arc<TopicQueue>> = self
-            .inner
-            .topics
-            .read()
-            .expect("topics")
-            .values()
-            .cloned()
-            .collect();
+        let topics = self.inner.topic_queues();
         for topic in topics {
             for (partition, queue) in topic.partitions.iter().enumerate() {
                 let mut queue = queue.lock().expect("partition queue");
@@ -611,6 +604,16 @@ impl Producer {
 }
 
 impl Inner {
+    /// The queues of every topic used so far, taken out of the map's lock.
+    fn topic_queues(&self) -> Vec<Arc<TopicQueue>> {
+        self.topics
+            .read()
+            .expect("topics")
+            .values()
+            .cloned()
+            .collect()
+    }
+
     /// The queues for `info`'s topic, grown when the topic gained partitions.
     fn topic_queue_for(&self, info: &TopicInfo) -> Arc<TopicQueue> {
         let mut topics = self.topics.write().expect("topics");
@@ -729,13 +732,7 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
     let mut missing_leader = Vec::new();
     let mut due = |at: Instant| next_deadline = Some(next_deadline.map_or(at, |d| d.min(at)));
     let in_flight = inner.in_flight.lock().expect("in flight").clone();
-    let topics: Vec<Arc<TopicQueue>> = inner
-        .topics
-        .read()
-        .expect("topics")
-        .values()
-        .cloned()
-        .collect();
+    let topics = inner.topic_queues();
     for topic in topics {
         let info = inner.cluster.cached_topic(&topic.name);
         for (partition, queue) in topic.partitions.iter().enumerate() {
