@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use strata_client::{Acks, Delivery, Producer, ProducerRecord};
+use strata_client::{Acks, Compression, Delivery, Producer, ProducerRecord};
 use tokio::sync::mpsc;
 
 use crate::report::{self, Report};
@@ -39,6 +39,9 @@ pub struct ProduceArgs {
     buffer_bytes: usize,
     #[arg(long, default_value = "1", value_parser = crate::parse_acks)]
     acks: Acks,
+    /// Codec for the records: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
     /// Produce requests in flight per broker and producer.
     #[arg(long, default_value_t = 5)]
     in_flight: usize,
@@ -53,6 +56,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
         let producer = Producer::builder(bootstrap)
             .client_id("logbench")
             .acks(args.acks)
+            .compression(args.compression)
             .batch_bytes(args.batch_bytes)
             .linger(Duration::from_millis(args.linger_ms))
             .buffer_bytes(args.buffer_bytes)

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use strata_client::{Acks, Delivery, Producer, ProducerRecord};
+use strata_client::{Acks, Compression, Delivery, Producer, ProducerRecord};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::output::{print_json, print_table, Format};
@@ -29,6 +29,9 @@ pub struct ProduceArgs {
     /// 0: no acknowledgement, 1: the leader's, all: every in-sync replica's.
     #[arg(long, default_value = "all", value_parser = ["0", "1", "all"])]
     acks: String,
+    /// Codec for the records: none, gzip, snappy, lz4 or zstd.
+    #[arg(long, default_value = "none")]
+    compression: Compression,
 }
 
 #[derive(Default)]
@@ -47,6 +50,7 @@ pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::
     let producer = Producer::builder(bootstrap)
         .client_id("logctl")
         .acks(acks)
+        .compression(args.compression)
         .build()
         .await?;
     // Refuse an unknown topic before reading any input.

@@ -115,12 +115,22 @@ fn every_logctl_verb_in_table_and_json() {
     assert_eq!(json(&out)[1]["name"], "events");
     assert_eq!(json(&out)[1]["partitions"], 3);
 
-    // produce: keys route, the summary counts per partition
+    // produce: keys route, the summary counts per partition (compressed
+    // batches read back like any other)
     let lines: String = (0..300)
         .map(|index| format!("user-{}:event-{index}\n", index % 10))
         .collect();
     let out = logctl.ok_with_input(
-        &["produce", "events", "--key-separator", ":", "--acks", "all"],
+        &[
+            "produce",
+            "events",
+            "--key-separator",
+            ":",
+            "--acks",
+            "all",
+            "--compression",
+            "zstd",
+        ],
         &lines,
     );
     assert!(out.starts_with("produced 300 records"), "{out}");
@@ -257,6 +267,12 @@ fn every_logctl_verb_in_table_and_json() {
     assert_eq!(code, 2);
     assert!(
         error.contains("unrecognized subcommand 'frobnicate'"),
+        "{error}"
+    );
+    let (code, error) = logctl.fails(&["produce", "x", "--compression", "brotli"]);
+    assert_eq!(code, 2);
+    assert!(
+        error.contains("unknown compression \"brotli\": use none, gzip, snappy, lz4 or zstd"),
         "{error}"
     );
     let (_, error) = logctl.fails(&["consume", "x", "-o", "yesterday"]);

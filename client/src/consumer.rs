@@ -15,13 +15,19 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use strata_protocol::batch::{BatchHeader, BatchIter};
+use strata_protocol::batch::{BatchHeader, BatchIter, Compression};
+use strata_protocol::compression::decompress_records;
 use strata_protocol::record::RecordIter;
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::cluster::{topic_name, ClientConfig, Cluster};
 use crate::error::{Error, Result};
+
+/// Largest decompressed batch accepted: far above what any producer writes
+/// (`max.message.bytes` bounds the compressed size), low enough that a
+/// hostile batch cannot exhaust memory.
+const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 << 20;
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -570,6 +576,7 @@ impl Consumer {
         let mut position = state.position.unwrap_or(0);
         let bytes = &buffered.records;
         let mut records = Vec::new();
+        let mut decompressed;
         let corrupt = |offset: i64, reason: String| Error::CorruptBatch {
             topic: topic.to_string(),
             partition: *partition,
@@ -588,8 +595,21 @@ impl Consumer {
                 position = header.last_offset() + 1;
                 continue;
             }
-            let iter = RecordIter::new(batch)
-                .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
+            // Records borrow the fetched bytes; decompressed records get a
+            // buffer of their own.
+            let (iter, backing) = if header.compression() == Compression::None {
+                let iter = RecordIter::new(batch)
+                    .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
+                (iter, bytes)
+            } else {
+                let records = decompress_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)
+                    .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
+                decompressed = Bytes::from(records);
+                (
+                    RecordIter::decompressed(&decompressed, header.record_count),
+                    &decompressed,
+                )
+            };
             for record in iter {
                 let record =
                     record.map_err(|reason| corrupt(header.base_offset, reason.to_string()))?;
@@ -607,14 +627,14 @@ impl Consumer {
                     partition: *partition,
                     offset,
                     timestamp_ms,
-                    key: record.key.map(|key| bytes.slice_ref(key)),
-                    value: record.value.map(|value| bytes.slice_ref(value)),
+                    key: record.key.map(|key| backing.slice_ref(key)),
+                    value: record.value.map(|value| backing.slice_ref(value)),
                     headers: record
                         .headers()
                         .map(|header| {
                             (
                                 header.key.to_string(),
-                                header.value.map(|value| bytes.slice_ref(value)),
+                                header.value.map(|value| backing.slice_ref(value)),
                             )
                         })
                         .collect(),

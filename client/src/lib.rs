@@ -47,4 +47,5 @@ pub use kafka_protocol::error::ResponseError;
 pub use producer::{
     Acks, Delivery, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use strata_protocol::batch::Compression;
 pub use strata_protocol::record::Header;

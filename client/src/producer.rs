@@ -29,6 +29,7 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use strata_protocol::batch::Compression;
 use strata_protocol::record::{BatchBuilder, Header, Record};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
@@ -66,6 +67,9 @@ pub struct ProducerConfig {
     pub acks: Acks,
     /// How long an open batch waits for more records before it is sent.
     pub linger: Duration,
+    /// Codec for each batch's records; consumers of any Kafka client read
+    /// them back.
+    pub compression: Compression,
     /// A batch closes when the next record would take it past this size.
     pub batch_bytes: usize,
     /// Bytes of records accepted but not yet acknowledged; `send` waits
@@ -88,6 +92,7 @@ impl ProducerConfig {
             client: ClientConfig::new(bootstrap),
             acks: Acks::All,
             linger: Duration::from_millis(5),
+            compression: Compression::None,
             batch_bytes: 256 << 10,
             buffer_bytes: 64 << 20,
             send_wait_max: Duration::from_secs(60),
@@ -148,6 +153,10 @@ impl ProducerBuilder {
     }
     pub fn linger(mut self, linger: Duration) -> Self {
         self.config.linger = linger;
+        self
+    }
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.config.compression = compression;
         self
     }
     pub fn batch_bytes(mut self, batch_bytes: usize) -> Self {
@@ -526,7 +535,8 @@ impl Producer {
                     builder: BatchBuilder::with_capacity(
                         timestamp_ms,
                         inner.config.batch_bytes.min(size_bytes.max(16 << 10)),
-                    ),
+                    )
+                    .compression(inner.config.compression),
                     ack,
                     budget,
                     opened_at: Instant::now(),

@@ -5,8 +5,9 @@
 //! with the right header versions ([`request`], [`response`]), the table of API
 //! versions Strata supports ([`versions`]), and an allocator for binaries that
 //! decode untrusted frames ([`alloc`]). The record-batch format itself
-//! ([`batch`], [`record`]) is the storage engine's, re-exported here so clients
-//! build and read batches with the code the broker validates them with.
+//! ([`batch`], [`record`], [`compression`]) is the storage engine's,
+//! re-exported here so clients build and read batches with the code the
+//! broker validates them with.
 //!
 //! Architecture invariant: wire types stop at the broker's dispatch; nothing
 //! below it (replicas, storage) sees a `kafka-protocol` type.
@@ -19,4 +20,4 @@ pub mod versions;
 
 pub use kafka_protocol;
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
-pub use strata_storage::{batch, record};
+pub use strata_storage::{batch, compression, record};

@@ -87,6 +87,8 @@ pub enum BatchError {
     },
     #[error("unknown compression codec {codec}")]
     Compression { codec: i16 },
+    #[error("cannot decompress {codec:?} records: {reason}")]
+    Decompression { codec: Compression, reason: String },
 }
 
 /// A batch error together with the byte position of the batch in the input.
@@ -109,7 +111,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
+    pub(crate) fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
         Ok(match attributes & COMPRESSION_MASK {
             0 => Compression::None,
             1 => Compression::Gzip,
@@ -120,6 +122,17 @@ impl Compression {
         })
     }
 
+    /// The codec's name in Kafka's `compression.type`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
     pub(crate) fn attribute_bits(self) -> i16 {
         match self {
             Compression::None => 0,
@@ -128,6 +141,24 @@ impl Compression {
             Compression::Lz4 => 3,
             Compression::Zstd => 4,
         }
+    }
+}
+
+impl std::str::FromStr for Compression {
+    type Err = String;
+
+    /// Parses a `compression.type` name: none, gzip, snappy, lz4 or zstd.
+    fn from_str(name: &str) -> Result<Self, String> {
+        [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ]
+        .into_iter()
+        .find(|codec| codec.name() == name)
+        .ok_or_else(|| format!("unknown compression {name:?}: use none, gzip, snappy, lz4 or zstd"))
     }
 }
 

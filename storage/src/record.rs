@@ -103,6 +103,12 @@ impl BatchBuilder {
         }
     }
 
+    /// Compresses the records with `codec` when the batch is built.
+    pub fn compression(mut self, codec: Compression) -> Self {
+        self.attributes = codec.attribute_bits();
+        self
+    }
+
     /// Marks the batch as coming from an idempotent producer.
     pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
         self.producer_id = producer_id;
@@ -115,7 +121,7 @@ impl BatchBuilder {
         self.record_count as usize
     }
 
-    /// Size of the batch built so far.
+    /// Size of the batch built so far, before compression.
     pub fn size_bytes(&self) -> usize {
         self.buf.len()
     }
@@ -150,12 +156,21 @@ impl BatchBuilder {
         self.record_count += 1;
     }
 
-    /// Finishes the header and CRC. A batch must hold at least one record.
+    /// Compresses the records (if asked to) and finishes the header and CRC.
+    /// A batch must hold at least one record.
     pub fn build(mut self) -> Vec<u8> {
         assert!(
             self.record_count > 0,
             "a record batch holds at least one record"
         );
+        let codec = Compression::from_attributes(self.attributes).expect("set from a codec");
+        if codec != Compression::None {
+            let records = &self.buf[BATCH_HEADER_BYTES..];
+            let mut compressed = Vec::with_capacity(BATCH_HEADER_BYTES + records.len() / 2);
+            compressed.resize(BATCH_HEADER_BYTES, 0);
+            crate::compression::compress(codec, records, &mut compressed);
+            self.buf = compressed;
+        }
         let batch_length = (self.buf.len() - batch::LOG_OVERHEAD) as i32;
         let buf = &mut self.buf;
         buf[0..8].copy_from_slice(&0i64.to_be_bytes());
@@ -212,7 +227,9 @@ pub struct RecordIter<'a> {
 }
 
 impl<'a> RecordIter<'a> {
-    /// Reads the records of `batch`, which must be one whole batch.
+    /// Reads the records of `batch`, which must be one whole, uncompressed
+    /// batch (see [`crate::compression::decompress_records`] and
+    /// [`RecordIter::decompressed`] for the others).
     pub fn new(batch: &'a [u8]) -> Result<Self, BatchError> {
         let header = BatchHeader::parse(batch)?;
         if header.compression() != Compression::None {
@@ -222,10 +239,15 @@ impl<'a> RecordIter<'a> {
             });
         }
         let records = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
-        Ok(RecordIter {
+        Ok(Self::decompressed(records, header.record_count))
+    }
+
+    /// Reads `record_count` records from the decompressed records of a batch.
+    pub fn decompressed(records: &'a [u8], record_count: i32) -> Self {
+        RecordIter {
             cursor: Cursor { bytes: records },
-            remaining: header.record_count.max(0) as usize,
-        })
+            remaining: record_count.max(0) as usize,
+        }
     }
 
     /// True when every byte of the batch was consumed by its records.

@@ -398,11 +398,37 @@ pub fn produce(
 /// Every record of `topic`/`partition` from offset 0 up to the high
 /// watermark, as `(offset, value)`.
 pub fn fetch_all(connection: &mut Connection, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
+    use strata_storage::batch::{BatchHeader, Compression};
+    use strata_storage::compression::decompress_records;
+    use strata_storage::record::RecordIter;
+    let mut records = Vec::new();
+    for batch in fetch_batches(connection, topic, partition) {
+        let header = BatchHeader::parse(&batch).expect("whole batch");
+        let decompressed;
+        let iter = if header.compression() == Compression::None {
+            RecordIter::new(&batch).expect("uncompressed")
+        } else {
+            decompressed = decompress_records(&batch, 64 << 20).expect("decompresses");
+            RecordIter::decompressed(&decompressed, header.record_count)
+        };
+        for record in iter {
+            let record = record.expect("well-formed record");
+            records.push((
+                header.base_offset + record.offset_delta,
+                record.value.unwrap_or_default().to_vec(),
+            ));
+        }
+    }
+    records
+}
+
+/// Every batch of `topic`/`partition` from offset 0 up to the high
+/// watermark, each checked against its CRC.
+pub fn fetch_batches(connection: &mut Connection, topic: &str, partition: i32) -> Vec<Bytes> {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
     use kafka_protocol::messages::{FetchRequest, TopicName};
     use strata_storage::batch::BatchIter;
-    use strata_storage::record::RecordIter;
-    let mut records = Vec::new();
+    let mut batches = Vec::new();
     let mut offset = 0;
     loop {
         let fetch = FetchPartition::default()
@@ -430,17 +456,13 @@ pub fn fetch_all(connection: &mut Connection, topic: &str, partition: i32) -> Ve
                 offset, data.high_watermark,
                 "an empty fetch happens only at the high watermark"
             );
-            return records;
+            return batches;
         }
         for (header, batch) in BatchIter::new(&bytes) {
             strata_storage::batch::BatchHeader::validate(batch, usize::MAX)
                 .expect("fetched batches are intact");
-            for record in RecordIter::new(batch).expect("uncompressed") {
-                let record = record.expect("well-formed record");
-                let record_offset = header.base_offset + record.offset_delta;
-                if record_offset >= offset {
-                    records.push((record_offset, record.value.unwrap_or_default().to_vec()));
-                }
+            if header.last_offset() >= offset {
+                batches.push(bytes.slice_ref(batch));
             }
             offset = header.last_offset() + 1;
         }

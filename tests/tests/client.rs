@@ -8,7 +8,8 @@ use std::time::Duration;
 use strata_broker::{Broker, BrokerConfig};
 use strata_client::partitioner::partition_for_key;
 use strata_client::{
-    Acks, Admin, Consumer, Error, Header, NewTopic, Offset, Producer, ProducerRecord, ResponseError,
+    Acks, Admin, Compression, Consumer, Error, Header, NewTopic, Offset, Producer, ProducerRecord,
+    ResponseError,
 };
 use strata_tests::{python, Logd};
 
@@ -324,6 +325,137 @@ async fn a_producer_at_its_memory_bound_waits_instead_of_failing() {
     }
     offsets.push(pending.await.unwrap().unwrap().offset.unwrap());
     assert_eq!(offsets, (1..=accepted as i64 + 1).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_batches_cross_between_strata_kafka_python_and_librdkafka() {
+    let logd = Logd::start();
+    let bootstrap = logd.bootstrap();
+    let admin = Admin::connect(&bootstrap).await.unwrap();
+    let codecs = [
+        ("gzip", Compression::Gzip),
+        ("snappy", Compression::Snappy),
+        ("lz4", Compression::Lz4),
+        ("zstd", Compression::Zstd),
+    ];
+    for (name, codec) in codecs {
+        let topic = format!("compressed-{name}");
+        admin
+            .create_topic(&NewTopic::new(&topic, 1, 1))
+            .await
+            .unwrap();
+        admin
+            .wait_for_leaders(&topic, Duration::from_secs(10))
+            .await
+            .unwrap();
+
+        // kafka-python compresses the first half...
+        let script = r#"
+import sys
+from kafka import KafkaProducer
+bootstrap, topic, codec = sys.argv[1:4]
+producer = KafkaProducer(
+    bootstrap_servers=bootstrap, compression_type=codec, acks="all", linger_ms=20,
+    enable_idempotence=False,
+)
+sent = [
+    producer.send(topic, partition=0, value=f"python {codec} {index} {'p' * (index % 50)}".encode())
+    for index in range(2000)
+]
+producer.flush()
+for future in sent:
+    future.get(timeout=10)
+producer.close()
+"#;
+        python(script, &[&bootstrap, &topic, name]);
+        let lines: Vec<String> = (0..2_000)
+            .map(|index| format!("python {name} {index} {}", "p".repeat(index % 50)))
+            .collect();
+
+        // ...Strata's producer the second.
+        let producer = Producer::builder(&bootstrap)
+            .compression(codec)
+            .linger(Duration::from_millis(20))
+            .build()
+            .await
+            .unwrap();
+        let values: Vec<String> = (0..2_000)
+            .map(|index| format!("strata {name} {index} {}", "s".repeat(index % 50)))
+            .collect();
+        for value in &values {
+            producer
+                .send(ProducerRecord::new(&topic).value(value.as_bytes()))
+                .await
+                .unwrap();
+        }
+        producer.flush().await;
+        let expected: Vec<String> = lines.iter().chain(&values).cloned().collect();
+
+        let batches = strata_tests::fetch_batches(&mut logd.connect(), &topic, 0);
+        assert!(
+            batches
+                .iter()
+                .all(|batch| batch[22] & 0x07 == codec_bits(codec)),
+            "every batch is compressed with {name}: {:?}",
+            batches
+                .iter()
+                .map(|batch| (batch[22] & 0x07, batch.len()))
+                .collect::<Vec<_>>()
+        );
+
+        let mut consumer = Consumer::builder(&bootstrap).build().await.unwrap();
+        consumer.assign(&[(topic.as_str(), 0)]).await.unwrap();
+        consumer.seek(&topic, 0, Offset::Beginning).unwrap();
+        let read: Vec<String> = consume(&mut consumer, expected.len())
+            .await
+            .iter()
+            .map(|record| String::from_utf8(record.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(
+            read, expected,
+            "Strata's consumer reads {name} from both producers"
+        );
+
+        let output = std::process::Command::new("kcat")
+            .args([
+                "-b", &bootstrap, "-C", "-t", &topic, "-p", "0", "-e", "-f", "%s\n",
+            ])
+            .output()
+            .expect("kcat -C");
+        assert!(output.status.success());
+        let read: Vec<String> = String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(
+            read, expected,
+            "librdkafka reads {name} from both producers"
+        );
+    }
+}
+
+/// Fails naming the first difference, not printing thousands of values.
+fn assert_same(read: &[String], expected: &[String], what: &str) {
+    let first_difference = read.iter().zip(expected).position(|(a, b)| a != b);
+    assert!(
+        read.len() == expected.len() && first_difference.is_none(),
+        "{what}: read {} of {} values; first difference at {first_difference:?}: {:?}",
+        read.len(),
+        expected.len(),
+        first_difference.map(|index| (&read[index], &expected[index]))
+    );
+}
+
+/// The attribute bits of `codec` in a batch header.
+fn codec_bits(codec: Compression) -> u8 {
+    match codec {
+        Compression::None => 0,
+        Compression::Gzip => 1,
+        Compression::Snappy => 2,
+        Compression::Lz4 => 3,
+        Compression::Zstd => 4,
+    }
 }
 
 #[test]
