@@ -382,13 +382,18 @@ producer.close()
         let values: Vec<String> = (0..2_000)
             .map(|index| format!("strata {name} {index} {}", "s".repeat(index % 50)))
             .collect();
+        let mut deliveries = Vec::new();
         for value in &values {
-            producer
-                .send(ProducerRecord::new(&topic).value(value.as_bytes()))
-                .await
-                .unwrap();
+            deliveries.push(
+                producer
+                    .send(ProducerRecord::new(&topic).value(value.as_bytes()))
+                    .await
+                    .unwrap(),
+            );
         }
-        producer.flush().await;
+        for delivery in deliveries {
+            delivery.await.unwrap();
+        }
         let expected: Vec<String> = lines.iter().chain(&values).cloned().collect();
 
         let batches = strata_tests::fetch_batches(&mut logd.connect(), &topic, 0);
@@ -411,9 +416,10 @@ producer.close()
             .iter()
             .map(|record| String::from_utf8(record.value.clone().unwrap().to_vec()).unwrap())
             .collect();
-        assert_eq!(
-            read, expected,
-            "Strata's consumer reads {name} from both producers"
+        assert_same(
+            &read,
+            &expected,
+            &format!("Strata's consumer reading {name}"),
         );
 
         let output = std::process::Command::new("kcat")
@@ -428,10 +434,7 @@ producer.close()
             .lines()
             .map(str::to_string)
             .collect();
-        assert_eq!(
-            read, expected,
-            "librdkafka reads {name} from both producers"
-        );
+        assert_same(&read, &expected, &format!("librdkafka reading {name}"));
     }
 }
 
