@@ -5,23 +5,35 @@
 //! a metadata cache and one pipelined connection per broker, and refreshes
 //! metadata when a broker says it does not lead a partition.
 //!
-//! ```no_run
-//! # async fn run() -> Result<(), strata_client::Error> {
+//! ```
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // A broker of our own for the example to run against.
+//! # let dir = tempfile::tempdir()?;
+//! # let mut config = strata_broker::BrokerConfig::single_node(dir.path().join("data"));
+//! # config.listen = "127.0.0.1:0".parse()?;
+//! # config.controller_listen = "127.0.0.1:0".parse()?;
+//! # let broker = strata_broker::Broker::start(config).await?;
+//! # let bootstrap = broker.local_addr().to_string();
 //! use std::time::Duration;
 //! use strata_client::{Admin, Consumer, NewTopic, Offset, Producer, ProducerRecord};
 //!
-//! let admin = Admin::connect("127.0.0.1:9092").await?;
+//! // `bootstrap` is "host:port" of any broker, e.g. "127.0.0.1:9092".
+//! let admin = Admin::connect(&bootstrap).await?;
 //! admin.create_topic(&NewTopic::new("greetings", 1, 1)).await?;
+//! admin.wait_for_leaders("greetings", Duration::from_secs(10)).await?;
 //!
-//! let producer = Producer::builder("127.0.0.1:9092").build().await?;
+//! let producer = Producer::builder(&bootstrap).build().await?;
 //! let delivery = producer.send(ProducerRecord::new("greetings").value(b"hello")).await?;
 //! let offset = delivery.await?.offset;
 //!
-//! let mut consumer = Consumer::builder("127.0.0.1:9092").build().await?;
+//! let mut consumer = Consumer::builder(&bootstrap).build().await?;
 //! consumer.assign(&[("greetings", 0)]).await?;
 //! consumer.seek("greetings", 0, Offset::Beginning)?;
-//! let records = consumer.poll(Duration::from_secs(1)).await?;
+//! let records = consumer.poll(Duration::from_secs(5)).await?;
 //! assert_eq!(Some(records[0].offset), offset);
+//! assert_eq!(records[0].value.as_deref(), Some(&b"hello"[..]));
+//! # broker.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
