@@ -16,18 +16,13 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use strata_protocol::batch::{BatchHeader, BatchIter, Compression};
-use strata_protocol::compression::decompress_records;
+use strata_protocol::compression::{decompress_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use strata_protocol::record::RecordIter;
 use tokio::task::JoinSet;
 use tracing::debug;
 
 use crate::cluster::{topic_name, ClientConfig, Cluster};
 use crate::error::{Error, Result};
-
-/// Largest decompressed batch accepted: far above what any producer writes
-/// (`max.message.bytes` bounds the compressed size), low enough that a
-/// hostile batch cannot exhaust memory.
-const DECOMPRESSED_BATCH_BYTES_MAX: usize = 256 << 20;
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -311,7 +311,8 @@ pub(crate) fn seal_crc(batch: &mut [u8]) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     /// A producer: offsets are assigned by the leader, every offset carries a
-    /// record, and uncompressed records are walked to check their offset deltas.
+    /// record, and the records (decompressed first, if need be) are walked to
+    /// check their framing and offset deltas.
     Producer,
     /// A leader's log, fetched by a follower: offsets are already assigned and
     /// must increase; compaction may have left gaps.
@@ -458,12 +459,19 @@ fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
             last_offset_delta: header.last_offset_delta,
         });
     }
-    if header.compression() != Compression::None {
-        // The records are compressed; their framing is checked by whoever
-        // decompresses them. The header and CRC are already verified.
-        return Ok(());
-    }
-    let mut records = crate::record::RecordIter::new(batch)?;
+    // Compressed records are decompressed and walked like any others, so a
+    // batch whose CRC is right but whose records are not is refused here
+    // instead of failing every consumer that reads it.
+    let decompressed;
+    let mut records = if header.compression() == Compression::None {
+        crate::record::RecordIter::new(batch)?
+    } else {
+        decompressed = crate::compression::decompress_records(
+            batch,
+            crate::compression::DECOMPRESSED_BATCH_BYTES_MAX,
+        )?;
+        crate::record::RecordIter::decompressed(&decompressed, header.record_count)
+    };
     let mut record_index = 0usize;
     for record in &mut records {
         let record = record.map_err(|reason| BatchError::Record {

@@ -21,6 +21,13 @@ const XERIAL_HEADER: [u8; 16] = [
 ];
 /// Uncompressed bytes per xerial block, as the Java client writes them.
 const XERIAL_BLOCK_BYTES: usize = 32 << 10;
+/// Largest decompressed batch: a produced batch that decompresses to more is
+/// refused, and consumers accept the same, so whatever a broker stored can be
+/// read. Far above what producers write (their batches are a few MiB at most
+/// before compression), low enough that a small, hostile batch cannot make a
+/// broker or consumer allocate without bound.
+pub const DECOMPRESSED_BATCH_BYTES_MAX: usize = 64 << 20;
+
 /// zstd level the Java client and librdkafka use by default.
 const ZSTD_LEVEL: i32 = 3;
 
@@ -224,6 +231,43 @@ mod tests {
             assert_eq!(read[7].value.unwrap(), "value 7 ".repeat(20).as_bytes());
             assert_eq!(read[7].headers().collect::<Vec<_>>(), headers);
         }
+    }
+
+    #[test]
+    fn a_producer_batch_whose_records_do_not_decompress_is_refused() {
+        use crate::batch::{seal_crc, Source, ValidatedBatches};
+        use crate::record::{BatchBuilder, Record};
+
+        let mut builder = BatchBuilder::new(0).compression(Compression::Lz4);
+        for _ in 0..100 {
+            builder.push(Record::value(b"some value"));
+        }
+        let mut bytes = builder.build();
+        // Damage the compressed records and seal the CRC again, as a buggy
+        // producer would: the header and CRC check out, the records do not.
+        let middle = (BATCH_HEADER_BYTES + bytes.len()) / 2;
+        bytes[middle..].iter_mut().for_each(|byte| *byte ^= 0x5a);
+        seal_crc(&mut bytes);
+        let error = ValidatedBatches::validate(&bytes, Source::Producer, usize::MAX).unwrap_err();
+        assert!(
+            matches!(
+                error.source,
+                BatchError::Decompression {
+                    codec: Compression::Lz4,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+
+        // A bomb: a small batch whose records decompress past the limit.
+        let zeros = vec![0u8; DECOMPRESSED_BATCH_BYTES_MAX];
+        let mut builder = BatchBuilder::new(0).compression(Compression::Zstd);
+        builder.push(Record::value(&zeros));
+        let bomb = builder.build();
+        assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+        let error = ValidatedBatches::validate(&bomb, Source::Producer, usize::MAX).unwrap_err();
+        assert!(error.to_string().contains("records exceed"), "{error}");
     }
 
     #[test]
