@@ -7,7 +7,8 @@ use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
-    /// Brokers, their addresses and state, and the controller.
+    /// Brokers, their addresses and state, the controller and its Raft quorum
+    /// (leader, term, applied metadata offset, voters).
     Info,
 }
 
@@ -15,10 +16,20 @@ pub async fn run(bootstrap: &str, format: Format, command: ClusterCommand) -> an
     let ClusterCommand::Info = command;
     let admin = Admin::connect(bootstrap).await?;
     let cluster = admin.describe_cluster().await?;
+    let quorum = admin.describe_quorum().await?;
     match format {
         Format::Json => print_json(&json!({
             "cluster_id": cluster.cluster_id,
             "controller_id": cluster.controller_id,
+            "quorum": {
+                "leader_id": quorum.leader_id,
+                "term": quorum.term,
+                "metadata_offset": quorum.high_watermark,
+                "voters": quorum.voters.iter().map(|(id, log_end_offset)| json!({
+                    "id": id,
+                    "log_end_offset": log_end_offset,
+                })).collect::<Vec<_>>(),
+            },
             "brokers": cluster.brokers.iter().map(|broker| json!({
                 "id": broker.id,
                 "host": broker.host,
@@ -34,6 +45,16 @@ pub async fn run(bootstrap: &str, format: Format, command: ClusterCommand) -> an
                 cluster
                     .controller_id
                     .map_or("none".to_string(), |id| format!("broker {id}"))
+            );
+            let voters: Vec<String> = quorum.voters.iter().map(|(id, _)| id.to_string()).collect();
+            println!(
+                "metadata quorum: leader {}, term {}, metadata offset {}, voters {}",
+                quorum
+                    .leader_id
+                    .map_or("none".to_string(), |id| id.to_string()),
+                quorum.term,
+                quorum.high_watermark,
+                voters.join(",")
             );
             let rows: Vec<Vec<String>> = cluster
                 .brokers

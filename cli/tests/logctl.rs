@@ -237,8 +237,20 @@ fn every_logctl_verb_in_table_and_json() {
         "{out}"
     );
     assert!(out.contains("controller: broker 1"), "{out}");
+    assert!(out.contains("metadata quorum: leader 1, term "), "{out}");
     let cluster = json(&logctl.ok(&["cluster", "info", "--format", "json"]));
     assert_eq!(cluster["controller_id"], 1);
+    let quorum = &cluster["quorum"];
+    assert_eq!(quorum["leader_id"], 1, "{quorum}");
+    assert!(quorum["term"].as_i64().unwrap() >= 1, "{quorum}");
+    // Registration and three topic changes at least went through the log.
+    let metadata_offset = quorum["metadata_offset"].as_i64().unwrap();
+    assert!(metadata_offset >= 4, "{quorum}");
+    assert_eq!(quorum["voters"][0]["id"], 1, "{quorum}");
+    assert!(
+        quorum["voters"][0]["log_end_offset"].as_i64().unwrap() >= metadata_offset,
+        "{quorum}"
+    );
     assert_eq!(cluster["brokers"][0]["port"], logd.address.port());
     assert_eq!(cluster["brokers"][0]["state"], "alive");
 

@@ -12,7 +12,7 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 };
 use kafka_protocol::messages::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    DescribeConfigsRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -92,6 +92,21 @@ pub struct ClusterDescription {
     /// The broker acting as controller, if any.
     pub controller_id: Option<i32>,
     pub brokers: Vec<ClusterBroker>,
+}
+
+/// The metadata controller's Raft quorum (DescribeQuorum on the metadata
+/// log, `__cluster_metadata-0`), as seen by the broker that answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    /// The controller voter leading the quorum, if one does.
+    pub leader_id: Option<i32>,
+    /// The Raft term (Kafka calls it the leader epoch).
+    pub term: i32,
+    /// The offset after the last applied metadata entry.
+    pub high_watermark: i64,
+    /// Each voter and the end of its metadata log (-1 when the answering
+    /// broker does not know it).
+    pub voters: Vec<(i32, i64)>,
 }
 
 /// Administers a cluster over the Kafka protocol.
@@ -395,6 +410,45 @@ impl Admin {
         })
     }
 
+    /// The metadata controller's Raft quorum: leader, term, applied offset,
+    /// voters.
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let connection = self.cluster.any_connection().await?;
+        let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+            .with_topic_name(topic_name(METADATA_TOPIC))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
+        let response = self
+            .cluster
+            .timed("DescribeQuorum", connection.send(&request))
+            .await?;
+        check(
+            || "describe the metadata quorum".to_string(),
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        let partition = response
+            .topics
+            .first()
+            .and_then(|topic| topic.partitions.first())
+            .ok_or_else(|| missing(&connection, "DescribeQuorum"))?;
+        check(
+            || "describe the metadata quorum".to_string(),
+            partition.error_code,
+            partition.error_message.as_ref(),
+        )?;
+        Ok(QuorumDescription {
+            leader_id: (partition.leader_id.0 >= 0).then_some(partition.leader_id.0),
+            term: partition.leader_epoch,
+            high_watermark: partition.high_watermark,
+            voters: partition
+                .current_voters
+                .iter()
+                .map(|voter| (voter.replica_id.0, voter.log_end_offset))
+                .collect(),
+        })
+    }
+
     /// Waits until every partition of `name` has a leader (after creation),
     /// at most `timeout`.
     pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {
@@ -420,6 +474,9 @@ impl Admin {
         }
     }
 }
+
+/// The name Kafka gives the metadata log.
+const METADATA_TOPIC: &str = "__cluster_metadata";
 
 fn missing(connection: &crate::connection::Connection, api: &str) -> Error {
     Error::Protocol {

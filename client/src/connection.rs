@@ -38,6 +38,7 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 4, 4),
     (ApiKey::IncrementalAlterConfigs, 1, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeQuorum, 0, 1),
 ];
 
 type Pending = HashMap<i32, oneshot::Sender<Result<Bytes>>>;

@@ -48,7 +48,7 @@ mod producer;
 
 pub use admin::{
     Admin, ClusterBroker, ClusterDescription, ConfigEntry, NewTopic, PartitionOffsets,
-    TopicDescription,
+    QuorumDescription, TopicDescription,
 };
 pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{

@@ -40,6 +40,8 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::DescribeCluster, 0, 1),
+    // v2 adds the voters' listeners, which the controller does not track yet.
+    api(ApiKey::DescribeQuorum, 0, 1),
 ];
 
 /// The supported range of `api_key`, if Strata serves it.

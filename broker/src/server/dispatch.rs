@@ -56,6 +56,9 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::DescribeCluster(body) => {
                 ResponseKind::DescribeCluster(handler::describe_cluster::handle(context, body))
             }
+            RequestKind::DescribeQuorum(body) => {
+                ResponseKind::DescribeQuorum(handler::describe_quorum::handle(context, body))
+            }
             other => {
                 unreachable!("the decoder refuses APIs missing from SUPPORTED_APIS: {other:?}")
             }
