@@ -171,7 +171,7 @@ impl Admin {
         let result = response
             .topics
             .first()
-            .ok_or_else(|| missing(&connection, "CreateTopics"))?;
+            .ok_or_else(|| connection.missing("CreateTopics"))?;
         check(
             || format!("create topic {:?}", topic.name),
             result.error_code,
@@ -191,7 +191,7 @@ impl Admin {
         let result = response
             .responses
             .first()
-            .ok_or_else(|| missing(&connection, "DeleteTopics"))?;
+            .ok_or_else(|| connection.missing("DeleteTopics"))?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -283,7 +283,7 @@ impl Admin {
         let result = response
             .results
             .first()
-            .ok_or_else(|| missing(&connection, "CreatePartitions"))?;
+            .ok_or_else(|| connection.missing("CreatePartitions"))?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -310,7 +310,7 @@ impl Admin {
         let result = response
             .results
             .first()
-            .ok_or_else(|| missing(&connection, "DescribeConfigs"))?;
+            .ok_or_else(|| connection.missing("DescribeConfigs"))?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -368,7 +368,7 @@ impl Admin {
         let result = response
             .responses
             .first()
-            .ok_or_else(|| missing(&connection, "IncrementalAlterConfigs"))?;
+            .ok_or_else(|| connection.missing("IncrementalAlterConfigs"))?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -416,7 +416,7 @@ impl Admin {
         use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
         let connection = self.cluster.any_connection().await?;
         let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
-            .with_topic_name(topic_name(METADATA_TOPIC))
+            .with_topic_name(topic_name(strata_protocol::METADATA_TOPIC))
             .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
         let response = self
             .cluster
@@ -431,7 +431,7 @@ impl Admin {
             .topics
             .first()
             .and_then(|topic| topic.partitions.first())
-            .ok_or_else(|| missing(&connection, "DescribeQuorum"))?;
+            .ok_or_else(|| connection.missing("DescribeQuorum"))?;
         check(
             || "describe the metadata quorum".to_string(),
             partition.error_code,
@@ -472,15 +472,5 @@ impl Admin {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-    }
-}
-
-/// The name Kafka gives the metadata log.
-const METADATA_TOPIC: &str = "__cluster_metadata";
-
-fn missing(connection: &crate::connection::Connection, api: &str) -> Error {
-    Error::Protocol {
-        address: connection.address().to_string(),
-        reason: format!("{api} response without a result"),
     }
 }

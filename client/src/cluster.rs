@@ -345,10 +345,7 @@ impl Cluster {
             .topics
             .first()
             .and_then(|topic| topic.partitions.first())
-            .ok_or_else(|| Error::Protocol {
-                address: connection.address().to_string(),
-                reason: "ListOffsets response without the partition".to_string(),
-            })?;
+            .ok_or_else(|| connection.missing("ListOffsets"))?;
         crate::error::check(
             || format!("list offsets of {topic}-{partition}"),
             result.error_code,

@@ -145,8 +145,12 @@ impl Connection {
         Ok(connection)
     }
 
-    pub(crate) fn address(&self) -> &str {
-        &self.address
+    /// The error for a response that lacks the result the request asked for.
+    pub(crate) fn missing(&self, api: &str) -> Error {
+        Error::Protocol {
+            address: self.address.clone(),
+            reason: format!("{api} response without a result"),
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -7,6 +7,7 @@
 //! returns, and `fetch_position`, the next offset requested. A seek bumps the
 //! partition's generation, so data from fetches sent before it is dropped.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,8 +16,8 @@ use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
-use strata_protocol::batch::{BatchHeader, BatchIter, Compression};
-use strata_protocol::compression::{decompress_records, DECOMPRESSED_BATCH_BYTES_MAX};
+use strata_protocol::batch::{BatchHeader, BatchIter};
+use strata_protocol::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use strata_protocol::record::RecordIter;
 use tokio::task::JoinSet;
 use tracing::debug;
@@ -571,7 +572,6 @@ impl Consumer {
         let mut position = state.position.unwrap_or(0);
         let bytes = &buffered.records;
         let mut records = Vec::new();
-        let mut decompressed;
         let corrupt = |offset: i64, reason: String| Error::CorruptBatch {
             topic: topic.to_string(),
             partition: *partition,
@@ -590,22 +590,15 @@ impl Consumer {
                 position = header.last_offset() + 1;
                 continue;
             }
-            // Records borrow the fetched bytes; decompressed records get a
+            // Records borrow the fetched bytes; decompressed records share a
             // buffer of their own.
-            let (iter, backing) = if header.compression() == Compression::None {
-                let iter = RecordIter::new(batch)
-                    .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
-                (iter, bytes)
-            } else {
-                let records = decompress_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)
-                    .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
-                decompressed = Bytes::from(records);
-                (
-                    RecordIter::decompressed(&decompressed, header.record_count),
-                    &decompressed,
-                )
+            let backing = match batch_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)
+                .map_err(|error| corrupt(header.base_offset, error.to_string()))?
+            {
+                Cow::Borrowed(records) => bytes.slice_ref(records),
+                Cow::Owned(records) => Bytes::from(records),
             };
-            for record in iter {
+            for record in RecordIter::from_records(&backing, header.record_count) {
                 let record =
                     record.map_err(|reason| corrupt(header.base_offset, reason.to_string()))?;
                 let offset = header.base_offset + record.offset_delta;

@@ -18,6 +18,10 @@ pub mod request;
 pub mod response;
 pub mod versions;
 
+/// The name Kafka gives the metadata log, the one partition through which
+/// clients see the controller quorum (DescribeQuorum).
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
 pub use kafka_protocol;
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 pub use strata_storage::{batch, compression, record};

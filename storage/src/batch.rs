@@ -111,6 +111,15 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// Every codec, in attribute-bit order.
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
     pub(crate) fn from_attributes(attributes: i16) -> Result<Self, BatchError> {
         Ok(match attributes & COMPRESSION_MASK {
             0 => Compression::None,
@@ -149,16 +158,12 @@ impl std::str::FromStr for Compression {
 
     /// Parses a `compression.type` name: none, gzip, snappy, lz4 or zstd.
     fn from_str(name: &str) -> Result<Self, String> {
-        [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ]
-        .into_iter()
-        .find(|codec| codec.name() == name)
-        .ok_or_else(|| format!("unknown compression {name:?}: use none, gzip, snappy, lz4 or zstd"))
+        Compression::ALL
+            .into_iter()
+            .find(|codec| codec.name() == name)
+            .ok_or_else(|| {
+                format!("unknown compression {name:?}: use none, gzip, snappy, lz4 or zstd")
+            })
     }
 }
 
@@ -462,16 +467,9 @@ fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
     // Compressed records are decompressed and walked like any others, so a
     // batch whose CRC is right but whose records are not is refused here
     // instead of failing every consumer that reads it.
-    let decompressed;
-    let mut records = if header.compression() == Compression::None {
-        crate::record::RecordIter::new(batch)?
-    } else {
-        decompressed = crate::compression::decompress_records(
-            batch,
-            crate::compression::DECOMPRESSED_BATCH_BYTES_MAX,
-        )?;
-        crate::record::RecordIter::decompressed(&decompressed, header.record_count)
-    };
+    let bytes =
+        crate::compression::batch_records(batch, crate::compression::DECOMPRESSED_BATCH_BYTES_MAX)?;
+    let mut records = crate::record::RecordIter::from_records(&bytes, header.record_count);
     let mut record_index = 0usize;
     for record in &mut records {
         let record = record.map_err(|reason| BatchError::Record {

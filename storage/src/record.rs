@@ -228,8 +228,8 @@ pub struct RecordIter<'a> {
 
 impl<'a> RecordIter<'a> {
     /// Reads the records of `batch`, which must be one whole, uncompressed
-    /// batch (see [`crate::compression::decompress_records`] and
-    /// [`RecordIter::decompressed`] for the others).
+    /// batch (for any batch, see [`crate::compression::batch_records`] and
+    /// [`RecordIter::from_records`]).
     pub fn new(batch: &'a [u8]) -> Result<Self, BatchError> {
         let header = BatchHeader::parse(batch)?;
         if header.compression() != Compression::None {
@@ -239,11 +239,12 @@ impl<'a> RecordIter<'a> {
             });
         }
         let records = &batch[BATCH_HEADER_BYTES..header.total_bytes()];
-        Ok(Self::decompressed(records, header.record_count))
+        Ok(Self::from_records(records, header.record_count))
     }
 
-    /// Reads `record_count` records from the decompressed records of a batch.
-    pub fn decompressed(records: &'a [u8], record_count: i32) -> Self {
+    /// Reads `record_count` records from a batch's records section (as
+    /// [`crate::compression::batch_records`] returns it).
+    pub fn from_records(records: &'a [u8], record_count: i32) -> Self {
         RecordIter {
             cursor: Cursor { bytes: records },
             remaining: record_count.max(0) as usize,

@@ -398,20 +398,14 @@ pub fn produce(
 /// Every record of `topic`/`partition` from offset 0 up to the high
 /// watermark, as `(offset, value)`.
 pub fn fetch_all(connection: &mut Connection, topic: &str, partition: i32) -> Vec<(i64, Vec<u8>)> {
-    use strata_storage::batch::{BatchHeader, Compression};
-    use strata_storage::compression::decompress_records;
+    use strata_storage::batch::BatchHeader;
+    use strata_storage::compression::batch_records;
     use strata_storage::record::RecordIter;
     let mut records = Vec::new();
     for batch in fetch_batches(connection, topic, partition) {
         let header = BatchHeader::parse(&batch).expect("whole batch");
-        let decompressed;
-        let iter = if header.compression() == Compression::None {
-            RecordIter::new(&batch).expect("uncompressed")
-        } else {
-            decompressed = decompress_records(&batch, 64 << 20).expect("decompresses");
-            RecordIter::decompressed(&decompressed, header.record_count)
-        };
-        for record in iter {
+        let section = batch_records(&batch, 64 << 20).expect("decompresses");
+        for record in RecordIter::from_records(&section, header.record_count) {
             let record = record.expect("well-formed record");
             records.push((
                 header.base_offset + record.offset_delta,

@@ -6,11 +6,10 @@
 use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
 use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 
+use strata_protocol::METADATA_TOPIC;
+
 use super::{now_ms, Context};
 use crate::server::error_code;
-
-/// The name Kafka gives the metadata log.
-pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
 pub fn handle(context: &Context, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
     let topics = request
