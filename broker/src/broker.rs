@@ -1,6 +1,9 @@
-//! `Broker`: a whole single-node broker, embeddable in-process (tests, other
-//! programs) and run by `logd`; both take the same path.
+//! `Broker`: a whole broker, embeddable in-process (tests, other programs)
+//! and run by `logd`; both take the same path. A broker whose id is among
+//! the controller voters (or that has no other voters configured) also runs
+//! a voter in-process.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,8 +17,8 @@ use tracing::{error, info};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::controller::metadata::MetadataCommand;
-use crate::controller::{Controller, ControllerError};
+use crate::controller::client::ControllerClient;
+use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::handler::{now_ms, Context};
 use crate::limits::RETENTION_CHECK_INTERVAL;
 use crate::metrics::{self, Metrics};
@@ -41,6 +44,14 @@ pub enum BrokerError {
     Controller(#[from] ControllerError),
     #[error("the controller refused to register this broker: {0}")]
     Registration(String),
+    #[error(
+        "data directory {dir} belongs to cluster {stored}, but the controller quorum is cluster {current}"
+    )]
+    WrongCluster {
+        dir: String,
+        stored: String,
+        current: String,
+    },
 }
 
 /// A running broker.
@@ -49,14 +60,16 @@ pub struct Broker {
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
-    controller: Controller,
+    /// The voter this broker runs, if it is one.
+    voter: Option<Controller>,
     replicas: Arc<ReplicaManager>,
     _lock: File,
 }
 
 impl Broker {
-    /// Starts a broker: recovers its data, starts the controller, registers,
-    /// opens its partitions and listens for clients.
+    /// Starts a broker: starts its controller voter (if it is one),
+    /// registers with the controller leader, opens its partitions and
+    /// listens for clients. Registration waits for a controller quorum.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let dir = &config.data_dir;
         let dir_error = |source| BrokerError::DataDir {
@@ -72,58 +85,81 @@ impl Broker {
             }
             Err(std::fs::TryLockError::Error(source)) => return Err(dir_error(source)),
         }
-        let cluster_id = cluster_id(dir).map_err(dir_error)?;
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| BrokerError::Listen {
-                    address: config.listen,
-                    source,
-                })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| BrokerError::Listen {
-                address: config.listen,
-                source,
-            })?;
+        let listener = bind(config.listen).await?;
+        let local_addr = bound_addr(&listener, config.listen)?;
         let (advertised_host, advertised_port) = advertised(&config, local_addr);
+        let shutdown = CancellationToken::new();
+        let mut tasks = Vec::new();
 
-        let controller = Controller::start_single_voter(
-            config.node_id as u64,
-            &config.controller_listen.to_string(),
-            &dir.join(RAFT_DIR),
-        )
-        .await?;
-        let register = MetadataCommand::RegisterBroker {
-            broker_id: config.node_id,
-            host: advertised_host.clone(),
-            port: advertised_port,
-            incarnation: Uuid::new_v4(),
+        let node_id = config.node_id as u64;
+        let mut voters: BTreeMap<u64, String> = config
+            .controllers
+            .iter()
+            .map(|(id, address)| (*id as u64, address.clone()))
+            .collect();
+        let voter = if voters.is_empty() || voters.contains_key(&node_id) {
+            let listener = bind(config.controller_listen).await?;
+            let bound = bound_addr(&listener, config.controller_listen)?;
+            // Alone, this voter is found where it listens (port 0 included).
+            voters.entry(node_id).or_insert_with(|| bound.to_string());
+            let settings = ControllerSettings {
+                broker_session_timeout: config.broker_session_timeout,
+                auto_leader_rebalance: config.auto_leader_rebalance,
+            };
+            let voter =
+                Controller::start(node_id, voters.clone(), &dir.join(RAFT_DIR), settings).await?;
+            tasks.push(tokio::spawn(server::serve(
+                listener,
+                voter.clone(),
+                shutdown.clone(),
+            )));
+            tasks.push(tokio::spawn(voter.clone().supervise(shutdown.clone())));
+            Some(voter)
+        } else {
+            None
         };
+
+        let controller = ControllerClient::new(voters, config.broker_heartbeat_interval);
+        tasks.push(tokio::spawn(
+            controller.clone().follow_metadata(shutdown.clone()),
+        ));
+        let incarnation = Uuid::new_v4();
         controller
-            .propose(register)
-            .await?
-            .map_err(|refused| BrokerError::Registration(refused.to_string()))?;
+            .register(
+                config.node_id,
+                &advertised_host,
+                advertised_port,
+                incarnation,
+            )
+            .await
+            .map_err(BrokerError::Registration)?;
+        let metadata = controller.registered(config.node_id, incarnation).await;
+        let cluster_id = metadata
+            .cluster_id
+            .clone()
+            .expect("the controller names the cluster before it registers brokers");
+        check_cluster_id(dir, &cluster_id)?;
+        tasks.push(tokio::spawn(controller.clone().heartbeat(
+            config.node_id,
+            incarnation,
+            advertised_host.clone(),
+            advertised_port,
+            config.broker_session_timeout,
+            shutdown.clone(),
+        )));
 
         let replicas = Arc::new(ReplicaManager::new(config.node_id, dir.clone()));
-        let metadata = controller.metadata();
         replicas
             .remove_unknown_directories(&metadata)
             .map_err(dir_error)?;
         replicas.reconcile(&metadata);
 
-        let shutdown = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let mut tasks = Vec::new();
         let metrics_addr = match config.metrics_listen {
             Some(address) => {
-                let listener = TcpListener::bind(address)
-                    .await
-                    .map_err(|source| BrokerError::Listen { address, source })?;
-                let bound = listener
-                    .local_addr()
-                    .map_err(|source| BrokerError::Listen { address, source })?;
+                let listener = bind(address).await?;
+                let bound = bound_addr(&listener, address)?;
                 let serve = metrics::serve(
                     listener,
                     Arc::clone(&metrics),
@@ -151,7 +187,7 @@ impl Broker {
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(follow_metadata(
-            controller.clone(),
+            controller,
             Arc::clone(&replicas),
             shutdown.clone(),
         )));
@@ -159,13 +195,13 @@ impl Broker {
             Arc::clone(&replicas),
             shutdown.clone(),
         )));
-        info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), "broker started");
+        info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), voter = voter.is_some(), "broker started");
         Ok(Broker {
             local_addr,
             metrics_addr,
             shutdown,
             tasks,
-            controller,
+            voter,
             replicas,
             _lock: lock,
         })
@@ -188,8 +224,10 @@ impl Broker {
             let _ = task.await;
         }
         self.replicas.close_all();
-        if let Err(error) = self.controller.shutdown().await {
-            error!(%error, "controller shutdown failed");
+        if let Some(voter) = self.voter {
+            if let Err(error) = voter.shutdown().await {
+                error!(%error, "controller shutdown failed");
+            }
         }
         info!("broker stopped");
     }
@@ -206,38 +244,58 @@ fn advertised(config: &BrokerConfig, local_addr: SocketAddr) -> (String, u16) {
     }
 }
 
-/// The cluster's id, created on first start and kept in the data directory.
-fn cluster_id(dir: &Path) -> std::io::Result<String> {
+async fn bind(address: SocketAddr) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| BrokerError::Listen { address, source })
+}
+
+fn bound_addr(listener: &TcpListener, address: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    listener
+        .local_addr()
+        .map_err(|source| BrokerError::Listen { address, source })
+}
+
+/// Records which cluster the data directory belongs to on first start, and
+/// refuses to mix data of two clusters afterwards.
+fn check_cluster_id(dir: &Path, cluster_id: &str) -> Result<(), BrokerError> {
     let path = dir.join(CLUSTER_ID_FILE);
+    let dir_error = |source| BrokerError::DataDir {
+        dir: dir.display().to_string(),
+        source,
+    };
     match std::fs::read_to_string(&path) {
-        Ok(id) => Ok(id.trim().to_string()),
+        Ok(stored) if stored.trim() == cluster_id => Ok(()),
+        Ok(stored) => Err(BrokerError::WrongCluster {
+            dir: dir.display().to_string(),
+            stored: stored.trim().to_string(),
+            current: cluster_id.to_string(),
+        }),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let id = Uuid::new_v4().simple().to_string();
-            std::fs::write(&path, &id)?;
-            Ok(id)
+            std::fs::write(&path, cluster_id).map_err(dir_error)
         }
-        Err(error) => Err(error),
+        Err(error) => Err(dir_error(error)),
     }
 }
 
-/// Opens and closes partitions as the committed metadata changes.
+/// Opens and closes partitions, and takes and gives up leadership, as the
+/// metadata and this broker's controller session change.
 async fn follow_metadata(
-    controller: Controller,
+    controller: ControllerClient,
     replicas: Arc<ReplicaManager>,
     shutdown: CancellationToken,
 ) {
     let mut metadata = controller.subscribe();
+    let mut session = controller.session();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            changed = metadata.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let current = metadata.borrow_and_update().clone();
-                replicas.reconcile(&current);
-            }
+            changed = metadata.changed() => if changed.is_err() { return },
+            changed = session.changed() => if changed.is_err() { return },
         }
+        replicas.set_session_alive(*session.borrow_and_update());
+        let current = metadata.borrow_and_update().clone();
+        replicas.reconcile(&current);
     }
 }
 

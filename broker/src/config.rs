@@ -1,8 +1,10 @@
 //! Broker settings. `logd` fills them from flags and a TOML file; tests and
 //! embedders build them directly.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Settings of one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -13,10 +15,23 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// The address clients are told to use; the bound listen address if unset.
     pub advertise: Option<String>,
-    /// The controller listener (Raft between voters).
+    /// The controller listener (Raft between voters, brokers' calls to the
+    /// controller); bound only by a voter.
     pub controller_listen: SocketAddr,
+    /// The controller voters, id → controller address. Empty: this broker
+    /// is the only voter, at `controller_listen`.
+    pub controllers: BTreeMap<i32, String>,
     /// Prometheus `/metrics`; not served when unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// How often this broker heartbeats to the controller leader; also how
+    /// stale its view of the quorum may get.
+    pub broker_heartbeat_interval: Duration,
+    /// The controller fences a broker silent for this long (used when this
+    /// broker leads the controller quorum).
+    pub broker_session_timeout: Duration,
+    /// Move leadership back to each partition's first replica once it can
+    /// lead again (used when this broker leads the controller quorum).
+    pub auto_leader_rebalance: bool,
 }
 
 impl BrokerConfig {
@@ -28,7 +43,11 @@ impl BrokerConfig {
             listen: "127.0.0.1:9092".parse().expect("valid address"),
             advertise: None,
             controller_listen: "127.0.0.1:9093".parse().expect("valid address"),
+            controllers: BTreeMap::new(),
             metrics_listen: Some("127.0.0.1:9094".parse().expect("valid address")),
+            broker_heartbeat_interval: Duration::from_millis(2_000),
+            broker_session_timeout: Duration::from_millis(9_000),
+            auto_leader_rebalance: true,
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::controller::Controller;
+use crate::controller::client::ControllerClient;
 use crate::replica::replica_manager::ReplicaManager;
 
 /// Upper bounds of the request latency buckets, in microseconds.
@@ -85,7 +85,7 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition of everything.
-    pub fn render(&self, controller: &Controller, replicas: &ReplicaManager) -> String {
+    pub fn render(&self, controller: &ControllerClient, replicas: &ReplicaManager) -> String {
         let mut out = String::new();
         out.push_str("# TYPE strata_request_latency_seconds histogram\n");
         for (api_key, histogram) in self.requests.lock().expect("metrics lock").iter() {
@@ -138,33 +138,56 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{topic=\"{topic}\"}} {}", read(counters));
             }
         }
-        let raft = controller.raft_metrics();
-        let _ = writeln!(
+        // The quorum as its leader last reported it (-1 before it has).
+        let quorum = controller.quorum();
+        let (term, leader, applied) = quorum.map_or((-1, -1, -1), |quorum| {
+            (
+                quorum.term as i64,
+                quorum.leader as i64,
+                quorum.applied_end as i64,
+            )
+        });
+        let metadata = controller.metadata();
+        let fenced = metadata
+            .brokers
+            .values()
+            .filter(|broker| broker.fenced)
+            .count();
+        let session_alive = *controller.session().borrow() as u8;
+        let _ = write!(
             out,
-            "# TYPE strata_raft_term gauge\nstrata_raft_term {}",
-            raft.current_term
-        );
-        let leader = raft.current_leader.map_or(-1, |leader| leader as i64);
-        let _ = writeln!(
-            out,
-            "# TYPE strata_raft_leader gauge\nstrata_raft_leader {leader}"
-        );
-        let applied = raft.last_applied.map_or(0, |log_id| log_id.index);
-        let _ = writeln!(
-            out,
-            "# TYPE strata_raft_applied_index gauge\nstrata_raft_applied_index {applied}"
+            "# TYPE strata_raft_term gauge\nstrata_raft_term {term}\n\
+             # TYPE strata_raft_leader gauge\nstrata_raft_leader {leader}\n\
+             # TYPE strata_raft_applied_index gauge\nstrata_raft_applied_index {applied}\n\
+             # TYPE strata_metadata_version gauge\nstrata_metadata_version {}\n\
+             # TYPE strata_brokers_fenced gauge\nstrata_brokers_fenced {fenced}\n\
+             # TYPE strata_controller_session_alive gauge\nstrata_controller_session_alive {session_alive}\n",
+            metadata.metadata_version
         );
         let partitions = replicas.all();
+        let leading = partitions
+            .iter()
+            .filter(|partition| partition.leader_epoch().is_some())
+            .count();
         let _ = writeln!(
             out,
-            "# TYPE strata_partitions gauge\nstrata_partitions {}",
+            "# TYPE strata_partitions gauge\nstrata_partitions {}\n\
+             # TYPE strata_partitions_leading gauge\nstrata_partitions_leading {leading}",
             partitions.len()
         );
-        // With one replica per partition nothing is under-replicated; the
-        // gauge is here so dashboards need no change when replication lands.
+        // Partitions this broker leads whose ISR lacks some replica.
+        let under_replicated = partitions
+            .iter()
+            .filter(|partition| partition.leader_epoch().is_some())
+            .filter_map(|partition| {
+                let topic = metadata.topics.get(&partition.topic)?;
+                topic.partitions.get(partition.index as usize)
+            })
+            .filter(|assignment| assignment.isr.len() < assignment.replicas.len())
+            .count();
         let _ = writeln!(
             out,
-            "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions 0"
+            "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions {under_replicated}"
         );
         out
     }
@@ -174,7 +197,7 @@ impl Metrics {
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
-    controller: Controller,
+    controller: ControllerClient,
     replicas: Arc<ReplicaManager>,
     shutdown: CancellationToken,
 ) {

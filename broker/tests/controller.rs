@@ -5,13 +5,14 @@
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use strata_broker::controller::log_store::LogStore;
 use strata_broker::controller::metadata::{MetadataCommand, MetadataError};
 use strata_broker::controller::state_machine::StateMachine;
-use strata_broker::controller::{Controller, TypeConfig};
+use strata_broker::controller::{Controller, ControllerSettings, TypeConfig};
 use uuid::Uuid;
 
 struct FileStores;
@@ -52,10 +53,20 @@ async fn register_broker(controller: &Controller) {
     controller.propose(register).await.unwrap().unwrap();
 }
 
+/// A single voter, once it leads.
 async fn start(dir: &std::path::Path) -> Controller {
-    Controller::start_single_voter(1, "127.0.0.1:9093", dir)
-        .await
-        .unwrap()
+    let voters = BTreeMap::from([(1, "127.0.0.1:9093".to_string())]);
+    let settings = ControllerSettings {
+        broker_session_timeout: Duration::from_secs(9),
+        auto_leader_rebalance: true,
+    };
+    let controller = Controller::start(1, voters, dir, settings).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while controller.raft_metrics().current_leader != Some(1) {
+        assert!(Instant::now() < deadline, "the single voter did not lead");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    controller
 }
 
 #[tokio::test]

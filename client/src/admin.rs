@@ -11,8 +11,9 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
-    DescribeConfigsRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -381,7 +382,9 @@ impl Admin {
 
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
         let connection = self.cluster.any_connection().await?;
-        let request = DescribeClusterRequest::default();
+        // Fenced brokers are listed from v2 on, when asked for.
+        let include_fenced = connection.version(ApiKey::DescribeCluster)? >= 2;
+        let request = DescribeClusterRequest::default().with_include_fenced_brokers(include_fenced);
         let response = self
             .cluster
             .timed("DescribeCluster", connection.send(&request))

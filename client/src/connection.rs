@@ -37,7 +37,7 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 2, 3),
     (ApiKey::DescribeConfigs, 4, 4),
     (ApiKey::IncrementalAlterConfigs, 1, 1),
-    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 1),
 ];
 

@@ -1,6 +1,7 @@
 //! Harness for black-box tests: real `logd` processes on free loopback ports
 //! with a temporary data directory and a log file each, which tests can
-//! kill -9 and restart; and a minimal blocking Kafka connection to drive them.
+//! kill -9, pause and restart, alone or as a cluster; and a minimal blocking
+//! Kafka connection to drive them and read each broker's view.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,27 +44,40 @@ pub fn free_port() -> u16 {
 /// A `logd` process and everything it owns.
 pub struct Logd {
     child: Option<Child>,
+    pub node_id: i32,
     pub address: SocketAddr,
     controller_port: u16,
     pub metrics_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// Flags beyond the addresses and data directory (cluster membership).
+    args: Vec<String>,
+    /// Stopped with SIGSTOP: it accepts connections but answers nothing.
+    pub paused: bool,
     _dir: tempfile::TempDir,
 }
 
 impl Logd {
-    /// Starts a single-node broker and waits until it answers.
-    pub fn start() -> Logd {
+    /// A broker on free ports that is not running yet.
+    fn new(node_id: i32) -> Logd {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut logd = Logd {
+        Logd {
             child: None,
+            node_id,
             address: SocketAddr::from(([127, 0, 0, 1], free_port())),
             controller_port: free_port(),
             metrics_port: free_port(),
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("logd.log"),
+            args: Vec::new(),
+            paused: false,
             _dir: dir,
-        };
+        }
+    }
+
+    /// Starts a single-node broker and waits until it answers.
+    pub fn start() -> Logd {
+        let mut logd = Logd::new(1);
         // A picked port may be taken before logd binds it: pick again.
         for _ in 0..5 {
             match logd.try_spawn() {
@@ -87,12 +101,21 @@ impl Logd {
 
     /// Starts the process; `Err` with its log if it exits during start.
     fn try_spawn(&mut self) -> Result<(), String> {
+        self.launch();
+        self.wait_ready()
+    }
+
+    /// Starts the process without waiting for it.
+    fn launch(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)
             .expect("log file");
         let child = Command::new(logd_binary())
+            .arg("--node-id")
+            .arg(self.node_id.to_string())
+            .args(&self.args)
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--listen")
@@ -108,6 +131,11 @@ impl Logd {
             .spawn()
             .expect("start logd");
         self.child = Some(child);
+    }
+
+    /// Waits until the launched process answers as itself; `Err` with its
+    /// log if it exits first.
+    fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             // Free ports are picked before logd binds them, so another
@@ -155,6 +183,7 @@ impl Logd {
 
     /// Kills the process with SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self) {
+        self.paused = false;
         if let Some(mut child) = self.child.take() {
             child.kill().expect("kill -9");
             child.wait().expect("reap");
@@ -172,6 +201,7 @@ impl Logd {
     /// the stop, and a thread inside a system call runs on until it returns.
     pub fn pause(&mut self) {
         self.signal(libc::SIGSTOP);
+        self.paused = true;
         let tasks = PathBuf::from(format!("/proc/{}/task", self.pid()));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -198,6 +228,7 @@ impl Logd {
     /// Thaws a paused process (SIGCONT).
     pub fn resume(&mut self) {
         self.signal(libc::SIGCONT);
+        self.paused = false;
     }
 
     fn pid(&self) -> u32 {
@@ -227,6 +258,201 @@ impl Logd {
 
     pub fn connect(&self) -> Connection {
         Connection::open(self.address).expect("connect to logd")
+    }
+
+    /// This broker's view of the cluster, or `None` if it does not answer.
+    pub fn view(&self) -> Option<View> {
+        View::of(self.address)
+    }
+
+    /// The metadata quorum as this broker reports it (DescribeQuorum):
+    /// `(leader, term)`, or `None` if it does not answer or knows no leader.
+    pub fn quorum(&self) -> Option<(i32, i32)> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        use kafka_protocol::messages::{DescribeQuorumRequest, TopicName};
+        let topic = TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default()]);
+        let request = DescribeQuorumRequest::default().with_topics(vec![topic]);
+        let mut connection = Connection::open(self.address).ok()?;
+        let response = connection
+            .send(
+                ApiKey::DescribeQuorum,
+                0,
+                &RequestKind::DescribeQuorum(request),
+            )
+            .ok()?;
+        let ResponseKind::DescribeQuorum(response) = response else {
+            return None;
+        };
+        let partition = response.topics.first()?.partitions.first()?;
+        (partition.error_code == 0 && partition.leader_id.0 >= 0)
+            .then_some((partition.leader_id.0, partition.leader_epoch))
+    }
+
+    /// The value of gauge or counter `name` on `/metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let mut stream =
+            TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], self.metrics_port))).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: logd\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+}
+
+/// One partition as a broker's metadata describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+/// A broker's Metadata answer: the alive brokers and every partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    pub controller: i32,
+    pub brokers: Vec<i32>,
+    pub partitions: std::collections::BTreeMap<(String, i32), PartitionView>,
+}
+
+impl View {
+    pub fn of(address: SocketAddr) -> Option<View> {
+        use kafka_protocol::messages::MetadataRequest;
+        let mut connection = Connection::open(address).ok()?;
+        let request = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
+        let ResponseKind::Metadata(response) =
+            connection.send(ApiKey::Metadata, 12, &request).ok()?
+        else {
+            return None;
+        };
+        let mut partitions = std::collections::BTreeMap::new();
+        for topic in &response.topics {
+            let name = topic.name.as_ref()?.0.to_string();
+            for partition in &topic.partitions {
+                let ids = |list: &[kafka_protocol::messages::BrokerId]| {
+                    list.iter().map(|id| id.0).collect::<Vec<_>>()
+                };
+                partitions.insert(
+                    (name.clone(), partition.partition_index),
+                    PartitionView {
+                        leader: partition.leader_id.0,
+                        leader_epoch: partition.leader_epoch,
+                        replicas: ids(&partition.replica_nodes),
+                        isr: ids(&partition.isr_nodes),
+                    },
+                );
+            }
+        }
+        Some(View {
+            controller: response.controller_id.0,
+            brokers: response
+                .brokers
+                .iter()
+                .map(|broker| broker.node_id.0)
+                .collect(),
+            partitions,
+        })
+    }
+
+    /// How many partitions each broker leads.
+    pub fn leader_counts(&self) -> std::collections::BTreeMap<i32, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for partition in self.partitions.values() {
+            *counts.entry(partition.leader).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+/// Brokers that are all controller voters (combined mode), with short
+/// heartbeat and session timeouts so failures are noticed quickly.
+pub struct Cluster {
+    pub nodes: Vec<Logd>,
+}
+
+/// Heartbeat interval and session timeout of test clusters.
+pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
+pub const SESSION_TIMEOUT_MS: u64 = 2_000;
+
+impl Cluster {
+    /// Starts `size` brokers, ids 1..=size, and waits until all answer.
+    pub fn start(size: i32) -> Cluster {
+        let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
+        let voters = nodes
+            .iter()
+            .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        for node in &mut nodes {
+            node.args = vec![
+                "--controllers".into(),
+                voters.clone(),
+                "--broker-heartbeat-interval-ms".into(),
+                HEARTBEAT_INTERVAL_MS.to_string(),
+                "--broker-session-timeout-ms".into(),
+                SESSION_TIMEOUT_MS.to_string(),
+            ];
+            node.launch();
+        }
+        for node in &mut nodes {
+            if let Err(log) = node.wait_ready() {
+                panic!("broker {} exited during start:\n{log}", node.node_id);
+            }
+        }
+        Cluster { nodes }
+    }
+
+    /// Broker `id` (1-based).
+    pub fn node(&mut self, id: i32) -> &mut Logd {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    /// Every broker's address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        self.nodes
+            .iter()
+            .map(Logd::bootstrap)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The controller leader as the running brokers agree on it, waiting up
+    /// to `timeout` for them to agree.
+    pub fn controller_leader(&mut self, timeout: Duration) -> (i32, i32) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut answers = Vec::new();
+            for node in &mut self.nodes {
+                if node.is_running() && !node.paused {
+                    answers.push(node.quorum());
+                }
+            }
+            if let Some(Some(first)) = answers.first() {
+                if answers.iter().all(|answer| answer.as_ref() == Some(first)) {
+                    return *first;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokers did not agree on a controller leader within {timeout:?}: {answers:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every log, for failure messages.
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("--- broker {} ---\n{}", node.node_id, node.log()))
+            .collect()
     }
 }
 
@@ -329,12 +555,23 @@ pub fn python(script: &str, args: &[&str]) -> String {
 
 /// Creates `name` with `partition_count` partitions (replication factor 1).
 pub fn create_topic(logd: &Logd, name: &str, partition_count: i32) {
+    create_replicated_topic(logd, name, partition_count, 1);
+}
+
+/// Creates `name` through `logd` with `partition_count` partitions of
+/// `replication_factor` replicas.
+pub fn create_replicated_topic(
+    logd: &Logd,
+    name: &str,
+    partition_count: i32,
+    replication_factor: i16,
+) {
     use kafka_protocol::messages::create_topics_request::CreatableTopic;
     use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
     let topic = CreatableTopic::default()
         .with_name(TopicName(StrBytes::from_string(name.to_string())))
         .with_num_partitions(partition_count)
-        .with_replication_factor(1);
+        .with_replication_factor(replication_factor);
     let request = RequestKind::CreateTopics(
         CreateTopicsRequest::default()
             .with_topics(vec![topic])

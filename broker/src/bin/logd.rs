@@ -1,9 +1,13 @@
 //! `logd`: the Strata broker. With no flags it is a complete single-node
 //! cluster: node 1, data in `./data`, Kafka clients on 127.0.0.1:9092, the
-//! controller on 127.0.0.1:9093.
+//! controller on 127.0.0.1:9093. With `--controllers` it is one broker of a
+//! cluster, and runs a controller voter if its id is listed there.
 
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Parser;
@@ -37,12 +41,25 @@ struct Flags {
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
-    /// Address of the controller listener [default: 127.0.0.1:9093].
+    /// Address of the controller listener, bound when this broker is a
+    /// voter [default: its address in --controllers, else 127.0.0.1:9093].
     #[arg(long, value_name = "ADDR")]
     controller_listen: Option<SocketAddr>,
-    /// Controller voters as ID@HOST:PORT,... [default: this broker alone].
+    /// Controller voters as ID@HOST:PORT,...; every broker of a cluster is
+    /// given the same list [default: this broker alone].
     #[arg(long, value_name = "ID@HOST:PORT,...")]
     controllers: Option<String>,
+    /// How often this broker heartbeats to the controller [default: 2000].
+    #[arg(long, value_name = "MS")]
+    broker_heartbeat_interval_ms: Option<u64>,
+    /// The controller fences a broker silent for this long; a broker that
+    /// could not heartbeat for this long stops leading [default: 9000].
+    #[arg(long, value_name = "MS")]
+    broker_session_timeout_ms: Option<u64>,
+    /// Give leadership back to each partition's first replica once it can
+    /// lead again [default: true].
+    #[arg(long, value_name = "BOOL")]
+    auto_leader_rebalance: Option<bool>,
     /// Address for Prometheus `/metrics` [default: 127.0.0.1:9094].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -62,6 +79,13 @@ impl Flags {
             advertise: self.advertise.or(file.advertise),
             controller_listen: self.controller_listen.or(file.controller_listen),
             controllers: self.controllers.or(file.controllers),
+            broker_heartbeat_interval_ms: self
+                .broker_heartbeat_interval_ms
+                .or(file.broker_heartbeat_interval_ms),
+            broker_session_timeout_ms: self
+                .broker_session_timeout_ms
+                .or(file.broker_session_timeout_ms),
+            auto_leader_rebalance: self.auto_leader_rebalance.or(file.auto_leader_rebalance),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_level: self.log_level.or(file.log_level),
         }
@@ -88,8 +112,10 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("invalid RUST_LOG '{filter}'"))?,
             (None, Err(_)) => EnvFilter::new("info"),
         };
+    // Colours only on a terminal: a log file stays greppable.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 
@@ -102,17 +128,33 @@ fn main() -> anyhow::Result<()> {
     config.node_id = flags.node_id.unwrap_or(config.node_id);
     config.listen = flags.listen.unwrap_or(config.listen);
     config.advertise = flags.advertise.clone();
-    config.controller_listen = flags.controller_listen.unwrap_or(config.controller_listen);
     config.metrics_listen = flags.metrics_listen.or(config.metrics_listen);
     if let Some(controllers) = &flags.controllers {
-        let only_self = format!("{}@", config.node_id);
-        if controllers.contains(',') || !controllers.starts_with(&only_self) {
-            bail!(
-                "--controllers '{controllers}': this version runs a single controller voter, which must be this broker \
-                 ({only_self}HOST:PORT); multi-voter clusters are not supported yet"
-            );
-        }
+        config.controllers = parse_controllers(controllers)?;
     }
+    config.controller_listen = match (flags.controller_listen, config.controllers.get(&config.node_id)) {
+        (Some(address), _) => address,
+        (None, Some(listed)) => listed.parse().with_context(|| {
+            format!("--controllers lists this broker at '{listed}', which is not an IP:PORT to listen on; give --controller-listen")
+        })?,
+        (None, None) => config.controller_listen,
+    };
+    if let Some(ms) = flags.broker_heartbeat_interval_ms {
+        config.broker_heartbeat_interval = Duration::from_millis(ms);
+    }
+    if let Some(ms) = flags.broker_session_timeout_ms {
+        config.broker_session_timeout = Duration::from_millis(ms);
+    }
+    if config.broker_session_timeout <= config.broker_heartbeat_interval {
+        bail!(
+            "--broker-session-timeout-ms ({} ms) must be longer than --broker-heartbeat-interval-ms ({} ms)",
+            config.broker_session_timeout.as_millis(),
+            config.broker_heartbeat_interval.as_millis()
+        );
+    }
+    config.auto_leader_rebalance = flags
+        .auto_leader_rebalance
+        .unwrap_or(config.auto_leader_rebalance);
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
@@ -124,6 +166,29 @@ fn main() -> anyhow::Result<()> {
         broker.shutdown().await;
         Ok(())
     })
+}
+
+/// Parses `ID@HOST:PORT,...`.
+fn parse_controllers(list: &str) -> anyhow::Result<BTreeMap<i32, String>> {
+    let mut voters = BTreeMap::new();
+    for voter in list.split(',').map(str::trim) {
+        let (id, address) = voter
+            .split_once('@')
+            .with_context(|| format!("--controllers: '{voter}' is not ID@HOST:PORT"))?;
+        let id: i32 = id
+            .parse()
+            .with_context(|| format!("--controllers: '{id}' in '{voter}' is not a node id"))?;
+        let port = address
+            .rsplit_once(':')
+            .map(|(_, port)| port.parse::<u16>());
+        if !matches!(port, Some(Ok(_))) {
+            bail!("--controllers: '{address}' in '{voter}' is not HOST:PORT");
+        }
+        if voters.insert(id, address.to_string()).is_some() {
+            bail!("--controllers lists node {id} twice");
+        }
+    }
+    Ok(voters)
 }
 
 async fn wait_for_signal() -> anyhow::Result<()> {

@@ -5,10 +5,15 @@
 //!
 //! Invariants, checked by `apply` and asserted in tests:
 //! - a partition's replicas are distinct registered brokers, its ISR is a
-//!   subset of them, and its leader (when it has one) is in the ISR;
-//! - `metadata_version` grows by one with every command that changes anything.
+//!   non-empty subset of them, and its leader (when it has one) is an
+//!   unfenced broker in the ISR;
+//! - every change of a partition's leader, and every new life of its leader
+//!   (a restart), bumps its leader epoch, so no two brokers ever lead the same
+//!   partition in the same epoch;
+//! - `metadata_version` grows by one with every command that changes anything,
+//!   and only then.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -54,6 +59,8 @@ pub struct TopicRecord {
 /// Everything the controller owns.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
+    /// Set once, by the first controller leader; every broker reports it.
+    pub cluster_id: Option<String>,
     pub brokers: BTreeMap<BrokerId, BrokerRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
     pub metadata_version: u64,
@@ -62,12 +69,34 @@ pub struct ClusterMetadata {
 /// A change to the metadata, proposed through Raft.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
+    /// Names the cluster; refused once it has a name.
+    InitCluster {
+        cluster_id: String,
+    },
+    /// A broker process starting. A new incarnation of a known broker is a
+    /// new life: the old one's leadership ends (new leader epochs) and it
+    /// leaves the ISRs it shared with others.
     RegisterBroker {
         broker_id: BrokerId,
         host: String,
         port: u16,
         incarnation: Uuid,
     },
+    /// The broker's heartbeats lapsed: it leads nothing and leaves the ISRs
+    /// it shared with others.
+    FenceBroker {
+        broker_id: BrokerId,
+        incarnation: Uuid,
+    },
+    /// A fenced broker heartbeats again: it leads the partitions that had no
+    /// leader and have it in their ISR.
+    UnfenceBroker {
+        broker_id: BrokerId,
+        incarnation: Uuid,
+    },
+    /// Every partition whose first replica is alive and in sync but not
+    /// leading gets it back as leader.
+    ElectPreferredLeaders,
     CreateTopic {
         name: String,
         topic_id: Uuid,
@@ -102,15 +131,37 @@ pub enum MetadataError {
     InvalidPartitions { requested: u32, reason: String },
     #[error("replication factor {requested} exceeds the {available} available brokers")]
     InvalidReplicationFactor { requested: u16, available: usize },
+    #[error("the cluster already has the id {0}")]
+    ClusterIdSet(String),
+    #[error("broker {0} is not registered")]
+    UnknownBroker(BrokerId),
+    #[error("broker {broker_id} has registered again since (a newer process holds its id)")]
+    StaleIncarnation { broker_id: BrokerId },
 }
 
 /// What applying a command produced.
 pub type CommandOutcome = Result<(), MetadataError>;
 
 impl ClusterMetadata {
-    /// Applies `command`. A refused command changes nothing.
+    /// Applies `command`. A refused command changes nothing; so does one
+    /// that finds nothing to do (the version stays).
     pub fn apply(&mut self, command: MetadataCommand) -> CommandOutcome {
+        if self.apply_change(command)? {
+            self.metadata_version += 1;
+        }
+        Ok(())
+    }
+
+    /// Applies `command`; true if anything changed.
+    fn apply_change(&mut self, command: MetadataCommand) -> Result<bool, MetadataError> {
         match command {
+            MetadataCommand::InitCluster { cluster_id } => {
+                if let Some(existing) = &self.cluster_id {
+                    return Err(MetadataError::ClusterIdSet(existing.clone()));
+                }
+                self.cluster_id = Some(cluster_id);
+                Ok(true)
+            }
             MetadataCommand::RegisterBroker {
                 broker_id,
                 host,
@@ -124,7 +175,57 @@ impl ClusterMetadata {
                     incarnation,
                     fenced: false,
                 };
-                self.brokers.insert(broker_id, record);
+                let previous = self.brokers.insert(broker_id, record.clone());
+                if previous.as_ref() == Some(&record) {
+                    return Ok(false); // the same registration, retried
+                }
+                let alive = self.alive_set();
+                let new_life = previous.is_some_and(|old| old.incarnation != incarnation);
+                for partition in self.partitions_mut() {
+                    if new_life {
+                        partition.end_leadership_of(broker_id, &alive);
+                    }
+                    partition.elect_if_leaderless(&alive);
+                }
+                Ok(true)
+            }
+            MetadataCommand::FenceBroker {
+                broker_id,
+                incarnation,
+            } => {
+                let broker = self.broker_mut(broker_id, incarnation)?;
+                if broker.fenced {
+                    return Ok(false);
+                }
+                broker.fenced = true;
+                let alive = self.alive_set();
+                for partition in self.partitions_mut() {
+                    partition.end_leadership_of(broker_id, &alive);
+                }
+                Ok(true)
+            }
+            MetadataCommand::UnfenceBroker {
+                broker_id,
+                incarnation,
+            } => {
+                let broker = self.broker_mut(broker_id, incarnation)?;
+                if !broker.fenced {
+                    return Ok(false);
+                }
+                broker.fenced = false;
+                let alive = self.alive_set();
+                for partition in self.partitions_mut() {
+                    partition.elect_if_leaderless(&alive);
+                }
+                Ok(true)
+            }
+            MetadataCommand::ElectPreferredLeaders => {
+                let alive = self.alive_set();
+                let mut changed = false;
+                for partition in self.partitions_mut() {
+                    changed |= partition.elect_preferred(&alive);
+                }
+                Ok(changed)
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -161,11 +262,13 @@ impl ClusterMetadata {
                         partitions,
                     },
                 );
+                Ok(true)
             }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.remove(&name).is_none() {
                     return Err(MetadataError::UnknownTopic(name));
                 }
+                Ok(true)
             }
             MetadataCommand::CreatePartitions {
                 name,
@@ -194,6 +297,7 @@ impl ClusterMetadata {
                     topic_count,
                 );
                 topic.partitions.extend(added);
+                Ok(true)
             }
             MetadataCommand::AlterTopicConfigs { name, configs } => {
                 let topic = self
@@ -201,10 +305,45 @@ impl ClusterMetadata {
                     .get_mut(&name)
                     .ok_or(MetadataError::UnknownTopic(name))?;
                 topic.configs = configs;
+                Ok(true)
             }
         }
-        self.metadata_version += 1;
-        Ok(())
+    }
+
+    /// The broker's record, if `incarnation` is its current life.
+    fn broker_mut(
+        &mut self,
+        broker_id: BrokerId,
+        incarnation: Uuid,
+    ) -> Result<&mut BrokerRecord, MetadataError> {
+        let broker = self
+            .brokers
+            .get_mut(&broker_id)
+            .ok_or(MetadataError::UnknownBroker(broker_id))?;
+        if broker.incarnation != incarnation {
+            return Err(MetadataError::StaleIncarnation { broker_id });
+        }
+        Ok(broker)
+    }
+
+    fn partitions_mut(&mut self) -> impl Iterator<Item = &mut PartitionRecord> {
+        self.topics
+            .values_mut()
+            .flat_map(|topic| topic.partitions.iter_mut())
+    }
+
+    fn alive_set(&self) -> BTreeSet<BrokerId> {
+        self.alive_brokers().into_iter().collect()
+    }
+
+    /// True when some partition's preferred leader could lead again
+    /// (what [`MetadataCommand::ElectPreferredLeaders`] would change).
+    pub fn preferred_leaders_wait(&self) -> bool {
+        let alive = self.alive_set();
+        self.topics
+            .values()
+            .flat_map(|topic| &topic.partitions)
+            .any(|partition| partition.preferred_leader_waits(&alive))
     }
 
     /// Registered, unfenced brokers, in id order.
@@ -217,6 +356,60 @@ impl ClusterMetadata {
         self.alive_broker_records()
             .map(|broker| broker.broker_id)
             .collect()
+    }
+}
+
+impl PartitionRecord {
+    /// The first replica, in replica order, that is in the ISR and alive.
+    fn candidate(&self, alive: &BTreeSet<BrokerId>) -> BrokerId {
+        self.replicas
+            .iter()
+            .copied()
+            .find(|replica| self.isr.contains(replica) && alive.contains(replica))
+            .unwrap_or(NO_LEADER)
+    }
+
+    fn set_leader(&mut self, leader: BrokerId) {
+        self.leader = leader;
+        self.leader_epoch += 1;
+    }
+
+    /// Ends `broker`'s current life in this partition: it leaves the ISR
+    /// unless it is the last member (the only copy of the data), and if it
+    /// led, the next alive in-sync replica leads in a new epoch (the broker
+    /// itself if it is alive again and the only one in sync).
+    fn end_leadership_of(&mut self, broker: BrokerId, alive: &BTreeSet<BrokerId>) {
+        if self.isr.len() > 1 {
+            self.isr.retain(|&member| member != broker);
+        }
+        if self.leader == broker {
+            let leader = self.candidate(alive);
+            self.set_leader(leader);
+        }
+    }
+
+    fn elect_if_leaderless(&mut self, alive: &BTreeSet<BrokerId>) {
+        if self.leader == NO_LEADER {
+            let leader = self.candidate(alive);
+            if leader != NO_LEADER {
+                self.set_leader(leader);
+            }
+        }
+    }
+
+    /// Moves leadership back to the first replica when it can lead.
+    fn elect_preferred(&mut self, alive: &BTreeSet<BrokerId>) -> bool {
+        let waiting = self.preferred_leader_waits(alive);
+        if waiting {
+            self.set_leader(self.replicas[0]);
+        }
+        waiting
+    }
+
+    /// True when the first replica is alive and in sync but does not lead.
+    fn preferred_leader_waits(&self, alive: &BTreeSet<BrokerId>) -> bool {
+        let preferred = self.replicas[0];
+        self.leader != preferred && alive.contains(&preferred) && self.isr.contains(&preferred)
     }
 }
 
@@ -333,7 +526,218 @@ mod tests {
                     .isr
                     .iter()
                     .all(|id| partition.replicas.contains(id)));
-                assert!(partition.leader == NO_LEADER || partition.isr.contains(&partition.leader));
+                assert!(!partition.isr.is_empty(), "the ISR is never empty");
+                if partition.leader != NO_LEADER {
+                    assert!(partition.isr.contains(&partition.leader));
+                    assert!(
+                        !metadata.brokers[&partition.leader].fenced,
+                        "leaders are unfenced"
+                    );
+                }
+            }
+        }
+    }
+
+    fn register(broker_id: BrokerId, incarnation: u128) -> MetadataCommand {
+        MetadataCommand::RegisterBroker {
+            broker_id,
+            host: "127.0.0.1".into(),
+            port: 9092,
+            incarnation: Uuid::from_u128(incarnation),
+        }
+    }
+
+    fn fence(metadata: &ClusterMetadata, broker_id: BrokerId) -> MetadataCommand {
+        MetadataCommand::FenceBroker {
+            broker_id,
+            incarnation: metadata.brokers[&broker_id].incarnation,
+        }
+    }
+
+    fn unfence(metadata: &ClusterMetadata, broker_id: BrokerId) -> MetadataCommand {
+        MetadataCommand::UnfenceBroker {
+            broker_id,
+            incarnation: metadata.brokers[&broker_id].incarnation,
+        }
+    }
+
+    fn partition(metadata: &ClusterMetadata, topic: &str, index: usize) -> PartitionRecord {
+        metadata.topics[topic].partitions[index].clone()
+    }
+
+    #[test]
+    fn fencing_a_leader_elects_the_next_in_sync_replica_in_a_new_epoch() {
+        let mut metadata = cluster(3);
+        metadata.apply(create("replicated", 3, 3)).unwrap();
+        metadata.apply(create("single", 3, 1)).unwrap();
+        let before = metadata.clone();
+        metadata.apply(fence(&metadata, 1)).unwrap();
+        check_invariants(&metadata);
+        assert!(metadata.brokers[&1].fenced);
+        for (name, topic) in &before.topics {
+            for (index, old) in topic.partitions.iter().enumerate() {
+                let new = partition(&metadata, name, index);
+                match (old.leader == 1, old.replicas.len()) {
+                    (false, _) => {
+                        assert_eq!(
+                            (new.leader, new.leader_epoch),
+                            (old.leader, old.leader_epoch)
+                        );
+                    }
+                    (true, 1) => {
+                        assert_eq!(new.leader, NO_LEADER, "the only replica is fenced");
+                        assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+                        assert_eq!(
+                            new.isr,
+                            vec![1],
+                            "the last in-sync replica stays in the ISR"
+                        );
+                    }
+                    (true, _) => {
+                        let expected = old.replicas.iter().copied().find(|&id| id != 1).unwrap();
+                        assert_eq!(new.leader, expected);
+                        assert_eq!(new.leader_epoch, old.leader_epoch + 1);
+                    }
+                }
+                if old.replicas.len() > 1 {
+                    assert!(!new.isr.contains(&1), "fenced brokers leave shared ISRs");
+                }
+            }
+        }
+        let version = metadata.metadata_version;
+        metadata.apply(fence(&metadata, 1)).unwrap();
+        assert_eq!(
+            metadata.metadata_version, version,
+            "fencing twice changes nothing"
+        );
+
+        metadata.apply(unfence(&metadata, 1)).unwrap();
+        check_invariants(&metadata);
+        for (index, old) in before.topics["single"].partitions.iter().enumerate() {
+            let new = partition(&metadata, "single", index);
+            assert_ne!(
+                new.leader, NO_LEADER,
+                "every single-replica partition leads again"
+            );
+            if old.leader == 1 {
+                assert_eq!(new.leader_epoch, old.leader_epoch + 2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_incarnation_ends_the_old_lives_leadership_once() {
+        let mut metadata = cluster(2);
+        metadata.apply(create("single", 4, 1)).unwrap();
+        metadata.apply(create("pair", 4, 2)).unwrap();
+        let before = metadata.clone();
+        let version = metadata.metadata_version;
+        metadata.apply(register(1, 1)).unwrap();
+        assert_eq!(
+            metadata.metadata_version, version,
+            "a retried registration is a no-op"
+        );
+
+        metadata.apply(register(1, 100)).unwrap();
+        check_invariants(&metadata);
+        for (name, topic) in &before.topics {
+            for (index, old) in topic.partitions.iter().enumerate() {
+                let new = partition(&metadata, name, index);
+                if old.leader != 1 {
+                    assert_eq!(
+                        (new.leader, new.leader_epoch),
+                        (old.leader, old.leader_epoch)
+                    );
+                } else if name == "single" {
+                    assert_eq!((new.leader, new.leader_epoch), (1, old.leader_epoch + 1));
+                } else {
+                    assert_eq!((new.leader, new.leader_epoch), (2, old.leader_epoch + 1));
+                    assert_eq!(new.isr, vec![2]);
+                }
+            }
+        }
+        let stale = MetadataCommand::FenceBroker {
+            broker_id: 1,
+            incarnation: Uuid::from_u128(1),
+        };
+        let before_stale = metadata.clone();
+        assert_eq!(
+            metadata.apply(stale),
+            Err(MetadataError::StaleIncarnation { broker_id: 1 })
+        );
+        assert_eq!(metadata, before_stale);
+    }
+
+    #[test]
+    fn preferred_leaders_return_once_they_are_in_sync_and_alive() {
+        let mut metadata = cluster(3);
+        metadata.apply(create("orders", 3, 3)).unwrap();
+        metadata.apply(fence(&metadata, 1)).unwrap();
+        metadata.apply(unfence(&metadata, 1)).unwrap();
+        assert!(
+            !metadata.preferred_leaders_wait(),
+            "broker 1 is not in sync yet"
+        );
+        let version = metadata.metadata_version;
+        metadata
+            .apply(MetadataCommand::ElectPreferredLeaders)
+            .unwrap();
+        assert_eq!(metadata.metadata_version, version, "nothing to elect");
+
+        // What replication does once broker 1 catches up.
+        for partition in metadata.partitions_mut() {
+            if !partition.isr.contains(&1) {
+                partition.isr.push(1);
+            }
+        }
+        assert!(metadata.preferred_leaders_wait());
+        let before = metadata.clone();
+        metadata
+            .apply(MetadataCommand::ElectPreferredLeaders)
+            .unwrap();
+        check_invariants(&metadata);
+        for (index, old) in before.topics["orders"].partitions.iter().enumerate() {
+            let new = partition(&metadata, "orders", index);
+            assert_eq!(new.leader, new.replicas[0]);
+            let moved = old.leader != new.leader;
+            assert_eq!(new.leader_epoch, old.leader_epoch + moved as i32);
+        }
+        assert!(!metadata.preferred_leaders_wait());
+    }
+
+    #[test]
+    fn random_membership_changes_never_give_one_epoch_two_leaders() {
+        let mut metadata = cluster(3);
+        metadata.apply(create("single", 6, 1)).unwrap();
+        metadata.apply(create("pair", 6, 2)).unwrap();
+        metadata.apply(create("triple", 6, 3)).unwrap();
+        let mut leaders: BTreeMap<(String, usize, i32), BrokerId> = BTreeMap::new();
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for step in 0..5_000u128 {
+            let broker_id = 1 + next(3) as BrokerId;
+            let command = match next(4) {
+                0 => fence(&metadata, broker_id),
+                1 => unfence(&metadata, broker_id),
+                2 => register(broker_id, 1_000 + step),
+                _ => MetadataCommand::ElectPreferredLeaders,
+            };
+            metadata.apply(command).unwrap();
+            check_invariants(&metadata);
+            for (name, topic) in &metadata.topics {
+                for (index, partition) in topic.partitions.iter().enumerate() {
+                    if partition.leader == NO_LEADER {
+                        continue;
+                    }
+                    let key = (name.clone(), index, partition.leader_epoch);
+                    let first = *leaders.entry(key.clone()).or_insert(partition.leader);
+                    assert_eq!(first, partition.leader, "{key:?} had leader {first}");
+                }
             }
         }
     }

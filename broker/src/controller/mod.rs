@@ -4,26 +4,42 @@
 //! - `metadata.rs`: the state and the commands (a pure decision core).
 //! - `log_store.rs`: the Raft log and vote in files under `DATA/__raft/`.
 //! - `state_machine.rs`: applies commands, snapshots, publishes metadata.
-//! - `network.rs`: RPCs between voters.
+//! - `rpc.rs`: the messages of the controller listener.
+//! - `network.rs`: Raft RPCs to the other voters.
+//! - `server.rs`: the controller listener: Raft RPCs and brokers' calls.
+//! - `client.rs`: how every broker talks to the controller leader.
+//!
+//! This file is the voter: openraft plus the leader's duties, which are to
+//! answer brokers' calls, fence brokers whose heartbeats lapse and move
+//! leadership back to preferred replicas.
 
+pub mod client;
 pub mod log_store;
 pub mod metadata;
 pub mod network;
+pub mod rpc;
+pub mod server;
 pub mod state_machine;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Cursor;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::{BasicNode, Config, Raft, SnapshotPolicy};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use thiserror::Error;
 use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
 
 use self::log_store::LogStore;
-use self::metadata::{ClusterMetadata, CommandOutcome, MetadataCommand};
+use self::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
 use self::network::Network;
+use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
 
 openraft::declare_raft_types!(
@@ -42,8 +58,13 @@ const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// A snapshot is taken after this many applied entries.
 const SNAPSHOT_EVERY_ENTRIES: u64 = 1_000;
-/// How long a starting controller waits to become leader.
-const LEADERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the leader looks for lapsed sessions.
+const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the leader looks for partitions whose preferred leader could
+/// lead again.
+const PREFERRED_LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest a metadata fetch waits for a change.
+const METADATA_WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -51,26 +72,72 @@ pub enum ControllerError {
     Storage { dir: String, source: std::io::Error },
     #[error("invalid Raft configuration: {0}")]
     Config(String),
-    #[error("the controller did not elect a leader within {0:?}")]
-    NoLeader(Duration),
+    #[error(
+        "the controller quorum was formed with voters {stored:?}, but --controllers names {configured:?}; \
+         changing the voters of an existing cluster is not supported"
+    )]
+    VotersChanged {
+        stored: BTreeSet<u64>,
+        configured: BTreeSet<u64>,
+    },
+    #[error("this controller is not the leader (leader: {0:?})")]
+    NotLeader(Option<u64>),
+    #[error("the controller quorum did not answer: {0}")]
+    Unavailable(String),
     #[error("the controller could not commit the command: {0}")]
     Raft(String),
+}
+
+/// What the controller leader enforces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// A broker whose last heartbeat is older than this is fenced.
+    pub broker_session_timeout: Duration,
+    /// Move leadership back to each partition's first replica when it can lead.
+    pub auto_leader_rebalance: bool,
+}
+
+/// The leader's record of broker heartbeats, valid for one term: a new
+/// leader knows nothing of earlier heartbeats, so it gives every broker a
+/// whole session from the moment it took over.
+#[derive(Debug)]
+struct Sessions {
+    term: u64,
+    since: Instant,
+    last_heartbeat: HashMap<BrokerId, Instant>,
+}
+
+impl Sessions {
+    fn in_term(&mut self, term: u64) -> &mut Self {
+        if self.term != term {
+            self.term = term;
+            self.since = Instant::now();
+            self.last_heartbeat.clear();
+        }
+        self
+    }
 }
 
 /// A running controller voter.
 #[derive(Clone)]
 pub struct Controller {
+    id: u64,
     raft: Raft<TypeConfig>,
     metadata: watch::Receiver<Arc<ClusterMetadata>>,
+    settings: ControllerSettings,
+    sessions: Arc<Mutex<Sessions>>,
 }
 
 impl Controller {
-    /// Starts the only voter of a single-controller cluster, with its Raft
-    /// log under `dir`, and waits until it leads.
-    pub async fn start_single_voter(
+    /// Starts voter `node_id` of the quorum `voters` (id → controller
+    /// address), with its Raft log under `dir`. A voter starting for the
+    /// first time forms the quorum with the others (each may do so: they
+    /// all propose the same voters); one that ran before resumes.
+    pub async fn start(
         node_id: u64,
-        address: &str,
+        voters: BTreeMap<u64, String>,
         dir: &Path,
+        settings: ControllerSettings,
     ) -> Result<Self, ControllerError> {
         let storage_error = |source| ControllerError::Storage {
             dir: dir.display().to_string(),
@@ -89,52 +156,61 @@ impl Controller {
         }
         .validate()
         .map_err(|error| ControllerError::Config(error.to_string()))?;
-        let raft = Raft::new(node_id, Arc::new(config), Network, log_store, state_machine)
+        let network = Network {
+            voters: Arc::new(voters.clone()),
+        };
+        let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
-            .map_err(|error| ControllerError::Raft(error.to_string()))?;
-        let initialized = raft
-            .is_initialized()
-            .await
-            .map_err(|error| ControllerError::Raft(error.to_string()))?;
-        if !initialized {
-            let voters = BTreeMap::from([(
-                node_id,
-                BasicNode {
-                    addr: address.to_string(),
-                },
-            )]);
-            raft.initialize(voters)
-                .await
-                .map_err(|error| ControllerError::Raft(error.to_string()))?;
+            .map_err(raft_error)?;
+        let configured: BTreeSet<u64> = voters.keys().copied().collect();
+        if raft.is_initialized().await.map_err(raft_error)? {
+            let stored: BTreeSet<u64> = raft
+                .metrics()
+                .borrow()
+                .membership_config
+                .membership()
+                .voter_ids()
+                .collect();
+            if stored != configured {
+                return Err(ControllerError::VotersChanged { stored, configured });
+            }
+        } else {
+            let members = voters
+                .into_iter()
+                .map(|(id, addr)| (id, BasicNode { addr }))
+                .collect::<BTreeMap<_, _>>();
+            raft.initialize(members).await.map_err(raft_error)?;
         }
-        raft.wait(Some(LEADERSHIP_TIMEOUT))
-            .current_leader(node_id, "single voter leads")
-            .await
-            .map_err(|_timeout| ControllerError::NoLeader(LEADERSHIP_TIMEOUT))?;
-        Ok(Controller { raft, metadata })
+        Ok(Controller {
+            id: node_id,
+            raft,
+            metadata,
+            settings,
+            sessions: Arc::new(Mutex::new(Sessions {
+                term: 0,
+                since: Instant::now(),
+                last_heartbeat: HashMap::new(),
+            })),
+        })
     }
 
-    /// Commits `command` and returns how applying it went.
+    /// Commits `command` on this voter, which must lead.
     pub async fn propose(
         &self,
         command: MetadataCommand,
     ) -> Result<CommandOutcome, ControllerError> {
-        let response = self
-            .raft
-            .client_write(command)
-            .await
-            .map_err(|error| ControllerError::Raft(error.to_string()))?;
-        Ok(response.data)
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(ControllerError::NotLeader(forward.leader_id))
+            }
+            Err(error) => Err(raft_error(error)),
+        }
     }
 
-    /// The latest applied metadata.
+    /// The latest metadata applied on this voter.
     pub fn metadata(&self) -> Arc<ClusterMetadata> {
         Arc::clone(&self.metadata.borrow())
-    }
-
-    /// Every metadata version as it is applied.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterMetadata>> {
-        self.metadata.clone()
     }
 
     /// The Raft term this voter is in.
@@ -142,15 +218,283 @@ impl Controller {
         self.raft.metrics().borrow().current_term
     }
 
-    /// Term, leader and applied index, for `/metrics`.
+    /// This voter's term, leader and applied index.
     pub fn raft_metrics(&self) -> openraft::RaftMetrics<u64, BasicNode> {
         self.raft.metrics().borrow().clone()
     }
 
-    pub async fn shutdown(&self) -> Result<(), ControllerError> {
-        self.raft
-            .shutdown()
-            .await
-            .map_err(|error| ControllerError::Raft(error.to_string()))
+    /// The term this voter leads in, if it leads.
+    fn leading_term(&self) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        (metrics.state == ServerState::Leader && metrics.current_leader == Some(self.id))
+            .then_some(metrics.current_term)
     }
+
+    fn not_leader(&self) -> Response {
+        Response::NotLeader {
+            leader: self.raft.metrics().borrow().current_leader,
+        }
+    }
+
+    /// Confirms with a quorum that this voter still leads, and waits until
+    /// it has applied everything committed before. A leader cut off from
+    /// the others (paused, partitioned) cannot confirm, so it never extends
+    /// a session or serves metadata from a term that has ended.
+    async fn confirm_leadership(&self) -> Result<(), Response> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(match error.forward_to_leader::<BasicNode>() {
+                Some(forward) => Response::NotLeader {
+                    leader: forward.leader_id,
+                },
+                None => Response::Failed(error.to_string()),
+            }),
+        }
+    }
+
+    /// Answers one call on the controller listener.
+    pub async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(rpc) => {
+                Response::AppendEntries(self.raft.append_entries(rpc).await)
+            }
+            Request::InstallSnapshot(rpc) => {
+                Response::InstallSnapshot(self.raft.install_snapshot(rpc).await)
+            }
+            Request::Vote(rpc) => Response::Vote(self.raft.vote(rpc).await),
+            Request::RegisterBroker {
+                broker_id,
+                host,
+                port,
+                incarnation,
+            } => self.register(broker_id, host, port, incarnation).await,
+            Request::Heartbeat {
+                broker_id,
+                incarnation,
+            } => self.heartbeat(broker_id, incarnation).await,
+            Request::FetchMetadata {
+                after_version,
+                wait_ms,
+            } => {
+                self.fetch_metadata(after_version, Duration::from_millis(wait_ms))
+                    .await
+            }
+            Request::Propose(command) => self.commit(command).await,
+        }
+    }
+
+    /// Commits `command` and answers with its outcome and the metadata
+    /// version that includes it.
+    async fn commit(&self, command: MetadataCommand) -> Response {
+        match self.propose(command).await {
+            Ok(outcome) => Response::Committed {
+                outcome,
+                metadata_version: self.metadata().metadata_version,
+            },
+            Err(ControllerError::NotLeader(leader)) => Response::NotLeader { leader },
+            Err(error) => Response::Failed(error.to_string()),
+        }
+    }
+
+    async fn register(
+        &self,
+        broker_id: BrokerId,
+        host: String,
+        port: u16,
+        incarnation: Uuid,
+    ) -> Response {
+        let Some(term) = self.leading_term() else {
+            return self.not_leader();
+        };
+        if self.metadata().cluster_id.is_none() {
+            let cluster_id = Uuid::new_v4().simple().to_string();
+            // Refused only if another registration named the cluster first.
+            if let Response::Failed(error) = self
+                .commit(MetadataCommand::InitCluster { cluster_id })
+                .await
+            {
+                return Response::Failed(error);
+            }
+        }
+        let response = self
+            .commit(MetadataCommand::RegisterBroker {
+                broker_id,
+                host: host.clone(),
+                port,
+                incarnation,
+            })
+            .await;
+        if matches!(
+            response,
+            Response::Committed {
+                outcome: Ok(()),
+                ..
+            }
+        ) {
+            info!(broker_id, %host, port, %incarnation, "broker registered");
+            self.record_heartbeat(term, broker_id);
+        }
+        response
+    }
+
+    fn record_heartbeat(&self, term: u64, broker_id: BrokerId) {
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        sessions
+            .in_term(term)
+            .last_heartbeat
+            .insert(broker_id, Instant::now());
+    }
+
+    async fn heartbeat(&self, broker_id: BrokerId, incarnation: Uuid) -> Response {
+        let Some(term) = self.leading_term() else {
+            return self.not_leader();
+        };
+        if let Err(response) = self.confirm_leadership().await {
+            return response;
+        }
+        let broker = self.metadata().brokers.get(&broker_id).cloned();
+        let reply = match broker {
+            None => HeartbeatReply::Unregistered,
+            Some(broker) if broker.incarnation != incarnation => HeartbeatReply::StaleIncarnation,
+            Some(broker) => {
+                self.record_heartbeat(term, broker_id);
+                if broker.fenced {
+                    let unfence = MetadataCommand::UnfenceBroker {
+                        broker_id,
+                        incarnation,
+                    };
+                    match self.propose(unfence).await {
+                        Ok(_) => info!(broker_id, "broker unfenced: it heartbeats again"),
+                        Err(ControllerError::NotLeader(leader)) => {
+                            return Response::NotLeader { leader }
+                        }
+                        Err(error) => return Response::Failed(error.to_string()),
+                    }
+                }
+                HeartbeatReply::Alive {
+                    session_timeout_ms: self.settings.broker_session_timeout.as_millis() as u64,
+                }
+            }
+        };
+        Response::Heartbeat(reply)
+    }
+
+    async fn fetch_metadata(&self, after_version: u64, wait: Duration) -> Response {
+        if self.leading_term().is_none() {
+            return self.not_leader();
+        }
+        let mut metadata = self.metadata.clone();
+        let newer = |current: &Arc<ClusterMetadata>| current.metadata_version > after_version;
+        let _ = tokio::time::timeout(wait.min(METADATA_WAIT_MAX), metadata.wait_for(newer)).await;
+        if let Err(response) = self.confirm_leadership().await {
+            return response;
+        }
+        let current = self.metadata();
+        Response::Metadata {
+            metadata: newer(&current).then(|| (*current).clone()),
+            quorum: self.quorum_state(),
+        }
+    }
+
+    fn quorum_state(&self) -> QuorumState {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let end = |log_id: Option<&openraft::LogId<u64>>| log_id.map_or(0, |id| id.index + 1);
+        let voters = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .map(|id| VoterState {
+                id,
+                log_end: if id == self.id {
+                    Some(metrics.last_log_index.map_or(0, |index| index + 1))
+                } else {
+                    metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|replication| replication.get(&id))
+                        .map(|matched| end(matched.as_ref()))
+                },
+            })
+            .collect();
+        QuorumState {
+            leader: self.id,
+            term: metrics.current_term,
+            applied_end: end(metrics.last_applied.as_ref()),
+            voters,
+        }
+    }
+
+    /// The leader's duties, until `shutdown`: fence brokers whose sessions
+    /// lapsed, and restore preferred leaders.
+    pub async fn supervise(self, shutdown: CancellationToken) {
+        let mut last_rebalance_check = Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SESSION_CHECK_INTERVAL) => {}
+            }
+            let Some(term) = self.leading_term() else {
+                continue;
+            };
+            for (broker_id, incarnation, silent) in self.lapsed_sessions(term) {
+                warn!(
+                    broker_id,
+                    silent_ms = silent.as_millis() as u64,
+                    "fencing broker: its heartbeats lapsed"
+                );
+                let fence = MetadataCommand::FenceBroker {
+                    broker_id,
+                    incarnation,
+                };
+                if let Err(error) = self.propose(fence).await {
+                    warn!(broker_id, %error, "could not fence broker");
+                }
+            }
+            if self.settings.auto_leader_rebalance
+                && last_rebalance_check.elapsed() >= PREFERRED_LEADER_CHECK_INTERVAL
+            {
+                last_rebalance_check = Instant::now();
+                if self.metadata().preferred_leaders_wait() {
+                    info!("moving leadership back to preferred replicas");
+                    if let Err(error) = self.propose(MetadataCommand::ElectPreferredLeaders).await {
+                        warn!(%error, "could not elect preferred leaders");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Unfenced brokers silent for longer than the session timeout in
+    /// `term`, with how long each has been silent.
+    fn lapsed_sessions(&self, term: u64) -> Vec<(BrokerId, Uuid, Duration)> {
+        let metadata = self.metadata();
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        let sessions = sessions.in_term(term);
+        metadata
+            .alive_broker_records()
+            .filter_map(|broker| {
+                let last = sessions
+                    .last_heartbeat
+                    .get(&broker.broker_id)
+                    .copied()
+                    .unwrap_or(sessions.since);
+                let silent = last.elapsed();
+                (silent > self.settings.broker_session_timeout).then_some((
+                    broker.broker_id,
+                    broker.incarnation,
+                    silent,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn shutdown(&self) -> Result<(), ControllerError> {
+        self.raft.shutdown().await.map_err(raft_error)
+    }
+}
+
+fn raft_error(error: impl std::fmt::Display) -> ControllerError {
+    ControllerError::Raft(error.to_string())
 }

@@ -1,23 +1,32 @@
-//! DescribeCluster: brokers, cluster id, controller.
+//! DescribeCluster: brokers, cluster id, controller. Fenced brokers are
+//! listed (marked) only when a v2+ request asks for them.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
 use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, Context};
 
-pub fn handle(context: &Context, _request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(
+    context: &Context,
+    request: DescribeClusterRequest,
+    api_version: i16,
+) -> DescribeClusterResponse {
     let metadata = context.controller.metadata();
+    let include_fenced = api_version >= 2 && request.include_fenced_brokers;
     let brokers = metadata
-        .alive_broker_records()
+        .brokers
+        .values()
+        .filter(|broker| include_fenced || !broker.fenced)
         .map(|broker| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(broker.broker_id))
                 .with_host(str_bytes(broker.host.clone()))
                 .with_port(broker.port as i32)
+                .with_is_fenced(broker.fenced)
         })
         .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(context.cluster_id.clone()))
-        .with_controller_id(BrokerId(context.broker_id))
+        .with_controller_id(BrokerId(context.controller_id()))
         .with_brokers(brokers)
 }

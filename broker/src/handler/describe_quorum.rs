@@ -8,7 +8,7 @@ use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumRe
 
 use strata_protocol::METADATA_TOPIC;
 
-use super::{now_ms, Context};
+use super::{str_bytes, Context};
 use crate::server::error_code;
 
 pub fn handle(context: &Context, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
@@ -41,41 +41,34 @@ pub fn handle(context: &Context, request: DescribeQuorumRequest) -> DescribeQuor
     DescribeQuorumResponse::default().with_topics(topics)
 }
 
-/// This voter's view of the quorum. Log ends of other voters are known only
-/// to the leader (from replication); elsewhere they are -1.
+/// The quorum as its leader last described it to this broker (within one
+/// heartbeat interval). Voters' log ends are the leader's replication
+/// progress; -1 where it has none.
 fn quorum(context: &Context) -> PartitionData {
-    let metrics = context.controller.raft_metrics();
-    let this_voter = metrics.id;
-    let replication = metrics.replication.as_ref();
-    let voters = metrics
-        .membership_config
-        .voter_ids()
+    let Some(quorum) = context.controller.quorum() else {
+        return PartitionData::default()
+            .with_partition_index(0)
+            .with_error_code(error_code::NOT_LEADER_OR_FOLLOWER)
+            .with_error_message(Some(str_bytes("no controller leader is known yet")))
+            .with_leader_id(BrokerId(-1))
+            .with_leader_epoch(-1)
+            .with_high_watermark(-1);
+    };
+    let voters = quorum
+        .voters
+        .iter()
         .map(|voter| {
-            let log_end_offset = if voter == this_voter {
-                metrics.last_log_index.map_or(0, |index| index as i64 + 1)
-            } else {
-                replication
-                    .and_then(|matched| matched.get(&voter))
-                    .map_or(-1, |log_id| log_id.map_or(0, |id| id.index as i64 + 1))
-            };
-            let caught_up_ms = if voter == this_voter { now_ms() } else { -1 };
             ReplicaState::default()
-                .with_replica_id(BrokerId(voter as i32))
-                .with_log_end_offset(log_end_offset)
-                .with_last_fetch_timestamp(caught_up_ms)
-                .with_last_caught_up_timestamp(caught_up_ms)
+                .with_replica_id(BrokerId(voter.id as i32))
+                .with_log_end_offset(voter.log_end.map_or(-1, |end| end as i64))
+                .with_last_fetch_timestamp(-1)
+                .with_last_caught_up_timestamp(-1)
         })
         .collect();
     PartitionData::default()
         .with_partition_index(0)
-        .with_leader_id(BrokerId(
-            metrics.current_leader.map_or(-1, |leader| leader as i32),
-        ))
-        .with_leader_epoch(metrics.current_term as i32)
-        .with_high_watermark(
-            metrics
-                .last_applied
-                .map_or(0, |applied| applied.index as i64 + 1),
-        )
+        .with_leader_id(BrokerId(quorum.leader as i32))
+        .with_leader_epoch(quorum.term as i32)
+        .with_high_watermark(quorum.applied_end as i64)
         .with_current_voters(voters)
 }

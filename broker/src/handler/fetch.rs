@@ -53,12 +53,12 @@ fn read_once(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            let Some(partition) = context
-                .replicas
-                .partition(topic.topic.0.as_str(), fetch.partition)
-            else {
-                partitions.push(response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION));
-                continue;
+            let partition = match context.leader_of(topic.topic.0.as_str(), fetch.partition) {
+                Ok((partition, _)) => partition,
+                Err(code) => {
+                    partitions.push(response.with_error_code(code));
+                    continue;
+                }
             };
             let high_watermark = partition.high_watermark();
             let response = response

@@ -29,14 +29,13 @@ pub fn handle(
                         .with_partition_index(requested.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let Some(partition) = context
-                        .replicas
-                        .partition(topic.name.0.as_str(), requested.partition_index)
-                    else {
-                        return response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION);
-                    };
+                    let (partition, leader_epoch) =
+                        match context.leader_of(topic.name.0.as_str(), requested.partition_index) {
+                            Ok(led) => led,
+                            Err(code) => return response.with_error_code(code),
+                        };
                     let response = if api_version >= 4 {
-                        response.with_leader_epoch(partition.leader_epoch)
+                        response.with_leader_epoch(leader_epoch)
                     } else {
                         response
                     };

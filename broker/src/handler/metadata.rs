@@ -47,7 +47,7 @@ pub fn handle(context: &Context, request: MetadataRequest, api_version: i16) -> 
         .with_brokers(brokers)
         .with_topics(topics);
     if api_version >= 1 {
-        response = response.with_controller_id(BrokerId(context.broker_id));
+        response = response.with_controller_id(BrokerId(context.controller_id()));
     }
     if api_version >= 2 {
         response = response.with_cluster_id(Some(str_bytes(context.cluster_id.clone())));

@@ -18,10 +18,12 @@ use std::sync::Arc;
 
 use kafka_protocol::protocol::StrBytes;
 
+use crate::controller::client::ControllerClient;
 use crate::controller::metadata::{CommandOutcome, MetadataCommand};
-use crate::controller::Controller;
 use crate::metrics::Metrics;
+use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
+use crate::server::error_code;
 
 /// What every handler may use.
 pub struct Context {
@@ -30,7 +32,7 @@ pub struct Context {
     pub advertised_host: String,
     pub advertised_port: u16,
     pub cluster_id: String,
-    pub controller: Controller,
+    pub controller: ControllerClient,
     pub replicas: Arc<ReplicaManager>,
     pub metrics: Arc<Metrics>,
 }
@@ -73,6 +75,42 @@ impl From<CommandOutcome> for Committed {
                 error_message: Some(str_bytes(refused.to_string())),
             },
         }
+    }
+}
+
+impl Context {
+    /// Partition `index` of `topic` with the leader epoch it is led in, if
+    /// this broker leads it; otherwise the error code that tells the client
+    /// what to do: the partition does not exist, or (it exists but this
+    /// broker does not lead it) ask the metadata for its leader again.
+    pub fn leader_of(&self, topic: &str, index: i32) -> Result<(Arc<Partition>, i32), i16> {
+        if let Some(partition) = self.replicas.partition(topic, index) {
+            return match partition.leader_epoch() {
+                Some(epoch) => Ok((partition, epoch)),
+                None => Err(error_code::NOT_LEADER_OR_FOLLOWER),
+            };
+        }
+        let exists = self
+            .controller
+            .metadata()
+            .topics
+            .get(topic)
+            .is_some_and(|record| {
+                usize::try_from(index).is_ok_and(|index| index < record.partitions.len())
+            });
+        Err(if exists {
+            error_code::NOT_LEADER_OR_FOLLOWER
+        } else {
+            error_code::UNKNOWN_TOPIC_OR_PARTITION
+        })
+    }
+
+    /// The broker clients are told is the controller: the metadata quorum's
+    /// leader (every voter is a broker), or this broker while none is known.
+    pub fn controller_id(&self) -> i32 {
+        self.controller
+            .quorum()
+            .map_or(self.broker_id, |quorum| quorum.leader as i32)
     }
 }
 

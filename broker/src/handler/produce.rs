@@ -33,8 +33,9 @@ pub async fn handle(
                 if !valid_acks {
                     return response.with_error_code(error_code::INVALID_REQUIRED_ACKS);
                 }
-                let Some(partition) = context.replicas.partition(&name, data.index) else {
-                    return response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION);
+                let (partition, leader_epoch) = match context.leader_of(&name, data.index) {
+                    Ok(led) => led,
+                    Err(code) => return response.with_error_code(code),
                 };
                 let Some(records) = data.records else {
                     return response.with_error_code(error_code::INVALID_RECORD);
@@ -46,7 +47,7 @@ pub async fn handle(
                     ));
                 }
                 let record_bytes = records.len() as u64;
-                let appended = match partition.append(&records, now_ms()) {
+                let appended = match partition.append(&records, leader_epoch, now_ms()) {
                     Ok(appended) => appended,
                     Err(error) => {
                         return response

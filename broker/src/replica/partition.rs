@@ -12,7 +12,7 @@
 //! made before it began.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,23 +21,18 @@ use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::topic_config::TopicConfig;
-
-/// Why a produce to this partition failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AppendError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-}
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub topic_id: Uuid,
-    pub leader_epoch: i32,
+    /// The leader epoch in which this broker leads the partition, or
+    /// `NOT_LEADING` (it follows, or its controller session lapsed).
+    leading_epoch: AtomicI32,
     /// Replaced whole when the topic's configs are altered.
     config: std::sync::RwLock<Arc<TopicConfig>>,
     log: Mutex<PartitionLog>,
@@ -57,6 +52,8 @@ impl std::fmt::Debug for Partition {
     }
 }
 
+const NOT_LEADING: i32 = -1;
+
 /// Name of the file holding the topic id in a partition directory, so a
 /// topic deleted and created again under the same name never inherits data.
 const TOPIC_ID_FILE: &str = "topic-id";
@@ -68,13 +65,13 @@ const FLUSH_BYTES_MAX: u64 = 64 << 20;
 
 impl Partition {
     /// Opens (recovering) the partition's log in `dir` and starts its
-    /// flusher. `visible` is notified whenever the high watermark moves.
+    /// flusher. `visible` is notified whenever the high watermark moves. It
+    /// leads nothing until [`Partition::set_leadership`].
     pub fn open(
         dir: PathBuf,
         topic: String,
         index: i32,
         topic_id: Uuid,
-        leader_epoch: i32,
         config: TopicConfig,
         visible: Arc<Notify>,
     ) -> Result<Arc<Self>, StorageError> {
@@ -85,7 +82,7 @@ impl Partition {
             topic,
             index,
             topic_id,
-            leader_epoch,
+            leading_epoch: AtomicI32::new(NOT_LEADING),
             config: std::sync::RwLock::new(Arc::new(config)),
             log: Mutex::new(log),
             high_watermark,
@@ -113,6 +110,21 @@ impl Partition {
         Ok(())
     }
 
+    /// The leader epoch this broker leads in, if it leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        let epoch = self.leading_epoch.load(Ordering::Acquire);
+        (epoch != NOT_LEADING).then_some(epoch)
+    }
+
+    /// Leads in `epoch` from now on, or (`None`) stops leading.
+    pub fn set_leadership(&self, epoch: Option<i32>) {
+        let epoch = epoch.unwrap_or(NOT_LEADING);
+        let previous = self.leading_epoch.swap(epoch, Ordering::AcqRel);
+        if previous != epoch {
+            info!(partition = ?self, leader_epoch = epoch, previous, "partition leadership changed (-1: not leading)");
+        }
+    }
+
     fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
         self.log.lock().expect("partition log lock")
     }
@@ -129,13 +141,19 @@ impl Partition {
         self.log().log_end_offset()
     }
 
-    /// Validates and appends a producer's record batches.
-    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    /// Validates and appends a producer's record batches, stamped with
+    /// `leader_epoch` (the epoch the caller saw this broker lead in).
+    pub fn append(
+        &self,
+        records: &Bytes,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         let batches =
             ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)?;
         let appended = self
             .log()
-            .append_as_leader(&batches, self.leader_epoch, now_ms)?;
+            .append_as_leader(&batches, leader_epoch, now_ms)?;
         let unflushed_bytes = self
             .unflushed_bytes
             .fetch_add(records.len() as u64, Ordering::AcqRel);

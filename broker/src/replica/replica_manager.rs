@@ -1,9 +1,12 @@
 //! The partitions this broker hosts, kept in step with the controller's
 //! metadata: partitions assigned here are opened, partitions of deleted
-//! topics are closed and their directories removed.
+//! topics are closed and their directories removed, and each partition
+//! leads exactly when the metadata names this broker its leader and this
+//! broker's controller session is alive.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::Notify;
@@ -22,6 +25,9 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Notified whenever any partition's high watermark moves (wakes fetches).
     visible: Arc<Notify>,
+    /// False once this broker's controller session lapsed: it may have been
+    /// fenced and its partitions given to others, so it leads nothing.
+    session_alive: AtomicBool,
 }
 
 impl ReplicaManager {
@@ -31,7 +37,14 @@ impl ReplicaManager {
             data_dir,
             partitions: RwLock::new(HashMap::new()),
             visible: Arc::new(Notify::new()),
+            session_alive: AtomicBool::new(true),
         }
+    }
+
+    /// Records whether this broker's controller session is alive; the next
+    /// [`ReplicaManager::reconcile`] applies it.
+    pub fn set_session_alive(&self, alive: bool) {
+        self.session_alive.store(alive, Ordering::Release);
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -60,8 +73,10 @@ impl ReplicaManager {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
-    /// Opens what `metadata` assigns here and closes what it no longer lists.
+    /// Opens what `metadata` assigns here, closes what it no longer lists,
+    /// and sets which partitions lead.
     pub fn reconcile(&self, metadata: &ClusterMetadata) {
+        let session_alive = self.session_alive.load(Ordering::Acquire);
         let mut partitions = self.partitions.write().expect("partitions lock");
         partitions.retain(|(topic, index), partition| {
             let current = metadata.topics.get(topic).is_some_and(|record| {
@@ -87,10 +102,13 @@ impl ReplicaManager {
             };
             for (index, assignment) in topic.partitions.iter().enumerate() {
                 let key = (topic.name.clone(), index as i32);
+                let leads = session_alive && assignment.leader == self.broker_id;
+                let leadership = leads.then_some(assignment.leader_epoch);
                 if let Some(partition) = partitions.get(&key) {
                     if let Err(error) = partition.update_config(&config) {
                         error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
                     }
+                    partition.set_leadership(leadership);
                     continue;
                 }
                 if !assignment.replicas.contains(&self.broker_id) {
@@ -102,12 +120,12 @@ impl ReplicaManager {
                     topic.name.clone(),
                     index as i32,
                     topic.topic_id,
-                    assignment.leader_epoch,
                     config.clone(),
                     Arc::clone(&self.visible),
                 );
                 match opened {
                     Ok(partition) => {
+                        partition.set_leadership(leadership);
                         partitions.insert(key, partition);
                     }
                     Err(error) => {

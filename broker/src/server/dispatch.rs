@@ -53,9 +53,9 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
                 handler::incremental_alter_configs::handle(context, body).await,
             ),
-            RequestKind::DescribeCluster(body) => {
-                ResponseKind::DescribeCluster(handler::describe_cluster::handle(context, body))
-            }
+            RequestKind::DescribeCluster(body) => ResponseKind::DescribeCluster(
+                handler::describe_cluster::handle(context, body, api_version),
+            ),
             RequestKind::DescribeQuorum(body) => {
                 ResponseKind::DescribeQuorum(handler::describe_quorum::handle(context, body))
             }

@@ -14,6 +14,7 @@ pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
 pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
+pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
 
 /// The code for a storage failure on one partition.
 pub fn for_storage(error: &StorageError) -> i16 {
@@ -44,6 +45,10 @@ pub fn for_metadata(error: &MetadataError) -> i16 {
         MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        // Brokers' own commands; a Kafka request never carries them.
+        MetadataError::ClusterIdSet(_)
+        | MetadataError::UnknownBroker(_)
+        | MetadataError::StaleIncarnation { .. } => ResponseError::UnknownServerError,
     };
     code.code()
 }

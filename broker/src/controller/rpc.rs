@@ -1,0 +1,182 @@
+//! Messages on the controller listener: Raft RPCs between voters, and the
+//! calls every broker makes to the controller leader (registration,
+//! heartbeats, metadata, proposals).
+//!
+//! ```text
+//! frame: payload_bytes u32 (big-endian) | payload (postcard Request or Response)
+//! ```
+//!
+//! One request, then its response, at a time per connection.
+
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
+use super::TypeConfig;
+
+type NodeId = u64;
+
+/// Frames larger than this are refused before anything is allocated for
+/// them (snapshot chunks are a few MiB; metadata of 100 000 partitions fits).
+pub const FRAME_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    AppendEntries(AppendEntriesRequest<TypeConfig>),
+    InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    RegisterBroker {
+        broker_id: BrokerId,
+        host: String,
+        port: u16,
+        incarnation: Uuid,
+    },
+    Heartbeat {
+        broker_id: BrokerId,
+        incarnation: Uuid,
+    },
+    /// Answered once the metadata is newer than `after_version`, or after
+    /// `wait_ms` with the quorum's state alone.
+    FetchMetadata {
+        after_version: u64,
+        wait_ms: u64,
+    },
+    Propose(MetadataCommand),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    AppendEntries(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    InstallSnapshot(
+        Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
+    ),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Heartbeat(HeartbeatReply),
+    Metadata {
+        /// Present when newer than the version asked after.
+        metadata: Option<ClusterMetadata>,
+        quorum: QuorumState,
+    },
+    /// How the command went, and the metadata version that includes it.
+    Committed {
+        outcome: CommandOutcome,
+        metadata_version: u64,
+    },
+    /// Broker calls go to the leader; this voter is not it.
+    NotLeader {
+        leader: Option<NodeId>,
+    },
+    /// The controller could not carry out the call.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HeartbeatReply {
+    /// The session is extended by `session_timeout_ms` from when the
+    /// heartbeat was sent.
+    Alive { session_timeout_ms: u64 },
+    /// The controller has no registration for this broker: register again.
+    Unregistered,
+    /// A newer process registered with this broker id: this one must stop.
+    StaleIncarnation,
+}
+
+/// The metadata quorum as its leader sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumState {
+    pub leader: NodeId,
+    pub term: u64,
+    /// The index after the last applied entry (Kafka's high watermark of the
+    /// metadata log).
+    pub applied_end: u64,
+    pub voters: Vec<VoterState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterState {
+    pub id: NodeId,
+    /// The index after the voter's last replicated entry, if known.
+    pub log_end: Option<u64>,
+}
+
+/// Writes one frame holding `message`.
+pub async fn write<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
+    let payload = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
+    if payload.len() > FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "controller message of {} bytes exceeds the {FRAME_BYTES_MAX}-byte frame limit",
+            payload.len()
+        )));
+    }
+    let mut frame = Vec::with_capacity(4 + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    stream.write_all(&frame).await
+}
+
+/// Reads one frame; `None` when the peer closed the connection between
+/// frames.
+pub async fn read<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<Option<T>> {
+    let mut length = [0u8; 4];
+    match stream.read_exact(&mut length).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    let length = u32::from_be_bytes(length) as usize;
+    if length > FRAME_BYTES_MAX {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("controller frame of {length} bytes exceeds the {FRAME_BYTES_MAX}-byte limit"),
+        ));
+    }
+    let mut payload = vec![0u8; length];
+    stream.read_exact(&mut payload).await?;
+    postcard::from_bytes(&payload)
+        .map(Some)
+        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+}
+
+/// Sends `request` on `stream` and reads the response, within `timeout`.
+pub async fn exchange(
+    stream: &mut TcpStream,
+    request: &Request,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let exchange = async {
+        write(stream, request).await?;
+        read(stream).await?.ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the controller closed the connection",
+            )
+        })
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+}
+
+/// Connects to `address` and makes one call, within `timeout` in all.
+pub async fn call(
+    address: &str,
+    request: &Request,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    exchange(&mut stream, request, deadline - tokio::time::Instant::now()).await
+}

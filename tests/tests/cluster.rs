@@ -1,0 +1,396 @@
+//! Three real `logd` processes, each a broker and a controller voter:
+//! controller failover, broker fencing and return, a paused controller
+//! leader, leader balance, and a soak of kill -9 / restart cycles checked
+//! for two brokers ever leading one partition in the same leader epoch.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_tests::{create_replicated_topic, Cluster, View, SESSION_TIMEOUT_MS};
+
+/// One cluster at a time: fifteen brokers on two cores would turn timing
+/// assertions into a measure of the machine's load.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`.
+fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The controller leader and term that every running, unpaused broker but
+/// `except` reports, if they agree on one other than `except`.
+fn new_controller_leader(cluster: &mut Cluster, except: i32) -> Option<(i32, i32)> {
+    let views: Vec<_> = cluster
+        .nodes
+        .iter_mut()
+        .filter_map(|node| {
+            let asked = node.node_id != except && !node.paused && node.is_running();
+            asked.then(|| node.quorum())
+        })
+        .collect();
+    let first = (*views.first()?)?;
+    let agreed = first.0 != except && views.iter().all(|view| *view == Some(first));
+    agreed.then_some(first)
+}
+
+#[test]
+fn killing_the_controller_leader_elects_another_within_5_s_and_loses_no_metadata() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    for index in 0..5 {
+        create_replicated_topic(cluster.node(1), &format!("before-{index}"), 3, 3);
+    }
+    let (leader, term) = cluster.controller_leader(Duration::from_secs(10));
+
+    cluster.node(leader).kill9();
+    let killed = Instant::now();
+    let (new_leader, new_term) =
+        wait_for(Duration::from_secs(5), "a new controller leader", || {
+            new_controller_leader(&mut cluster, leader)
+        });
+    let elapsed = killed.elapsed();
+    assert_ne!(new_leader, leader);
+    assert!(new_term > term, "term {new_term} after {term}");
+    println!("controller {leader} killed: broker {new_leader} leads in term {new_term} after {elapsed:?}");
+
+    let survivor = cluster.node(new_leader);
+    create_replicated_topic(survivor, "after", 3, 2);
+    let view = survivor.view().expect("survivor answers");
+    for index in 0..5 {
+        let name = format!("before-{index}");
+        assert!(
+            (0..3).all(|partition| view.partitions.contains_key(&(name.clone(), partition))),
+            "{name} survived the failover"
+        );
+    }
+
+    // The old leader comes back as a follower and learns what it missed.
+    cluster.node(leader).restart();
+    let returned = cluster.node(leader);
+    wait_for(
+        Duration::from_secs(10),
+        "the returned voter to see 'after'",
+        || {
+            let view = returned.view()?;
+            view.partitions
+                .contains_key(&("after".to_string(), 0))
+                .then_some(())
+        },
+    );
+    let agreed = cluster.controller_leader(Duration::from_secs(10));
+    assert_eq!(agreed.0, new_leader, "a returning voter does not take over");
+}
+
+#[test]
+fn a_killed_broker_is_fenced_its_partitions_move_and_it_returns_as_a_follower() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "replicated", 6, 3);
+    create_replicated_topic(cluster.node(1), "single", 6, 1);
+    let (controller, _) = cluster.controller_leader(Duration::from_secs(10));
+    // A broker that is not the controller leader: this test is about
+    // brokers; the one above is about the controller.
+    let victim = (1..=3).find(|id| *id != controller).expect("three brokers");
+    let witness = (1..=3).find(|id| *id != victim).expect("three brokers");
+    let before = wait_for(
+        Duration::from_secs(5),
+        "every broker in the metadata",
+        || {
+            let view = cluster.node(witness).view()?;
+            (view.brokers.len() == 3).then_some(view)
+        },
+    );
+
+    cluster.node(victim).kill9();
+    let killed = Instant::now();
+    let fenced = wait_for(Duration::from_secs(10), "the victim to be fenced", || {
+        let view = cluster.node(witness).view()?;
+        (!view.brokers.contains(&victim)).then_some(view)
+    });
+    let fenced_after = killed.elapsed();
+    println!("broker {victim} fenced {fenced_after:?} after kill -9 (session timeout {SESSION_TIMEOUT_MS} ms)");
+    assert!(
+        fenced_after < Duration::from_millis(SESSION_TIMEOUT_MS + 1_500),
+        "fenced within the session timeout and a check interval: {fenced_after:?}"
+    );
+    for (key, old) in &before.partitions {
+        let new = &fenced.partitions[key];
+        if old.leader != victim {
+            assert_eq!(
+                (new.leader, new.leader_epoch),
+                (old.leader, old.leader_epoch),
+                "{key:?} untouched"
+            );
+            continue;
+        }
+        assert!(
+            new.leader_epoch > old.leader_epoch,
+            "{key:?}: epoch bumped: {old:?} -> {new:?}"
+        );
+        if old.isr.len() > 1 {
+            assert!(
+                new.leader != victim && old.isr.contains(&new.leader),
+                "{key:?}: the new leader comes from the ISR: {old:?} -> {new:?}"
+            );
+            assert!(
+                !new.isr.contains(&victim),
+                "{key:?}: the fenced broker left the ISR"
+            );
+        } else {
+            assert_eq!(
+                new.leader, -1,
+                "{key:?}: its only replica is fenced: no leader"
+            );
+        }
+    }
+
+    cluster.node(victim).restart();
+    let returned = wait_for(Duration::from_secs(10), "the victim to be unfenced", || {
+        let view = cluster.node(witness).view()?;
+        let single_led = view
+            .partitions
+            .iter()
+            .filter(|((topic, _), partition)| topic == "single" && partition.replicas == [victim])
+            .all(|(_, partition)| partition.leader == victim);
+        (view.brokers.contains(&victim) && single_led).then_some(view)
+    });
+    for (key, fenced_state) in &fenced.partitions {
+        let now = &returned.partitions[key];
+        if key.0 == "replicated" {
+            // Out of the ISR, it follows; only replication (not built yet)
+            // brings it back in sync.
+            assert_eq!(
+                now.leader, fenced_state.leader,
+                "{key:?} keeps its new leader"
+            );
+            assert!(now.replicas.contains(&victim) && !now.isr.contains(&victim));
+        } else if now.replicas == [victim] {
+            assert!(
+                now.leader_epoch > fenced_state.leader_epoch,
+                "{key:?}: new epoch for the new life"
+            );
+        }
+    }
+    let victim_view = cluster.node(victim).view().expect("victim answers");
+    assert!(victim_view.brokers.contains(&victim));
+    let leading = cluster
+        .node(victim)
+        .metric("strata_partitions_leading")
+        .expect("metric");
+    let sole = returned
+        .partitions
+        .values()
+        .filter(|partition| partition.replicas == [victim])
+        .count();
+    assert_eq!(
+        leading as usize, sole,
+        "it leads exactly its single-replica partitions"
+    );
+}
+
+#[test]
+fn a_paused_controller_leader_comes_back_as_a_follower_without_acting_on_stale_state() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "early", 6, 2);
+    let (leader, term) = cluster.controller_leader(Duration::from_secs(10));
+
+    cluster.node(leader).pause();
+    let paused = Instant::now();
+    let (new_leader, new_term) = wait_for(Duration::from_secs(5), "a leader while paused", || {
+        new_controller_leader(&mut cluster, leader)
+    });
+    assert!(new_term > term);
+    create_replicated_topic(cluster.node(new_leader), "during-pause", 3, 2);
+    // The paused broker is fenced meanwhile; wait for that to settle.
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(paused.elapsed()));
+    let before_resume = cluster.node(new_leader).view().expect("leader answers");
+    assert!(
+        !before_resume.brokers.contains(&leader),
+        "the paused broker was fenced"
+    );
+
+    cluster.node(leader).resume();
+    let resumed = cluster.node(leader);
+    wait_for(
+        Duration::from_secs(10),
+        "the resumed voter to follow",
+        || {
+            let view = resumed.view()?;
+            let follows = resumed.quorum()?.0 == new_leader;
+            (follows
+                && view
+                    .partitions
+                    .contains_key(&("during-pause".to_string(), 0)))
+            .then_some(())
+        },
+    );
+    // Give a stale leader every chance to fence or re-elect on its old view.
+    std::thread::sleep(Duration::from_millis(2 * SESSION_TIMEOUT_MS));
+    let after = cluster.node(new_leader).view().expect("leader answers");
+    assert!(
+        after.brokers.contains(&leader),
+        "the resumed broker is unfenced"
+    );
+    for (key, old) in &before_resume.partitions {
+        let now = &after.partitions[key];
+        if old.leader != -1 {
+            assert_eq!(
+                (now.leader, now.leader_epoch),
+                (old.leader, old.leader_epoch),
+                "{key:?}: nothing the resumed broker did moved leadership"
+            );
+        }
+    }
+    let (leader_now, term_now) = cluster.controller_leader(Duration::from_secs(10));
+    assert_eq!(leader_now, new_leader);
+    assert!(term_now >= new_term);
+}
+
+#[test]
+fn leaders_of_100_topics_of_10_partitions_are_balanced_across_3_brokers() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    for index in 0..100 {
+        create_replicated_topic(
+            cluster.node(1 + index % 3),
+            &format!("balance-{index}"),
+            10,
+            3,
+        );
+    }
+    let view = cluster.node(2).view().expect("broker answers");
+    assert_eq!(view.partitions.len(), 1_000);
+    let counts = view.leader_counts();
+    println!("leaders per broker: {counts:?}");
+    assert_eq!(counts.len(), 3, "every broker leads some: {counts:?}");
+    for (broker, count) in counts {
+        assert!(
+            (300..=367).contains(&count),
+            "broker {broker} leads {count} of 1000 (±10% of 333)"
+        );
+    }
+}
+
+/// (topic, partition, leader epoch) → the leader first reported for it.
+type EpochLeaders = BTreeMap<(String, i32, i32), i32>;
+
+/// A small xorshift generator: the soak prints its seed so a failure can be
+/// replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+#[test]
+fn fifty_kill_restart_cycles_never_give_one_leader_epoch_to_two_brokers() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "soak", 12, 3);
+    create_replicated_topic(cluster.node(1), "solo", 6, 1);
+    let seed = std::env::var("STRATA_SOAK_SEED")
+        .ok()
+        .and_then(|seed| seed.parse().ok())
+        .unwrap_or_else(|| strata_tests::now_ms() as u64 | 1);
+    println!("soak seed {seed} (STRATA_SOAK_SEED replays it)");
+    let mut rng = Rng(seed);
+
+    // The checker: every view any broker gives must agree on who leads each
+    // (partition, leader epoch).
+    let addresses: Vec<_> = cluster.nodes.iter().map(|node| node.address).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let leaders: Arc<Mutex<EpochLeaders>> = Arc::default();
+    let checker = {
+        let (stop, leaders) = (Arc::clone(&stop), Arc::clone(&leaders));
+        std::thread::spawn(move || {
+            let mut violations = Vec::new();
+            let mut views = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for (index, address) in addresses.iter().enumerate() {
+                    let Some(view) = View::of(*address) else {
+                        continue;
+                    };
+                    views += 1;
+                    let mut leaders = leaders.lock().unwrap();
+                    for ((topic, partition), state) in view.partitions {
+                        if state.leader < 0 {
+                            continue;
+                        }
+                        let key = (topic, partition, state.leader_epoch);
+                        let first = *leaders.entry(key.clone()).or_insert(state.leader);
+                        if first != state.leader {
+                            violations.push(format!(
+                                "{key:?}: broker {} reports leader {}, earlier {first}",
+                                index + 1,
+                                state.leader
+                            ));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (violations, views)
+        })
+    };
+
+    let started = Instant::now();
+    for cycle in 0..50 {
+        let victim = 1 + rng.below(3) as i32;
+        let down_for = Duration::from_millis(rng.below(2_500));
+        cluster.node(victim).kill9();
+        std::thread::sleep(down_for);
+        cluster.node(victim).restart();
+        if cycle % 10 == 9 {
+            println!("{} cycles in {:?}", cycle + 1, started.elapsed());
+        }
+    }
+    // Settle: all brokers back, every single-replica partition led again.
+    let settled = wait_for(Duration::from_secs(20), "the cluster to settle", || {
+        let view = cluster.node(1).view()?;
+        let all_led = view
+            .partitions
+            .values()
+            .all(|partition| partition.leader > 0);
+        (view.brokers.len() == 3 && all_led).then_some(view)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let (violations, views) = checker.join().expect("checker");
+    let epochs = leaders.lock().unwrap().len();
+    println!(
+        "50 cycles in {:?}; {views} views checked, {epochs} (partition, epoch) leaders seen",
+        started.elapsed()
+    );
+    assert!(
+        violations.is_empty(),
+        "two leaders for one epoch:\n{}",
+        violations.join("\n")
+    );
+    assert!(
+        epochs > settled.partitions.len(),
+        "leadership moved during the soak"
+    );
+    cluster.controller_leader(Duration::from_secs(10));
+}
