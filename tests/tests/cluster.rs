@@ -1,14 +1,17 @@
 //! Three real `logd` processes, each a broker and a controller voter:
 //! controller failover, broker fencing and return, a paused controller
-//! leader, leader balance, and a soak of kill -9 / restart cycles checked
-//! for two brokers ever leading one partition in the same leader epoch.
+//! leader, leader balance, kcat and kafka-python finding and following
+//! partition leaders, and a soak of kill -9 / restart cycles checked for two
+//! brokers ever leading one partition in the same leader epoch.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_tests::{create_replicated_topic, Cluster, View, SESSION_TIMEOUT_MS};
+use strata_tests::{create_replicated_topic, python, Cluster, View, SESSION_TIMEOUT_MS};
 
 /// One cluster at a time: fifteen brokers on two cores would turn timing
 /// assertions into a measure of the machine's load.
@@ -393,4 +396,115 @@ fn fifty_kill_restart_cycles_never_give_one_leader_epoch_to_two_brokers() {
         "leadership moved during the soak"
     );
     cluster.controller_leader(Duration::from_secs(10));
+}
+
+const KAFKA_PYTHON_FOLLOWS_LEADERS: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer, TopicPartition
+
+bootstrap, topic, count = sys.argv[1].split(","), sys.argv[2], int(sys.argv[3])
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=False,
+                         retries=20, retry_backoff_ms=200, request_timeout_ms=5000)
+futures = [producer.send(topic, key=b"k%d" % index, value=b"v%d" % index) for index in range(count)]
+producer.flush()
+acked = [future.get(timeout=30) for future in futures]
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=5000)
+partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+consumer.assign(partitions)
+consumer.seek_to_beginning()
+read = sorted(int(message.value[1:]) for message in consumer)
+assert read == list(range(count)), (len(read), read[:10])
+print(len({(m.partition) for m in acked}))
+"#;
+
+#[test]
+fn kcat_and_kafka_python_find_each_partitions_leader_and_follow_it_when_it_moves() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let bootstrap = cluster.bootstrap();
+    create_replicated_topic(cluster.node(1), "spread", 6, 1);
+    let listing = Command::new("kcat")
+        .args(["-b", &bootstrap, "-L"])
+        .output()
+        .expect("kcat -L");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.contains("3 brokers:") && listing.contains("topic \"spread\" with 6 partitions"),
+        "{listing}"
+    );
+
+    // librdkafka sends each partition's batches to its own leader.
+    let input: String = (0..3_000)
+        .map(|line| format!("{line}:value-{line}\n"))
+        .collect();
+    let mut producer = Command::new("kcat")
+        .args([
+            "-b", &bootstrap, "-P", "-t", "spread", "-K:", "-X", "acks=all",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    producer
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    assert!(
+        producer.wait().unwrap().success(),
+        "kcat -P failed:\n{}",
+        cluster.logs()
+    );
+    let consumed = Command::new("kcat")
+        .args([
+            "-b", &bootstrap, "-C", "-t", "spread", "-e", "-f", "%p %k\n",
+        ])
+        .output()
+        .expect("kcat -C");
+    let mut keys: Vec<u32> = String::from_utf8_lossy(&consumed.stdout)
+        .lines()
+        .map(|line| line.split_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    let partitions: std::collections::BTreeSet<&str> = std::str::from_utf8(&consumed.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| line.split_once(' ').unwrap().0)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(keys, (0..3_000).collect::<Vec<_>>(), "every line, once");
+    assert_eq!(
+        partitions.len(),
+        6,
+        "lines on every partition, so on every broker"
+    );
+
+    // Kill a broker: once it is fenced, kafka-python follows the moved
+    // leaders of a replicated topic and every acknowledged record reads back.
+    create_replicated_topic(cluster.node(1), "moving", 6, 3);
+    let (controller, _) = cluster.controller_leader(Duration::from_secs(10));
+    let victim = (1..=3).find(|id| *id != controller).unwrap();
+    let witness = controller;
+    cluster.node(victim).kill9();
+    wait_for(Duration::from_secs(10), "the victim to be fenced", || {
+        let view = cluster.node(witness).view()?;
+        let moved = view
+            .partitions
+            .iter()
+            .filter(|((topic, _), _)| topic == "moving")
+            .all(|(_, partition)| partition.leader > 0 && partition.leader != victim);
+        (!view.brokers.contains(&victim) && moved).then_some(())
+    });
+    let survivors = cluster
+        .nodes
+        .iter()
+        .filter(|node| node.node_id != victim)
+        .map(|node| node.bootstrap())
+        .collect::<Vec<_>>()
+        .join(",");
+    let partitions_written = python(KAFKA_PYTHON_FOLLOWS_LEADERS, &[&survivors, "moving", "600"]);
+    assert_eq!(
+        partitions_written.trim(),
+        "6",
+        "records went to every partition"
+    );
 }
