@@ -382,11 +382,19 @@ pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
 pub const SESSION_TIMEOUT_MS: u64 = 2_000;
 
 impl Cluster {
-    /// Starts `size` brokers, ids 1..=size, and waits until all answer.
+    /// Starts `size` brokers, ids 1..=size, all voters, and waits until
+    /// all answer.
     pub fn start(size: i32) -> Cluster {
+        Cluster::start_with_voters(size, size)
+    }
+
+    /// Starts `size` brokers, ids 1..=size, of which the first `voters`
+    /// run controller voters, and waits until all answer.
+    pub fn start_with_voters(size: i32, voters: i32) -> Cluster {
         let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
         let voters = nodes
             .iter()
+            .filter(|node| node.node_id <= voters)
             .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
             .collect::<Vec<_>>()
             .join(",");

@@ -271,14 +271,13 @@ fn a_paused_controller_leader_comes_back_as_a_follower_without_acting_on_stale_s
 fn leaders_of_100_topics_of_10_partitions_are_balanced_across_3_brokers() {
     let _serial = one_at_a_time();
     let mut cluster = Cluster::start(3);
+    let started = Instant::now();
     for index in 0..100 {
-        create_replicated_topic(
-            cluster.node(1 + index % 3),
-            &format!("balance-{index}"),
-            10,
-            3,
-        );
+        let name = format!("balance-{index}");
+        create_replicated_topic(cluster.node(1 + index % 3), &name, 10, 3);
     }
+    let elapsed = started.elapsed();
+    println!("100 topics created one CreateTopics at a time in {elapsed:?}");
     let view = cluster.node(2).view().expect("broker answers");
     assert_eq!(view.partitions.len(), 1_000);
     let counts = view.leader_counts();
@@ -507,4 +506,104 @@ fn kcat_and_kafka_python_find_each_partitions_leader_and_follow_it_when_it_moves
         "6",
         "records went to every partition"
     );
+}
+
+#[test]
+fn a_broker_cut_off_from_the_controller_quorum_stops_leading_after_its_session() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "cut-off", 6, 1);
+    let led = |cluster: &mut Cluster| {
+        cluster
+            .node(3)
+            .metric("strata_partitions_leading")
+            .expect("metric")
+    };
+    let leading = wait_for(Duration::from_secs(5), "broker 3 to lead", || {
+        Some(led(&mut cluster)).filter(|&count| count > 0.0)
+    });
+    let mut connection = cluster.node(3).connect();
+    let partition = cluster
+        .node(3)
+        .view()
+        .expect("broker 3 answers")
+        .partitions
+        .iter()
+        .find(|(_, state)| state.leader == 3)
+        .map(|((_, index), _)| *index)
+        .expect("broker 3 leads a partition");
+
+    // Without two voters, broker 3 can reach no quorum: its heartbeats fail.
+    cluster.node(1).pause();
+    cluster.node(2).pause();
+    let cut_off = Instant::now();
+    wait_for(
+        Duration::from_millis(SESSION_TIMEOUT_MS + 2_000),
+        "broker 3 to stop leading",
+        || (led(&mut cluster) == 0.0).then_some(()),
+    );
+    let stopped_after = cut_off.elapsed();
+    println!("broker 3 stopped leading {stopped_after:?} after losing the quorum");
+    assert!(stopped_after >= Duration::from_millis(SESSION_TIMEOUT_MS - 2 * 200));
+    let refused = strata_tests::produce(
+        &mut connection,
+        "cut-off",
+        partition,
+        1,
+        &[b"late".to_vec()],
+    )
+    .expect("broker 3 answers");
+    assert_eq!(
+        refused,
+        Err(6),
+        "NOT_LEADER_OR_FOLLOWER while its session is lapsed"
+    );
+
+    cluster.node(1).resume();
+    cluster.node(2).resume();
+    wait_for(Duration::from_secs(15), "broker 3 to lead again", || {
+        (led(&mut cluster) > 0.0).then_some(())
+    });
+    let accepted = strata_tests::produce(
+        &mut connection,
+        "cut-off",
+        partition,
+        1,
+        &[b"back".to_vec()],
+    );
+    let leads_now = cluster.node(3).view().expect("answers").partitions
+        [&("cut-off".to_string(), partition)]
+        .leader;
+    if leads_now == 3 {
+        assert!(matches!(accepted, Ok(Ok(_))), "{accepted:?}");
+    }
+    assert!(leading > 0.0);
+}
+
+#[test]
+fn a_broker_that_is_not_a_voter_registers_leads_and_is_fenced_like_any_other() {
+    let _serial = one_at_a_time();
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    create_replicated_topic(cluster.node(4), "four", 8, 1);
+    let view = cluster.node(1).view().expect("broker 1 answers");
+    assert_eq!(view.brokers, vec![1, 2, 3, 4]);
+    let counts = view.leader_counts();
+    assert_eq!(
+        counts.get(&4),
+        Some(&2),
+        "broker 4 leads its share: {counts:?}"
+    );
+    let (controller, _) = cluster.controller_leader(Duration::from_secs(10));
+    assert!((1..=3).contains(&controller), "only voters lead the quorum");
+
+    cluster.node(4).kill9();
+    wait_for(Duration::from_secs(10), "broker 4 to be fenced", || {
+        let view = cluster.node(1).view()?;
+        (!view.brokers.contains(&4)).then_some(())
+    });
+    cluster.node(4).restart();
+    wait_for(Duration::from_secs(10), "broker 4 to lead again", || {
+        let view = cluster.node(1).view()?;
+        (view.leader_counts().get(&4) == Some(&2)).then_some(())
+    });
 }

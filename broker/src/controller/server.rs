@@ -1,11 +1,13 @@
 //! The controller listener of a voter: Raft RPCs from the other voters and
 //! calls from brokers, one request at a time per connection.
 
+use std::time::Duration;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::rpc::{self, Request};
+use super::rpc::{self, Request, Response};
 use super::Controller;
 
 /// Serves `listener` until `shutdown`.
@@ -40,9 +42,15 @@ pub async fn serve(listener: TcpListener, controller: Controller, shutdown: Canc
     }
 }
 
+/// Longest a call may take; a leader that lost its quorum cannot confirm
+/// its leadership, and the caller has given up long before this.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn connection(mut stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
     while let Some(request) = rpc::read::<Request>(&mut stream).await? {
-        let response = controller.handle(request).await;
+        let response = tokio::time::timeout(CALL_TIMEOUT, controller.handle(request))
+            .await
+            .unwrap_or_else(|_| Response::Failed(format!("no answer within {CALL_TIMEOUT:?}")));
         rpc::write(&mut stream, &response).await?;
     }
     Ok(())
