@@ -542,6 +542,36 @@ impl Connection {
     }
 }
 
+/// What `kcat -L` lists for `bootstrap`.
+pub fn kcat_listing(bootstrap: &str) -> String {
+    let listing = Command::new("kcat")
+        .args(["-b", bootstrap, "-L"])
+        .output()
+        .expect("kcat -L");
+    String::from_utf8_lossy(&listing.stdout).into_owned()
+}
+
+/// Produces lines `N:value-N` for N in `0..count` to `topic` with kcat
+/// (`acks=all`, the key is N, so librdkafka's murmur2 picks the partition);
+/// true if kcat succeeded.
+pub fn kcat_produce_keyed_lines(bootstrap: &str, topic: &str, count: u32) -> bool {
+    let input: String = (0..count)
+        .map(|line| format!("{line}:value-{line}\n"))
+        .collect();
+    let mut producer = Command::new("kcat")
+        .args(["-b", bootstrap, "-P", "-t", topic, "-K:", "-X", "acks=all"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat -P");
+    producer
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input.as_bytes())
+        .expect("write to kcat");
+    producer.wait().expect("kcat -P runs").success()
+}
+
 /// Runs `python3` on `script` with `args`; returns stdout, panicking with
 /// stderr on failure.
 pub fn python(script: &str, args: &[&str]) -> String {

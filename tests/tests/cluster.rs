@@ -5,13 +5,15 @@
 //! brokers ever leading one partition in the same leader epoch.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use strata_tests::{create_replicated_topic, python, Cluster, View, SESSION_TIMEOUT_MS};
+use strata_tests::{
+    create_replicated_topic, kcat_listing, kcat_produce_keyed_lines, python, Cluster, View,
+    SESSION_TIMEOUT_MS,
+};
 
 /// One cluster at a time: fifteen brokers on two cores would turn timing
 /// assertions into a measure of the machine's load.
@@ -422,35 +424,15 @@ fn kcat_and_kafka_python_find_each_partitions_leader_and_follow_it_when_it_moves
     let mut cluster = Cluster::start(3);
     let bootstrap = cluster.bootstrap();
     create_replicated_topic(cluster.node(1), "spread", 6, 1);
-    let listing = Command::new("kcat")
-        .args(["-b", &bootstrap, "-L"])
-        .output()
-        .expect("kcat -L");
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = kcat_listing(&bootstrap);
     assert!(
         listing.contains("3 brokers:") && listing.contains("topic \"spread\" with 6 partitions"),
         "{listing}"
     );
 
     // librdkafka sends each partition's batches to its own leader.
-    let input: String = (0..3_000)
-        .map(|line| format!("{line}:value-{line}\n"))
-        .collect();
-    let mut producer = Command::new("kcat")
-        .args([
-            "-b", &bootstrap, "-P", "-t", "spread", "-K:", "-X", "acks=all",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat -P");
-    producer
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
     assert!(
-        producer.wait().unwrap().success(),
+        kcat_produce_keyed_lines(&bootstrap, "spread", 3_000),
         "kcat -P failed:\n{}",
         cluster.logs()
     );

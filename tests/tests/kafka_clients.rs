@@ -1,51 +1,23 @@
 //! Clients nobody here wrote, against a real logd: kcat (librdkafka) and
 //! kafka-python.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use strata_tests::{create_topic, python, Logd};
+use strata_tests::{create_topic, kcat_listing, kcat_produce_keyed_lines, python, Logd};
 
 #[test]
 fn kcat_lists_produces_and_consumes_100k_lines_per_partition_in_order() {
     let logd = Logd::start();
     create_topic(&logd, "lines", 3);
-    let listing = Command::new("kcat")
-        .args(["-b", &logd.bootstrap(), "-L"])
-        .output()
-        .expect("kcat -L");
-    let listing = String::from_utf8_lossy(&listing.stdout);
+    let listing = kcat_listing(&logd.bootstrap());
     assert!(
         listing.contains("1 brokers:") && listing.contains("topic \"lines\" with 3 partitions"),
         "{listing}"
     );
 
     // Keys route lines to partitions (murmur2); every line is its own key.
-    let input: String = (0..100_000)
-        .map(|line| format!("{line}:value-{line}\n"))
-        .collect();
-    let mut producer = Command::new("kcat")
-        .args([
-            "-b",
-            &logd.bootstrap(),
-            "-P",
-            "-t",
-            "lines",
-            "-K:",
-            "-X",
-            "acks=all",
-        ])
-        .stdin(Stdio::piped())
-        .spawn()
-        .expect("kcat -P");
-    producer
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
     assert!(
-        producer.wait().unwrap().success(),
+        kcat_produce_keyed_lines(&logd.bootstrap(), "lines", 100_000),
         "kcat -P failed:\n{}",
         logd.log()
     );
