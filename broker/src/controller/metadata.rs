@@ -45,6 +45,9 @@ pub struct PartitionRecord {
     pub leader: BrokerId,
     pub leader_epoch: i32,
     pub isr: Vec<BrokerId>,
+    /// Bumped by every change of leader or ISR. A leader that asks for an
+    /// ISR change names the version it saw, so a stale request is refused.
+    pub partition_epoch: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +100,17 @@ pub enum MetadataCommand {
     /// Every partition whose first replica is alive and in sync but not
     /// leading gets it back as leader.
     ElectPreferredLeaders,
+    /// A partition's leader changes its ISR (a follower fell behind, or
+    /// caught up). Refused unless `leader_id` leads in `leader_epoch` and
+    /// `partition_epoch` is current; a broker joins only if it is unfenced.
+    AlterIsr {
+        topic: String,
+        partition: u32,
+        leader_id: BrokerId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<BrokerId>,
+    },
     CreateTopic {
         name: String,
         topic_id: Uuid,
@@ -137,6 +151,19 @@ pub enum MetadataError {
     UnknownBroker(BrokerId),
     #[error("broker {broker_id} has registered again since (a newer process holds its id)")]
     StaleIncarnation { broker_id: BrokerId },
+    #[error("topic '{topic}' has no partition {partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("broker {leader_id} does not lead in leader epoch {leader_epoch}: the leader is {current_leader} in epoch {current_epoch}")]
+    FencedLeaderEpoch {
+        leader_id: BrokerId,
+        leader_epoch: i32,
+        current_leader: BrokerId,
+        current_epoch: i32,
+    },
+    #[error("the ISR change was based on partition epoch {requested}, but it is {current} now")]
+    StalePartitionEpoch { requested: i32, current: i32 },
+    #[error("invalid ISR {isr:?}: {reason}")]
+    InvalidIsr { isr: Vec<BrokerId>, reason: String },
 }
 
 /// What applying a command produced.
@@ -226,6 +253,25 @@ impl ClusterMetadata {
                     changed |= partition.elect_preferred(&alive);
                 }
                 Ok(changed)
+            }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader_id,
+                leader_epoch,
+                partition_epoch,
+                isr,
+            } => {
+                let alive = self.alive_set();
+                let record = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|record| record.partitions.get_mut(partition as usize))
+                    .ok_or_else(|| MetadataError::UnknownPartition {
+                        topic: topic.clone(),
+                        partition,
+                    })?;
+                record.alter_isr(leader_id, leader_epoch, partition_epoch, isr, &alive)
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -372,6 +418,60 @@ impl PartitionRecord {
     fn set_leader(&mut self, leader: BrokerId) {
         self.leader = leader;
         self.leader_epoch += 1;
+        self.partition_epoch += 1;
+    }
+
+    /// The leader's ISR change; true if the ISR changed.
+    fn alter_isr(
+        &mut self,
+        leader_id: BrokerId,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: Vec<BrokerId>,
+        alive: &BTreeSet<BrokerId>,
+    ) -> Result<bool, MetadataError> {
+        if self.leader != leader_id || self.leader_epoch != leader_epoch {
+            return Err(MetadataError::FencedLeaderEpoch {
+                leader_id,
+                leader_epoch,
+                current_leader: self.leader,
+                current_epoch: self.leader_epoch,
+            });
+        }
+        if self.partition_epoch != partition_epoch {
+            return Err(MetadataError::StalePartitionEpoch {
+                requested: partition_epoch,
+                current: self.partition_epoch,
+            });
+        }
+        let invalid = |reason: &str| {
+            Err(MetadataError::InvalidIsr {
+                isr: isr.clone(),
+                reason: reason.to_string(),
+            })
+        };
+        let distinct: BTreeSet<BrokerId> = isr.iter().copied().collect();
+        if distinct.len() != isr.len() {
+            return invalid("a broker is listed twice");
+        }
+        if !isr.contains(&leader_id) {
+            return invalid("the leader must stay in the ISR");
+        }
+        if !isr.iter().all(|member| self.replicas.contains(member)) {
+            return invalid("every member must be a replica");
+        }
+        if isr
+            .iter()
+            .any(|member| !self.isr.contains(member) && !alive.contains(member))
+        {
+            return invalid("a fenced broker cannot join the ISR");
+        }
+        if distinct == self.isr.iter().copied().collect() {
+            return Ok(false);
+        }
+        self.isr = isr;
+        self.partition_epoch += 1;
+        Ok(true)
     }
 
     /// Ends `broker`'s current life in this partition: it leaves the ISR
@@ -379,8 +479,9 @@ impl PartitionRecord {
     /// led, the next alive in-sync replica leads in a new epoch (the broker
     /// itself if it is alive again and the only one in sync).
     fn end_leadership_of(&mut self, broker: BrokerId, alive: &BTreeSet<BrokerId>) {
-        if self.isr.len() > 1 {
+        if self.isr.len() > 1 && self.isr.contains(&broker) {
             self.isr.retain(|&member| member != broker);
+            self.partition_epoch += 1;
         }
         if self.leader == broker {
             let leader = self.candidate(alive);
@@ -438,6 +539,7 @@ fn assign_partitions(
                 leader_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
+                partition_epoch: 0,
             }
         })
         .collect()
@@ -565,6 +667,129 @@ mod tests {
         metadata.topics[topic].partitions[index].clone()
     }
 
+    /// The ISR change `current`'s leader would ask for.
+    fn alter_isr(
+        topic: &str,
+        index: usize,
+        current: &PartitionRecord,
+        isr: Vec<BrokerId>,
+    ) -> MetadataCommand {
+        MetadataCommand::AlterIsr {
+            topic: topic.into(),
+            partition: index as u32,
+            leader_id: current.leader,
+            leader_epoch: current.leader_epoch,
+            partition_epoch: current.partition_epoch,
+            isr,
+        }
+    }
+
+    #[test]
+    fn the_leader_alters_the_isr_only_from_its_current_epochs() {
+        let mut metadata = cluster(3);
+        metadata.apply(create("orders", 1, 3)).unwrap();
+        let start = partition(&metadata, "orders", 0);
+        let leader = start.leader;
+        let follower = start.replicas[1];
+        let shrunk: Vec<BrokerId> = start
+            .isr
+            .iter()
+            .copied()
+            .filter(|&id| id != follower)
+            .collect();
+        metadata
+            .apply(alter_isr("orders", 0, &start, shrunk.clone()))
+            .unwrap();
+        let after = partition(&metadata, "orders", 0);
+        assert_eq!(after.isr, shrunk);
+        assert_eq!(after.partition_epoch, start.partition_epoch + 1);
+        assert_eq!(
+            after.leader_epoch, start.leader_epoch,
+            "an ISR change keeps the leader epoch"
+        );
+
+        let before = metadata.clone();
+        let refusals = [
+            (
+                alter_isr("orders", 0, &start, start.isr.clone()),
+                "stale partition epoch",
+            ),
+            (
+                alter_isr(
+                    "orders",
+                    0,
+                    &PartitionRecord {
+                        leader: follower,
+                        ..after.clone()
+                    },
+                    start.isr.clone(),
+                ),
+                "not the leader",
+            ),
+            (
+                alter_isr(
+                    "orders",
+                    0,
+                    &PartitionRecord {
+                        leader_epoch: after.leader_epoch - 1,
+                        ..after.clone()
+                    },
+                    start.isr.clone(),
+                ),
+                "old leader epoch",
+            ),
+            (
+                alter_isr("orders", 0, &after, vec![follower]),
+                "without the leader",
+            ),
+            (
+                alter_isr("orders", 0, &after, vec![leader, 9]),
+                "not a replica",
+            ),
+            (
+                alter_isr("orders", 0, &after, vec![leader, leader]),
+                "listed twice",
+            ),
+            (
+                alter_isr("orders", 5, &after, vec![leader]),
+                "no such partition",
+            ),
+        ];
+        for (command, why) in refusals {
+            assert!(metadata.apply(command).is_err(), "refused: {why}");
+        }
+        assert_eq!(metadata, before);
+
+        metadata.apply(fence(&metadata, follower)).unwrap();
+        let current = partition(&metadata, "orders", 0);
+        let with_fenced = [current.isr.clone(), vec![follower]].concat();
+        assert!(
+            matches!(
+                metadata.apply(alter_isr("orders", 0, &current, with_fenced)),
+                Err(MetadataError::InvalidIsr { .. })
+            ),
+            "a fenced broker cannot join"
+        );
+        metadata.apply(unfence(&metadata, follower)).unwrap();
+        let current = partition(&metadata, "orders", 0);
+        let version = metadata.metadata_version;
+        metadata
+            .apply(alter_isr("orders", 0, &current, current.isr.clone()))
+            .unwrap();
+        assert_eq!(
+            metadata.metadata_version, version,
+            "the same ISR is no change"
+        );
+        metadata
+            .apply(alter_isr("orders", 0, &current, start.isr.clone()))
+            .unwrap();
+        assert_eq!(
+            partition(&metadata, "orders", 0).isr,
+            start.isr,
+            "it rejoins"
+        );
+    }
+
     #[test]
     fn fencing_a_leader_elects_the_next_in_sync_replica_in_a_new_epoch() {
         let mut metadata = cluster(3);
@@ -685,9 +910,13 @@ mod tests {
         assert_eq!(metadata.metadata_version, version, "nothing to elect");
 
         // What replication does once broker 1 catches up.
-        for partition in metadata.partitions_mut() {
-            if !partition.isr.contains(&1) {
-                partition.isr.push(1);
+        for index in 0..3 {
+            let current = partition(&metadata, "orders", index);
+            if !current.isr.contains(&1) {
+                let isr = [current.isr.clone(), vec![1]].concat();
+                metadata
+                    .apply(alter_isr("orders", index, &current, isr))
+                    .unwrap();
             }
         }
         assert!(metadata.preferred_leaders_wait());
@@ -721,11 +950,24 @@ mod tests {
         };
         for step in 0..5_000u128 {
             let broker_id = 1 + next(3) as BrokerId;
-            let command = match next(4) {
+            let command = match next(5) {
                 0 => fence(&metadata, broker_id),
                 1 => unfence(&metadata, broker_id),
                 2 => register(broker_id, 1_000 + step),
-                _ => MetadataCommand::ElectPreferredLeaders,
+                3 => MetadataCommand::ElectPreferredLeaders,
+                _ => {
+                    // A leader lets an alive replica back into its ISR.
+                    let topic = ["single", "pair", "triple"][next(3) as usize];
+                    let index = next(6) as usize;
+                    let current = partition(&metadata, topic, index);
+                    let joining = current.replicas[next(current.replicas.len() as u64) as usize];
+                    let alive = !metadata.brokers[&joining].fenced;
+                    if current.leader == NO_LEADER || current.isr.contains(&joining) || !alive {
+                        continue;
+                    }
+                    let isr = [current.isr.clone(), vec![joining]].concat();
+                    alter_isr(topic, index, &current, isr)
+                }
             };
             metadata.apply(command).unwrap();
             check_invariants(&metadata);

@@ -48,7 +48,11 @@ pub fn for_metadata(error: &MetadataError) -> i16 {
         // Brokers' own commands; a Kafka request never carries them.
         MetadataError::ClusterIdSet(_)
         | MetadataError::UnknownBroker(_)
-        | MetadataError::StaleIncarnation { .. } => ResponseError::UnknownServerError,
+        | MetadataError::StaleIncarnation { .. }
+        | MetadataError::UnknownPartition { .. }
+        | MetadataError::FencedLeaderEpoch { .. }
+        | MetadataError::StalePartitionEpoch { .. }
+        | MetadataError::InvalidIsr { .. } => ResponseError::UnknownServerError,
     };
     code.code()
 }
