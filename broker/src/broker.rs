@@ -8,16 +8,18 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::controller::client::ControllerClient;
+use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::handler::{now_ms, Context};
 use crate::limits::RETENTION_CHECK_INTERVAL;
@@ -186,6 +188,7 @@ impl Broker {
             context,
             shutdown.clone(),
         )));
+        let controller_for_isr = controller.clone();
         tasks.push(tokio::spawn(follow_metadata(
             controller,
             Arc::clone(&replicas),
@@ -193,6 +196,13 @@ impl Broker {
         )));
         tasks.push(tokio::spawn(enforce_retention(
             Arc::clone(&replicas),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(maintain_isr(
+            controller_for_isr,
+            config.node_id,
+            Arc::clone(&replicas),
+            config.replica_lag_time_max,
             shutdown.clone(),
         )));
         info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), voter = voter.is_some(), "broker started");
@@ -296,6 +306,51 @@ async fn follow_metadata(
         replicas.set_session_alive(*session.borrow_and_update());
         let current = metadata.borrow_and_update().clone();
         replicas.reconcile(&current);
+    }
+}
+
+/// As leader, proposes the ISR changes followers' progress calls for: a
+/// follower not caught up for `lag_max` leaves, a caught-up one returns.
+/// The change takes effect when the controller commits it.
+async fn maintain_isr(
+    controller: ControllerClient,
+    me: BrokerId,
+    replicas: Arc<ReplicaManager>,
+    lag_max: Duration,
+    shutdown: CancellationToken,
+) {
+    let interval = (lag_max / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        for partition in replicas.all() {
+            let (Some(change), Some(leader_epoch)) =
+                (partition.isr_change_due(lag_max), partition.leader_epoch())
+            else {
+                continue;
+            };
+            let controller = controller.clone();
+            tokio::spawn(async move {
+                let command = MetadataCommand::AlterIsr {
+                    topic: partition.topic.clone(),
+                    partition: partition.index as u32,
+                    leader_id: me,
+                    leader_epoch,
+                    partition_epoch: change.partition_epoch,
+                    isr: change.isr.clone(),
+                };
+                match controller.propose(command).await {
+                    Ok(Ok(())) => info!(partition = ?partition, isr = ?change.isr, "ISR changed"),
+                    Ok(Err(refused)) => {
+                        info!(partition = ?partition, %refused, "ISR change refused")
+                    }
+                    Err(error) => warn!(partition = ?partition, %error, "ISR change not committed"),
+                }
+                partition.isr_change_settled();
+            });
+        }
     }
 }
 

@@ -32,6 +32,9 @@ pub struct BrokerConfig {
     /// Move leadership back to each partition's first replica once it can
     /// lead again (used when this broker leads the controller quorum).
     pub auto_leader_rebalance: bool,
+    /// A follower not caught up for this long leaves the ISR of a partition
+    /// this broker leads (Kafka's `replica.lag.time.max.ms`).
+    pub replica_lag_time_max: Duration,
 }
 
 impl BrokerConfig {
@@ -48,6 +51,7 @@ impl BrokerConfig {
             broker_heartbeat_interval: Duration::from_millis(2_000),
             broker_session_timeout: Duration::from_millis(9_000),
             auto_leader_rebalance: true,
+            replica_lag_time_max: Duration::from_millis(30_000),
         }
     }
 }

@@ -389,9 +389,11 @@ pub struct Cluster {
     pub nodes: Vec<Logd>,
 }
 
-/// Heartbeat interval and session timeout of test clusters.
+/// Heartbeat interval, session timeout and replica lag limit of test
+/// clusters.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
 pub const SESSION_TIMEOUT_MS: u64 = 2_000;
+pub const REPLICA_LAG_MS: u64 = 2_000;
 
 impl Cluster {
     /// Starts `size` brokers, ids 1..=size, all voters, and waits until
@@ -418,6 +420,8 @@ impl Cluster {
                 HEARTBEAT_INTERVAL_MS.to_string(),
                 "--broker-session-timeout-ms".into(),
                 SESSION_TIMEOUT_MS.to_string(),
+                "--replica-lag-time-max-ms".into(),
+                REPLICA_LAG_MS.to_string(),
             ];
             node.launch();
         }
@@ -464,6 +468,32 @@ impl Cluster {
                 "brokers did not agree on a controller leader within {timeout:?}: {answers:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The leader of `topic`/`partition` as the first answering broker sees
+    /// it, once it has one.
+    pub fn leader_of(&mut self, topic: &str, partition: i32, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leader = self
+                .nodes
+                .iter_mut()
+                .filter(|node| !node.paused)
+                .find_map(|node| node.view())
+                .and_then(|view| {
+                    view.partitions
+                        .get(&(topic.to_string(), partition))
+                        .map(|p| p.leader)
+                });
+            if let Some(leader) = leader.filter(|&leader| leader > 0) {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}-{partition} has no leader after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

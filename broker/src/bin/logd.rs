@@ -60,6 +60,9 @@ struct Flags {
     /// lead again [default: true].
     #[arg(long, value_name = "BOOL")]
     auto_leader_rebalance: Option<bool>,
+    /// A follower not caught up for this long leaves the ISR [default: 30000].
+    #[arg(long, value_name = "MS")]
+    replica_lag_time_max_ms: Option<u64>,
     /// Address for Prometheus `/metrics` [default: 127.0.0.1:9094].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -86,6 +89,9 @@ impl Flags {
                 .broker_session_timeout_ms
                 .or(file.broker_session_timeout_ms),
             auto_leader_rebalance: self.auto_leader_rebalance.or(file.auto_leader_rebalance),
+            replica_lag_time_max_ms: self
+                .replica_lag_time_max_ms
+                .or(file.replica_lag_time_max_ms),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_level: self.log_level.or(file.log_level),
         }
@@ -155,6 +161,9 @@ fn main() -> anyhow::Result<()> {
     config.auto_leader_rebalance = flags
         .auto_leader_rebalance
         .unwrap_or(config.auto_leader_rebalance);
+    if let Some(ms) = flags.replica_lag_time_max_ms {
+        config.replica_lag_time_max = Duration::from_millis(ms);
+    }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

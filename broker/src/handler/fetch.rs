@@ -1,34 +1,152 @@
 //! Fetch: whole batches below each partition's high watermark, long-polling
-//! up to `max_wait_ms` until `min_bytes` are available.
+//! up to `max_wait_ms` until `min_bytes` are available. A fetch with a
+//! replica id is a follower copying the log: it reads up to the log end,
+//! reports the follower's progress (which moves the high watermark), and is
+//! told where its log diverges from the leader's.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::fetch_response::{
+    EpochEndOffset, FetchableTopicResponse, PartitionData,
+};
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use tokio::time::Instant;
 
 use super::Context;
+use crate::controller::metadata::BrokerId;
 use crate::limits::FETCH_WAIT_MAX;
+use crate::replica::partition::FollowerRead;
 use crate::server::error_code;
+
+/// Followers fetch with v12, the first version that reports divergence.
+const FOLLOWER_FETCH_VERSION_MIN: i16 = 12;
 
 pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    let follower = request.replica_id.0;
+    let read = |context, request| {
+        if follower >= 0 {
+            read_for_follower(context, request, follower, api_version)
+        } else {
+            read_once(context, request, api_version)
+        }
+    };
     loop {
-        // Register for wake-ups before reading, so a flush between the read
-        // and the wait is not missed.
+        // Register for wake-ups before reading, so a flush (or, for a
+        // follower, an append) between the read and the wait is not missed.
         let visible = context.replicas.visible().notified();
-        let (response, bytes) = read_once(context, &request, api_version);
+        let appended = context.replicas.appended().notified();
+        let (response, bytes) = read(context, &request);
         // min_bytes 0 asks for an immediate answer, data or not.
         if bytes >= min_bytes || Instant::now() >= deadline {
             return response;
         }
-        if tokio::time::timeout_at(deadline, visible).await.is_err() {
-            return read_once(context, &request, api_version).0;
+        let woken = async {
+            if follower >= 0 {
+                tokio::select! {
+                    _ = visible => {}
+                    _ = appended => {}
+                }
+            } else {
+                visible.await;
+            }
+        };
+        if tokio::time::timeout_at(deadline, woken).await.is_err() {
+            return read(context, &request).0;
         }
     }
+}
+
+/// One pass for follower `follower`: records up to each log end, or where
+/// its log diverges.
+fn read_for_follower(
+    context: &Context,
+    request: &FetchRequest,
+    follower: BrokerId,
+    api_version: i16,
+) -> (FetchResponse, usize) {
+    let mut remaining = if request.max_bytes > 0 {
+        request.max_bytes as usize
+    } else {
+        usize::MAX
+    };
+    let mut total = 0;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for fetch in &topic.partitions {
+            let response = PartitionData::default()
+                .with_partition_index(fetch.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1);
+            if api_version < FOLLOWER_FETCH_VERSION_MIN {
+                partitions.push(response.with_error_code(error_code::UNSUPPORTED_VERSION));
+                continue;
+            }
+            let (partition, leader_epoch) =
+                match context.leader_of(topic.topic.0.as_str(), fetch.partition) {
+                    Ok(led) => led,
+                    Err(code) => {
+                        partitions.push(response.with_error_code(code));
+                        continue;
+                    }
+                };
+            if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
+                let code = if fetch.current_leader_epoch < leader_epoch {
+                    error_code::FENCED_LEADER_EPOCH
+                } else {
+                    error_code::UNKNOWN_LEADER_EPOCH
+                };
+                partitions.push(response.with_error_code(code));
+                continue;
+            }
+            let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
+            // Past the response's byte budget: nothing now, the next fetch.
+            let served = (max_bytes > 0 || total == 0).then(|| {
+                partition.serve_follower(
+                    follower,
+                    fetch.fetch_offset,
+                    fetch.last_fetched_epoch,
+                    max_bytes.max(1),
+                )
+            });
+            let high_watermark = partition.high_watermark();
+            let response = response
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark)
+                .with_log_start_offset(partition.log_start_offset());
+            partitions.push(match served {
+                None => response.with_records(Some(Bytes::new())),
+                Some(Ok(FollowerRead::Records(read))) => {
+                    let len = read.records.len();
+                    total += len;
+                    remaining = remaining.saturating_sub(len);
+                    response.with_records(Some(Bytes::from_owner(read.records)))
+                }
+                Some(Ok(FollowerRead::Diverging {
+                    leader_epoch,
+                    end_offset,
+                })) => response
+                    .with_diverging_epoch(
+                        EpochEndOffset::default()
+                            .with_epoch(leader_epoch)
+                            .with_end_offset(end_offset),
+                    )
+                    .with_records(Some(Bytes::new())),
+                Some(Err(error)) => response.with_error_code(error_code::for_storage(&error)),
+            });
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(topic.topic.clone())
+                .with_partitions(partitions),
+        );
+    }
+    (FetchResponse::default().with_responses(topics), total)
 }
 
 /// One pass over the requested partitions; returns the response and the

@@ -40,10 +40,10 @@ pub async fn handle(
                 let Some(records) = data.records else {
                     return response.with_error_code(error_code::INVALID_RECORD);
                 };
-                if acks == ACKS_ALL && partition.config().min_insync_replicas > 1 {
-                    // This broker is the only in-sync replica.
+                let min_insync = partition.config().min_insync_replicas as usize;
+                if acks == ACKS_ALL && partition.isr().len() < min_insync {
                     return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS).with_error_message(Some(
-                        str_bytes("fewer in-sync replicas than min.insync.replicas"),
+                        str_bytes(format!("the ISR {:?} has fewer than min.insync.replicas={min_insync} members", partition.isr())),
                     ));
                 }
                 let record_bytes = records.len() as u64;
@@ -58,10 +58,19 @@ pub async fn handle(
                 let record_count = (appended.last_offset - appended.first_offset + 1) as u64;
                 context.metrics.record_produce(&name, record_bytes, record_count);
                 let response = response.with_base_offset(appended.first_offset).with_log_start_offset(partition.log_start_offset());
-                if acks == ACKS_ALL && !partition.wait_durable(appended.log_end_offset, timeout).await {
-                    return response.with_error_code(error_code::REQUEST_TIMED_OUT).with_error_message(Some(str_bytes(
-                        "the records were appended but not confirmed durable within the request timeout",
-                    )));
+                if acks == ACKS_ALL {
+                    if !partition.wait_committed(appended.log_end_offset, timeout).await {
+                        return response.with_error_code(error_code::REQUEST_TIMED_OUT).with_error_message(Some(str_bytes(
+                            "the records were appended but not durable on every in-sync replica within the request timeout",
+                        )));
+                    }
+                    // The ISR may have shrunk while this waited.
+                    let isr = partition.isr();
+                    if isr.len() < min_insync {
+                        return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND).with_error_message(Some(
+                            str_bytes(format!("appended, but the ISR shrank to {isr:?}, fewer than min.insync.replicas={min_insync}")),
+                        ));
+                    }
                 }
                 response
             }

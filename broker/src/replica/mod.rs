@@ -1,4 +1,6 @@
-//! Partitions hosted by this broker.
+//! Partitions hosted by this broker, and how they are replicated.
 
+pub mod fetcher;
+pub mod in_sync;
 pub mod partition;
 pub mod replica_manager;

@@ -1,10 +1,14 @@
-//! One partition this broker hosts: its log, its high watermark, and the
-//! flusher that makes appends durable in groups.
+//! One partition this broker hosts: its log, its role (leader in an epoch,
+//! follower, or neither), its high watermark, and the flusher that makes
+//! appends durable in groups.
 //!
-//! Invariant: `log_start_offset <= high_watermark <= log_end_offset`, and the
-//! high watermark never goes back. With this broker the only replica, the
-//! high watermark is its durable log end offset (the recovery point):
-//! consumers never see a record a power loss could take back.
+//! Invariant: `log_start_offset <= high_watermark <= log_end_offset`, and on
+//! a leader the high watermark never goes back. It is the minimum over the
+//! ISR of each member's durable log end offset (see `in_sync.rs`); with this
+//! broker the only replica, its own recovery point. Consumers never see a
+//! record a power loss of every replica could take back. A follower's high
+//! watermark is the leader's, capped by its own durable log end; it only
+//! matters once the follower leads.
 //!
 //! Durability is group commit: one flusher task per partition runs an fsync
 //! whenever someone waits for one (an acks=all producer, a consumer waiting
@@ -12,7 +16,7 @@
 //! made before it began.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,7 +28,36 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use super::in_sync::{InSync, IsrChange};
+use crate::controller::metadata::BrokerId;
 use crate::topic_config::TopicConfig;
+
+/// What this broker is for a partition, as its metadata says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role<'a> {
+    Leader {
+        leader_epoch: i32,
+        replicas: &'a [BrokerId],
+        isr: &'a [BrokerId],
+        partition_epoch: i32,
+    },
+    /// Copies the leader's log (the fetcher does).
+    Follower,
+    /// No leader, or this broker's controller session lapsed.
+    Idle,
+}
+
+/// What a follower's fetch gets.
+pub enum FollowerRead {
+    Records(ReadResult),
+    /// The follower's log differs from here after `end_offset` of
+    /// `leader_epoch` (the largest epoch at or below its last one): it
+    /// truncates there and fetches again.
+    Diverging {
+        leader_epoch: i32,
+        end_offset: i64,
+    },
+}
 
 pub struct Partition {
     pub topic: String,
@@ -33,6 +66,16 @@ pub struct Partition {
     /// The leader epoch in which this broker leads the partition, or
     /// `NOT_LEADING` (it follows, or its controller session lapsed).
     leading_epoch: AtomicI32,
+    /// Followers' progress and the ISR, while this broker leads.
+    in_sync: Mutex<InSync>,
+    /// The log's recovery point, as the flusher last published it.
+    durable: watch::Sender<i64>,
+    /// As a follower: the high watermark the leader last reported.
+    leader_high_watermark: AtomicI64,
+    /// Notified whenever the high watermark moves (wakes consumer fetches).
+    visible: Arc<Notify>,
+    /// Notified whenever this leader appends (wakes followers' fetches).
+    appended: Arc<Notify>,
     /// Replaced whole when the topic's configs are altered.
     config: std::sync::RwLock<Arc<TopicConfig>>,
     log: Mutex<PartitionLog>,
@@ -65,24 +108,37 @@ const FLUSH_BYTES_MAX: u64 = 64 << 20;
 
 impl Partition {
     /// Opens (recovering) the partition's log in `dir` and starts its
-    /// flusher. `visible` is notified whenever the high watermark moves. It
-    /// leads nothing until [`Partition::set_leadership`].
+    /// flusher. `visible` is notified whenever the high watermark moves,
+    /// `appended` whenever it appends as leader. Broker `me` hosts it; it is
+    /// idle until [`Partition::set_role`].
+    #[allow(clippy::too_many_arguments)]
     pub fn open(
         dir: PathBuf,
         topic: String,
         index: i32,
         topic_id: Uuid,
+        me: BrokerId,
         config: TopicConfig,
         visible: Arc<Notify>,
+        appended: Arc<Notify>,
     ) -> Result<Arc<Self>, StorageError> {
         claim_directory(&dir, topic_id)?;
         let log = PartitionLog::open(&dir, config.log_config())?;
-        let (high_watermark, _) = watch::channel(log.recovery_point());
+        // What was committed before is unknown until the role is known: a
+        // sole replica's high watermark is its recovery point, a replicated
+        // one's waits for the followers (or the leader) to report.
+        let (high_watermark, _) = watch::channel(log.log_start_offset());
+        let (durable, _) = watch::channel(log.recovery_point());
         let partition = Arc::new(Partition {
             topic,
             index,
             topic_id,
             leading_epoch: AtomicI32::new(NOT_LEADING),
+            in_sync: Mutex::new(InSync::new(me)),
+            durable,
+            leader_high_watermark: AtomicI64::new(0),
+            visible,
+            appended,
             config: std::sync::RwLock::new(Arc::new(config)),
             log: Mutex::new(log),
             high_watermark,
@@ -91,7 +147,7 @@ impl Partition {
             unflushed_bytes: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(flusher(Arc::clone(&partition), visible));
+        tokio::spawn(flusher(Arc::clone(&partition)));
         Ok(partition)
     }
 
@@ -116,13 +172,194 @@ impl Partition {
         (epoch != NOT_LEADING).then_some(epoch)
     }
 
-    /// Leads in `epoch` from now on, or (`None`) stops leading.
-    pub fn set_leadership(&self, epoch: Option<i32>) {
-        let epoch = epoch.unwrap_or(NOT_LEADING);
+    /// Takes the role the metadata gives this broker. Leading in a new
+    /// epoch starts the followers' progress afresh.
+    pub fn set_role(&self, role: Role<'_>) {
+        let epoch = match role {
+            Role::Leader { leader_epoch, .. } => leader_epoch,
+            Role::Follower | Role::Idle => NOT_LEADING,
+        };
         let previous = self.leading_epoch.swap(epoch, Ordering::AcqRel);
         if previous != epoch {
             info!(partition = ?self, leader_epoch = epoch, previous, "partition leadership changed (-1: not leading)");
         }
+        if let Role::Leader {
+            replicas,
+            isr,
+            partition_epoch,
+            ..
+        } = role
+        {
+            let fresh = previous != epoch;
+            self.in_sync().assign(
+                replicas,
+                isr,
+                partition_epoch,
+                fresh,
+                tokio::time::Instant::now(),
+            );
+        }
+        self.refresh_high_watermark();
+    }
+
+    fn in_sync(&self) -> std::sync::MutexGuard<'_, InSync> {
+        self.in_sync.lock().expect("in-sync lock")
+    }
+
+    /// The ISR as last committed (meaningful while this broker leads).
+    pub fn isr(&self) -> Vec<BrokerId> {
+        self.in_sync().isr().to_vec()
+    }
+
+    /// Moves the high watermark as far as the role allows: as leader, to
+    /// what every ISR member has durably; as follower, to the leader's,
+    /// capped by what is durable here.
+    fn refresh_high_watermark(&self) {
+        let durable = *self.durable.borrow();
+        let target = if self.leader_epoch().is_some() {
+            self.in_sync().high_watermark(durable)
+        } else {
+            Some(durable.min(self.leader_high_watermark.load(Ordering::Acquire)))
+        };
+        let Some(target) = target else { return };
+        let advanced = self.high_watermark.send_if_modified(|high_watermark| {
+            let moved = target > *high_watermark;
+            *high_watermark = (*high_watermark).max(target);
+            moved
+        });
+        if advanced {
+            self.visible.notify_waiters();
+        }
+    }
+
+    /// The ISR change due as leader, if any (and none is in flight): a
+    /// follower not caught up for `lag_max` leaves, a caught-up one joins.
+    pub fn isr_change_due(&self, lag_max: Duration) -> Option<IsrChange> {
+        self.leader_epoch()?;
+        let high_watermark = self.high_watermark();
+        self.in_sync()
+            .change_due(high_watermark, tokio::time::Instant::now(), lag_max)
+    }
+
+    /// A proposed ISR change was decided; the next may be proposed.
+    pub fn isr_change_settled(&self) {
+        self.in_sync().change_settled();
+    }
+
+    /// Serves follower `follower` fetching at `offset` (its durable log end)
+    /// whose last batch was of `last_fetched_epoch`: records up to the log
+    /// end, or where its log diverges from this one.
+    pub fn serve_follower(
+        &self,
+        follower: BrokerId,
+        offset: i64,
+        last_fetched_epoch: i32,
+        max_bytes: usize,
+    ) -> Result<FollowerRead, StorageError> {
+        let read = {
+            let log = self.log();
+            if last_fetched_epoch >= 0 {
+                let (leader_epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
+                if leader_epoch != last_fetched_epoch || end_offset < offset {
+                    // No epoch at or below its last: nothing is shared
+                    // beyond the start of this log.
+                    let end_offset = if leader_epoch < 0 {
+                        log.log_start_offset()
+                    } else {
+                        end_offset
+                    };
+                    return Ok(FollowerRead::Diverging {
+                        leader_epoch,
+                        end_offset,
+                    });
+                }
+            }
+            let log_end_offset = log.log_end_offset();
+            self.in_sync().record_fetch(
+                follower,
+                offset,
+                log_end_offset,
+                tokio::time::Instant::now(),
+            );
+            log.read(offset, max_bytes, log_end_offset)?
+        };
+        self.refresh_high_watermark();
+        Ok(FollowerRead::Records(read))
+    }
+
+    /// Appends batches fetched from the leader, with the high watermark the
+    /// leader reported.
+    pub fn append_from_leader(
+        &self,
+        records: &Bytes,
+        leader_high_watermark: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.leader_high_watermark
+            .store(leader_high_watermark, Ordering::Release);
+        if !records.is_empty() {
+            let batches = ValidatedBatches::validate(records, Source::Replica, usize::MAX)?;
+            self.log().append_as_follower(&batches, now_ms)?;
+        }
+        self.refresh_high_watermark();
+        Ok(())
+    }
+
+    /// The latest leader epoch in this log, if any batch carried one.
+    pub fn latest_leader_epoch(&self) -> Option<i32> {
+        self.log().latest_leader_epoch()
+    }
+
+    /// End offset of `leader_epoch` here: the largest epoch at or below it
+    /// and where it ended, `(-1, -1)` if none.
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64) {
+        self.log().end_offset_for_epoch(leader_epoch)
+    }
+
+    /// As a follower: drops everything from `offset` on (a divergent
+    /// suffix). The high watermark comes down with the log end.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let log_end_offset = {
+            let mut log = self.log();
+            log.truncate_to(offset)?;
+            log.log_end_offset()
+        };
+        warn!(partition = ?self, offset, log_end_offset, "truncated a suffix that differs from the leader's log");
+        self.lower_to(log_end_offset);
+        Ok(())
+    }
+
+    /// As a follower whose leader's log starts at `offset`, past everything
+    /// here: empties the log and restarts it there.
+    pub fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
+        self.log().truncate_fully_and_start_at(offset)?;
+        warn!(partition = ?self, offset, "the leader's log starts past this one: restarted empty");
+        self.durable.send_replace(offset);
+        self.high_watermark.send_replace(offset);
+        Ok(())
+    }
+
+    fn lower_to(&self, log_end_offset: i64) {
+        self.durable.send_if_modified(|durable| {
+            let above = *durable > log_end_offset;
+            *durable = (*durable).min(log_end_offset);
+            above
+        });
+        self.high_watermark.send_if_modified(|high_watermark| {
+            let above = *high_watermark > log_end_offset;
+            *high_watermark = (*high_watermark).min(log_end_offset);
+            above
+        });
+    }
+
+    /// Waits until everything below `offset` is durable here, asking for a
+    /// flush; false if `timeout` passed first.
+    pub async fn wait_flushed(&self, offset: i64, timeout: Duration) -> bool {
+        let mut durable = self.durable.subscribe();
+        self.flush_wanted.notify_one();
+        tokio::time::timeout(timeout, durable.wait_for(|&durable| durable >= offset))
+            .await
+            .is_ok_and(|changed| changed.is_ok())
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
@@ -162,12 +399,14 @@ impl Partition {
         {
             self.flush_wanted.notify_one();
         }
+        self.appended.notify_waiters();
         Ok(appended)
     }
 
-    /// Waits until every offset below `offset` is durable, asking for a
-    /// flush; false if `timeout` passed first.
-    pub async fn wait_durable(&self, offset: i64, timeout: Duration) -> bool {
+    /// Waits until the high watermark passes `offset` (every ISR member has
+    /// everything below it durably), asking for a flush here; false if
+    /// `timeout` passed first.
+    pub async fn wait_committed(&self, offset: i64, timeout: Duration) -> bool {
         let mut high_watermark = self.high_watermark.subscribe();
         self.flush_wanted.notify_one();
         tokio::time::timeout(
@@ -234,9 +473,9 @@ impl Partition {
     }
 }
 
-/// Flushes when asked or every `flush.ms`, then publishes the new high
-/// watermark.
-async fn flusher(partition: Arc<Partition>, visible: Arc<Notify>) {
+/// Flushes when asked or every `flush.ms`, then publishes the new durable
+/// end and moves the high watermark.
+async fn flusher(partition: Arc<Partition>) {
     loop {
         let flush_interval = Duration::from_millis(partition.config().flush_ms);
         tokio::select! {
@@ -273,14 +512,8 @@ async fn flusher(partition: Arc<Partition>, visible: Arc<Notify>) {
             }
             log.recovery_point()
         };
-        let advanced = partition.high_watermark.send_if_modified(|high_watermark| {
-            let moved = recovery_point > *high_watermark;
-            *high_watermark = (*high_watermark).max(recovery_point);
-            moved
-        });
-        if advanced {
-            visible.notify_waiters();
-        }
+        partition.durable.send_replace(recovery_point);
+        partition.refresh_high_watermark();
     }
 }
 

@@ -2,7 +2,8 @@
 //! metadata: partitions assigned here are opened, partitions of deleted
 //! topics are closed and their directories removed, and each partition
 //! leads exactly when the metadata names this broker its leader and this
-//! broker's controller session is alive.
+//! broker's controller session is alive, and follows (the fetchers copy
+//! it from its leader) when another broker leads it.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Notify;
 use tracing::{error, info};
 
-use super::partition::Partition;
-use crate::controller::metadata::{BrokerId, ClusterMetadata};
+use super::fetcher::{Assignment, Fetchers};
+use super::partition::{Partition, Role};
+use crate::controller::metadata::{BrokerId, ClusterMetadata, NO_LEADER};
 use crate::topic_config::TopicConfig;
 
 /// A partition's key: topic name and partition index.
@@ -25,6 +27,9 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
     /// Notified whenever any partition's high watermark moves (wakes fetches).
     visible: Arc<Notify>,
+    /// Notified whenever a partition led here appends (wakes followers).
+    appended: Arc<Notify>,
+    fetchers: Fetchers,
     /// False once this broker's controller session lapsed: it may have been
     /// fenced and its partitions given to others, so it leads nothing.
     session_alive: AtomicBool,
@@ -37,6 +42,8 @@ impl ReplicaManager {
             data_dir,
             partitions: RwLock::new(HashMap::new()),
             visible: Arc::new(Notify::new()),
+            appended: Arc::new(Notify::new()),
+            fetchers: Fetchers::new(broker_id),
             session_alive: AtomicBool::new(true),
         }
     }
@@ -69,14 +76,20 @@ impl ReplicaManager {
         &self.visible
     }
 
+    /// Notified whenever a partition led here appends.
+    pub fn appended(&self) -> &Notify {
+        &self.appended
+    }
+
     fn directory(&self, topic: &str, index: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
     /// Opens what `metadata` assigns here, closes what it no longer lists,
-    /// and sets which partitions lead.
+    /// sets each partition's role and tells the fetchers what to copy.
     pub fn reconcile(&self, metadata: &ClusterMetadata) {
         let session_alive = self.session_alive.load(Ordering::Acquire);
+        let mut follow: HashMap<BrokerId, Assignment> = HashMap::new();
         let mut partitions = self.partitions.write().expect("partitions lock");
         partitions.retain(|(topic, index), partition| {
             let current = metadata.topics.get(topic).is_some_and(|record| {
@@ -102,13 +115,32 @@ impl ReplicaManager {
             };
             for (index, assignment) in topic.partitions.iter().enumerate() {
                 let key = (topic.name.clone(), index as i32);
-                let leads = session_alive && assignment.leader == self.broker_id;
-                let leadership = leads.then_some(assignment.leader_epoch);
+                let role = if !session_alive || assignment.leader == NO_LEADER {
+                    Role::Idle
+                } else if assignment.leader == self.broker_id {
+                    Role::Leader {
+                        leader_epoch: assignment.leader_epoch,
+                        replicas: &assignment.replicas,
+                        isr: &assignment.isr,
+                        partition_epoch: assignment.partition_epoch,
+                    }
+                } else {
+                    Role::Follower
+                };
+                let mut take_role = |partition: &Arc<Partition>| {
+                    partition.set_role(role);
+                    if role == Role::Follower {
+                        follow.entry(assignment.leader).or_default().insert(
+                            key.clone(),
+                            (assignment.leader_epoch, Arc::clone(partition)),
+                        );
+                    }
+                };
                 if let Some(partition) = partitions.get(&key) {
                     if let Err(error) = partition.update_config(&config) {
                         error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
                     }
-                    partition.set_leadership(leadership);
+                    take_role(partition);
                     continue;
                 }
                 if !assignment.replicas.contains(&self.broker_id) {
@@ -120,12 +152,14 @@ impl ReplicaManager {
                     topic.name.clone(),
                     index as i32,
                     topic.topic_id,
+                    self.broker_id,
                     config.clone(),
                     Arc::clone(&self.visible),
+                    Arc::clone(&self.appended),
                 );
                 match opened {
                     Ok(partition) => {
-                        partition.set_leadership(leadership);
+                        take_role(&partition);
                         partitions.insert(key, partition);
                     }
                     Err(error) => {
@@ -134,6 +168,17 @@ impl ReplicaManager {
                 }
             }
         }
+        let plan = follow
+            .into_iter()
+            .filter_map(|(leader, assignment)| {
+                let broker = metadata.brokers.get(&leader)?;
+                Some((
+                    leader,
+                    (format!("{}:{}", broker.host, broker.port), assignment),
+                ))
+            })
+            .collect();
+        self.fetchers.update(plan);
     }
 
     /// Removes directories of partitions the metadata does not know (topics
@@ -163,8 +208,9 @@ impl ReplicaManager {
         Ok(())
     }
 
-    /// Flushes and closes every partition.
+    /// Stops copying, then flushes and closes every partition.
     pub fn close_all(&self) {
+        self.fetchers.stop_all();
         for partition in self
             .partitions
             .write()

@@ -9,6 +9,10 @@ pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartiti
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
 pub const INVALID_REQUIRED_ACKS: i16 = ResponseError::InvalidRequiredAcks.code();
 pub const NOT_ENOUGH_REPLICAS: i16 = ResponseError::NotEnoughReplicas.code();
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 =
+    ResponseError::NotEnoughReplicasAfterAppend.code();
+pub const FENCED_LEADER_EPOCH: i16 = ResponseError::FencedLeaderEpoch.code();
+pub const UNKNOWN_LEADER_EPOCH: i16 = ResponseError::UnknownLeaderEpoch.code();
 pub const REQUEST_TIMED_OUT: i16 = ResponseError::RequestTimedOut.code();
 pub const INVALID_CONFIG: i16 = ResponseError::InvalidConfig.code();
 pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();

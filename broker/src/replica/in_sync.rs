@@ -1,0 +1,267 @@
+//! What a partition's leader knows of its followers: how far each has
+//! durably copied the log, when each was last caught up, the ISR as the
+//! controller committed it and an ISR change in flight. From these come the
+//! high watermark and the ISR changes to propose. A pure decision core: the
+//! clock is a parameter.
+//!
+//! The high watermark is the minimum, over the ISR, of each member's
+//! durable log end offset (the leader's own from its flushes, a follower's
+//! from the offset it fetches at, since a follower flushes what it copied
+//! before it fetches again). While an expansion is in flight its new member
+//! counts too (Kafka's "maximal ISR"): a replica must never join the ISR
+//! behind the high watermark, or electing it could lose acknowledged records.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::controller::metadata::BrokerId;
+
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// The durable log end offset the follower last fetched at; `None`
+    /// until it fetches from this leader.
+    offset: Option<i64>,
+    /// When it last had everything the leader had at its previous fetch.
+    caught_up_at: Instant,
+    last_fetch_at: Instant,
+    leader_end_at_last_fetch: i64,
+}
+
+#[derive(Debug)]
+pub struct InSync {
+    me: BrokerId,
+    replicas: Vec<BrokerId>,
+    isr: Vec<BrokerId>,
+    partition_epoch: i32,
+    /// The ISR proposed to the controller and not yet committed.
+    pending: Option<Vec<BrokerId>>,
+    followers: HashMap<BrokerId, Progress>,
+}
+
+/// An ISR change for the leader to propose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub isr: Vec<BrokerId>,
+    pub partition_epoch: i32,
+}
+
+impl InSync {
+    pub fn new(me: BrokerId) -> Self {
+        InSync {
+            me,
+            replicas: vec![me],
+            isr: vec![me],
+            partition_epoch: 0,
+            pending: None,
+            followers: HashMap::new(),
+        }
+    }
+
+    /// Takes the committed assignment. A new leadership (`fresh`) forgets
+    /// what earlier terms knew: every follower's offset is unknown again,
+    /// and in-sync followers get a whole lag interval to show up.
+    pub fn assign(
+        &mut self,
+        replicas: &[BrokerId],
+        isr: &[BrokerId],
+        partition_epoch: i32,
+        fresh: bool,
+        now: Instant,
+    ) {
+        if fresh {
+            self.followers.clear();
+            self.pending = None;
+        }
+        if partition_epoch != self.partition_epoch {
+            // Whatever was in flight has been decided (or overtaken).
+            self.pending = None;
+        }
+        self.replicas = replicas.to_vec();
+        self.isr = isr.to_vec();
+        self.partition_epoch = partition_epoch;
+        for &replica in replicas.iter().filter(|&&replica| replica != self.me) {
+            self.followers.entry(replica).or_insert(Progress {
+                offset: None,
+                caught_up_at: now,
+                last_fetch_at: now,
+                leader_end_at_last_fetch: i64::MAX,
+            });
+        }
+        self.followers
+            .retain(|follower, _| replicas.contains(follower));
+    }
+
+    pub fn isr(&self) -> &[BrokerId] {
+        &self.isr
+    }
+
+    /// A follower fetched at `offset` (its durable log end) while the
+    /// leader's log ended at `leader_end`. Kafka's rule: it was caught up at
+    /// its previous fetch if it now asks for at least what the leader had
+    /// then.
+    pub fn record_fetch(&mut self, follower: BrokerId, offset: i64, leader_end: i64, now: Instant) {
+        let Some(progress) = self.followers.get_mut(&follower) else {
+            return;
+        };
+        if offset >= leader_end {
+            progress.caught_up_at = now;
+        } else if offset >= progress.leader_end_at_last_fetch {
+            progress.caught_up_at = progress.caught_up_at.max(progress.last_fetch_at);
+        }
+        progress.offset = Some(offset);
+        progress.last_fetch_at = now;
+        progress.leader_end_at_last_fetch = leader_end;
+    }
+
+    /// The high watermark the leader's `durable_end` and the followers'
+    /// offsets allow; `None` while an ISR member's offset is unknown.
+    pub fn high_watermark(&self, durable_end: i64) -> Option<i64> {
+        let mut members = self.isr.clone();
+        members.extend(self.pending.iter().flatten().copied());
+        members
+            .into_iter()
+            .filter(|&member| member != self.me)
+            .try_fold(durable_end, |low, member| {
+                Some(low.min(self.followers.get(&member)?.offset?))
+            })
+    }
+
+    /// The ISR change due now, if none is in flight: members that have not
+    /// been caught up for `lag_max` leave; replicas that have been, and
+    /// whose durable log reached `high_watermark`, join. Marks it in flight.
+    pub fn change_due(
+        &mut self,
+        high_watermark: i64,
+        now: Instant,
+        lag_max: Duration,
+    ) -> Option<IsrChange> {
+        if self.pending.is_some() {
+            return None;
+        }
+        let recently_caught_up = |replica: &BrokerId| {
+            *replica == self.me
+                || self
+                    .followers
+                    .get(replica)
+                    .is_some_and(|progress| now.duration_since(progress.caught_up_at) <= lag_max)
+        };
+        let mut isr: Vec<BrokerId> = self
+            .isr
+            .iter()
+            .copied()
+            .filter(recently_caught_up)
+            .collect();
+        for replica in &self.replicas {
+            let reached = self
+                .followers
+                .get(replica)
+                .and_then(|progress| progress.offset)
+                .is_some_and(|offset| offset >= high_watermark);
+            if !isr.contains(replica) && reached && recently_caught_up(replica) {
+                isr.push(*replica);
+            }
+        }
+        if isr == self.isr {
+            return None;
+        }
+        // Keep replica order, so every broker lists an ISR the same way.
+        isr.sort_by_key(|member| self.replicas.iter().position(|replica| replica == member));
+        self.pending = Some(isr.clone());
+        Some(IsrChange {
+            isr,
+            partition_epoch: self.partition_epoch,
+        })
+    }
+
+    /// The change in flight was decided (committed, refused or lost): the
+    /// next one may be proposed; a committed one arrives with the metadata.
+    pub fn change_settled(&mut self) {
+        self.pending = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAG: Duration = Duration::from_secs(10);
+
+    fn leader_of_three(now: Instant) -> InSync {
+        let mut in_sync = InSync::new(1);
+        in_sync.assign(&[1, 2, 3], &[1, 2, 3], 0, true, now);
+        in_sync
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_every_member_of_the_isr() {
+        let now = Instant::now();
+        let mut in_sync = leader_of_three(now);
+        assert_eq!(
+            in_sync.high_watermark(100),
+            None,
+            "followers not heard from yet"
+        );
+        in_sync.record_fetch(2, 80, 100, now);
+        assert_eq!(in_sync.high_watermark(100), None);
+        in_sync.record_fetch(3, 90, 100, now);
+        assert_eq!(in_sync.high_watermark(100), Some(80));
+        assert_eq!(
+            in_sync.high_watermark(70),
+            Some(70),
+            "the leader's own durable end counts"
+        );
+    }
+
+    #[test]
+    fn a_lagging_follower_leaves_and_a_caught_up_one_returns() {
+        let start = Instant::now();
+        let mut in_sync = leader_of_three(start);
+        in_sync.record_fetch(2, 100, 100, start);
+        in_sync.record_fetch(3, 100, 100, start);
+        let later = start + LAG + Duration::from_secs(1);
+        in_sync.record_fetch(2, 150, 150, later);
+        let change = in_sync.change_due(100, later, LAG).expect("3 is lagging");
+        assert_eq!(change.isr, vec![1, 2]);
+        assert_eq!(
+            in_sync.change_due(100, later, LAG),
+            None,
+            "one change in flight"
+        );
+        in_sync.assign(&[1, 2, 3], &[1, 2], 1, false, later);
+        assert_eq!(
+            in_sync.high_watermark(150),
+            Some(150),
+            "3 no longer holds it back"
+        );
+
+        in_sync.record_fetch(3, 140, 150, later);
+        let rejoin = in_sync.change_due(150, later, LAG);
+        assert_eq!(rejoin, None, "behind the high watermark: not yet");
+        in_sync.record_fetch(3, 150, 150, later);
+        let rejoin = in_sync.change_due(150, later, LAG).expect("caught up");
+        assert_eq!(rejoin.isr, vec![1, 2, 3]);
+        assert_eq!(rejoin.partition_epoch, 1);
+        assert_eq!(
+            in_sync.high_watermark(160),
+            Some(150),
+            "a joining replica holds the high watermark while the change is in flight"
+        );
+    }
+
+    #[test]
+    fn a_follower_that_keeps_up_with_a_busy_leader_stays_in_sync() {
+        let start = Instant::now();
+        let mut in_sync = leader_of_three(start);
+        let mut leader_end = 0;
+        for second in 0..30 {
+            let now = start + Duration::from_secs(second);
+            // Each fetch asks for what the leader had at the previous one.
+            in_sync.record_fetch(2, leader_end, leader_end + 50, now);
+            in_sync.record_fetch(3, leader_end, leader_end + 50, now);
+            leader_end += 50;
+            assert_eq!(in_sync.change_due(0, now, LAG), None, "second {second}");
+        }
+    }
+}
