@@ -174,6 +174,7 @@ impl Broker {
             }
             None => None,
         };
+        let metrics_for_isr = Arc::clone(&metrics);
         let context = Arc::new(Context {
             broker_id: config.node_id,
             advertised_host,
@@ -202,6 +203,7 @@ impl Broker {
             controller_for_isr,
             config.node_id,
             Arc::clone(&replicas),
+            Arc::clone(&metrics_for_isr),
             config.replica_lag_time_max,
             shutdown.clone(),
         )));
@@ -316,6 +318,7 @@ async fn maintain_isr(
     controller: ControllerClient,
     me: BrokerId,
     replicas: Arc<ReplicaManager>,
+    metrics: Arc<Metrics>,
     lag_max: Duration,
     shutdown: CancellationToken,
 ) {
@@ -332,6 +335,8 @@ async fn maintain_isr(
                 continue;
             };
             let controller = controller.clone();
+            let metrics = Arc::clone(&metrics);
+            let before = partition.isr().len();
             tokio::spawn(async move {
                 let command = MetadataCommand::AlterIsr {
                     topic: partition.topic.clone(),
@@ -342,7 +347,10 @@ async fn maintain_isr(
                     isr: change.isr.clone(),
                 };
                 match controller.propose(command).await {
-                    Ok(Ok(())) => info!(partition = ?partition, isr = ?change.isr, "ISR changed"),
+                    Ok(Ok(())) => {
+                        info!(partition = ?partition, isr = ?change.isr, "ISR changed");
+                        metrics.record_isr_change(before, change.isr.len());
+                    }
                     Ok(Err(refused)) => {
                         info!(partition = ?partition, %refused, "ISR change refused")
                     }

@@ -43,9 +43,21 @@ struct TopicCounters {
 pub struct Metrics {
     requests: Mutex<BTreeMap<i16, Arc<Histogram>>>,
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
+    isr_shrinks: AtomicU64,
+    isr_expands: AtomicU64,
 }
 
 impl Metrics {
+    /// A committed ISR change of a partition led here.
+    pub fn record_isr_change(&self, before: usize, after: usize) {
+        let counter = if after < before {
+            &self.isr_shrinks
+        } else {
+            &self.isr_expands
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_request(&self, api_key: ApiKey, elapsed: Duration) {
         let histogram = Arc::clone(
             self.requests
@@ -187,8 +199,23 @@ impl Metrics {
             .count();
         let _ = writeln!(
             out,
-            "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions {under_replicated}"
+            "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions {under_replicated}\n\
+             # TYPE strata_isr_shrinks_total counter\nstrata_isr_shrinks_total {}\n\
+             # TYPE strata_isr_expands_total counter\nstrata_isr_expands_total {}",
+            self.isr_shrinks.load(Ordering::Relaxed),
+            self.isr_expands.load(Ordering::Relaxed)
         );
+        // Per partition led here: offsets the furthest-behind follower trails.
+        out.push_str("# TYPE strata_follower_lag_records gauge\n");
+        for partition in &partitions {
+            if let Some(lag) = partition.follower_lag() {
+                let _ = writeln!(
+                    out,
+                    "strata_follower_lag_records{{topic=\"{}\",partition=\"{}\"}} {lag}",
+                    partition.topic, partition.index
+                );
+            }
+        }
         out
     }
 }

@@ -646,12 +646,32 @@ pub fn create_replicated_topic(
     partition_count: i32,
     replication_factor: i16,
 ) {
-    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    create_configured_topic(logd, name, partition_count, replication_factor, &[]);
+}
+
+/// Creates `name` through `logd`, with topic `configs`.
+pub fn create_configured_topic(
+    logd: &Logd,
+    name: &str,
+    partition_count: i32,
+    replication_factor: i16,
+    configs: &[(&str, &str)],
+) {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
     use kafka_protocol::messages::{CreateTopicsRequest, TopicName};
+    let configs = configs
+        .iter()
+        .map(|(key, value)| {
+            CreatableTopicConfig::default()
+                .with_name(StrBytes::from_string(key.to_string()))
+                .with_value(Some(StrBytes::from_string(value.to_string())))
+        })
+        .collect();
     let topic = CreatableTopic::default()
         .with_name(TopicName(StrBytes::from_string(name.to_string())))
         .with_num_partitions(partition_count)
-        .with_replication_factor(replication_factor);
+        .with_replication_factor(replication_factor)
+        .with_configs(configs);
     let request = RequestKind::CreateTopics(
         CreateTopicsRequest::default()
             .with_topics(vec![topic])

@@ -175,6 +175,16 @@ impl InSync {
         })
     }
 
+    /// How far the furthest-behind follower that has fetched trails
+    /// `leader_end`, in offsets; `None` with no follower heard from.
+    pub fn max_lag(&self, leader_end: i64) -> Option<i64> {
+        self.followers
+            .values()
+            .filter_map(|progress| progress.offset)
+            .map(|offset| (leader_end - offset).max(0))
+            .max()
+    }
+
     /// The change in flight was decided (committed, refused or lost): the
     /// next one may be proposed; a committed one arrives with the metadata.
     pub fn change_settled(&mut self) {

@@ -241,6 +241,13 @@ impl Partition {
             .change_due(high_watermark, tokio::time::Instant::now(), lag_max)
     }
 
+    /// As leader: how many offsets the furthest-behind follower trails.
+    pub fn follower_lag(&self) -> Option<i64> {
+        self.leader_epoch()?;
+        let log_end_offset = self.log_end_offset();
+        self.in_sync().max_lag(log_end_offset)
+    }
+
     /// A proposed ISR change was decided; the next may be proposed.
     pub fn isr_change_settled(&self) {
         self.in_sync().change_settled();
