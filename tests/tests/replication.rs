@@ -38,6 +38,9 @@ fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<
 /// in-sync replicas.
 const NOT_APPENDED: [i16; 4] = [6, 3, 19, 74];
 
+/// Per partition: (sequence, offset) of every acknowledged record.
+type History = Vec<Vec<(u64, i64)>>;
+
 /// Produces sequence numbers with acks=all, one record per request, to every
 /// partition of a topic in turn, each to its leader as the brokers report
 /// it. A record refused before it was appended is sent again; one whose fate
@@ -45,8 +48,7 @@ const NOT_APPENDED: [i16; 4] = [6, 3, 19, 74];
 /// stored twice.
 struct HistoryProducer {
     stop: Arc<AtomicBool>,
-    /// Per partition: (sequence, offset) of every acknowledged record.
-    acknowledged: Arc<Mutex<Vec<Vec<(u64, i64)>>>>,
+    acknowledged: Arc<Mutex<History>>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -107,7 +109,7 @@ impl HistoryProducer {
         self.acknowledged.lock().unwrap().iter().map(Vec::len).sum()
     }
 
-    fn finish(self) -> Vec<Vec<(u64, i64)>> {
+    fn finish(self) -> History {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().expect("producer");
         Arc::try_unwrap(self.acknowledged)
