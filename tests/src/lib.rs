@@ -389,6 +389,31 @@ pub struct Cluster {
     pub nodes: Vec<Logd>,
 }
 
+/// Call first in a test that starts a cluster: one cluster at a time, since
+/// many brokers on two cores would turn timing assertions into a measure of
+/// the machine's load.
+pub fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Polls `probe` until it returns `Some`, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Heartbeat interval, session timeout and replica lag limit of test
 /// clusters.
 pub const HEARTBEAT_INTERVAL_MS: u64 = 200;

@@ -11,33 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_tests::{
-    create_replicated_topic, kcat_listing, kcat_produce_keyed_lines, python, Cluster, View,
-    SESSION_TIMEOUT_MS,
+    create_replicated_topic, kcat_listing, kcat_produce_keyed_lines, one_cluster_at_a_time, python,
+    wait_for, Cluster, View, SESSION_TIMEOUT_MS,
 };
-
-/// One cluster at a time: fifteen brokers on two cores would turn timing
-/// assertions into a measure of the machine's load.
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Polls `probe` until it returns `Some`, for at most `timeout`.
-fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// The controller leader and term that every running, unpaused broker but
 /// `except` reports, if they agree on one other than `except`.
@@ -57,7 +33,7 @@ fn new_controller_leader(cluster: &mut Cluster, except: i32) -> Option<(i32, i32
 
 #[test]
 fn killing_the_controller_leader_elects_another_within_5_s_and_loses_no_metadata() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     for index in 0..5 {
         create_replicated_topic(cluster.node(1), &format!("before-{index}"), 3, 3);
@@ -105,7 +81,7 @@ fn killing_the_controller_leader_elects_another_within_5_s_and_loses_no_metadata
 
 #[test]
 fn a_killed_broker_is_fenced_its_partitions_move_and_it_returns_as_a_follower() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "replicated", 6, 3);
     create_replicated_topic(cluster.node(1), "single", 6, 1);
@@ -219,7 +195,7 @@ fn a_killed_broker_is_fenced_its_partitions_move_and_it_returns_as_a_follower() 
 
 #[test]
 fn a_paused_controller_leader_comes_back_as_a_follower_without_acting_on_stale_state() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "early", 6, 1);
     let (leader, term) = cluster.controller_leader(Duration::from_secs(10));
@@ -278,7 +254,7 @@ fn a_paused_controller_leader_comes_back_as_a_follower_without_acting_on_stale_s
 
 #[test]
 fn leaders_of_100_topics_of_10_partitions_are_balanced_across_3_brokers() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     let started = Instant::now();
     for index in 0..100 {
@@ -318,7 +294,7 @@ impl Rng {
 
 #[test]
 fn fifty_kill_restart_cycles_never_give_one_leader_epoch_to_two_brokers() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "soak", 12, 3);
     create_replicated_topic(cluster.node(1), "solo", 6, 1);
@@ -427,7 +403,7 @@ print(len({(m.partition) for m in acked}))
 
 #[test]
 fn kcat_and_kafka_python_find_each_partitions_leader_and_follow_it_when_it_moves() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     let bootstrap = cluster.bootstrap();
     create_replicated_topic(cluster.node(1), "spread", 6, 1);
@@ -499,7 +475,7 @@ fn kcat_and_kafka_python_find_each_partitions_leader_and_follow_it_when_it_moves
 
 #[test]
 fn a_broker_cut_off_from_the_controller_quorum_stops_leading_after_its_session() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "cut-off", 6, 1);
     let led = |cluster: &mut Cluster| {
@@ -571,7 +547,7 @@ fn a_broker_cut_off_from_the_controller_quorum_stops_leading_after_its_session()
 
 #[test]
 fn a_broker_that_is_not_a_voter_registers_leads_and_is_fenced_like_any_other() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start_with_voters(4, 3);
     create_replicated_topic(cluster.node(4), "four", 8, 1);
     let view = cluster.node(1).view().expect("broker 1 answers");

@@ -7,35 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_tests::{
-    create_configured_topic, create_replicated_topic, fetch_all, produce, Cluster, Connection,
-    View, REPLICA_LAG_MS,
+    create_configured_topic, create_replicated_topic, fetch_all, one_cluster_at_a_time, produce,
+    wait_for, Cluster, Connection, View, REPLICA_LAG_MS,
 };
-
-/// One cluster at a time (see `cluster.rs`).
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Error codes that mean the record was not appended, so sending it again
 /// cannot write it twice: not the leader, unknown partition, too few
-/// in-sync replicas.
+/// in-sync replicas, a stale leader epoch.
 const NOT_APPENDED: [i16; 4] = [6, 3, 19, 74];
 
 /// Per partition: (sequence, offset) of every acknowledged record.
@@ -179,7 +157,7 @@ fn check_history(cluster: &mut Cluster, topic: &str, acknowledged: &[Vec<(u64, i
 
 #[test]
 fn killing_the_leader_under_acks_all_load_loses_no_acknowledged_record() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "history", 1, 3);
     let producer = HistoryProducer::start(&cluster, "history", 1);
@@ -204,7 +182,7 @@ fn killing_the_leader_under_acks_all_load_loses_no_acknowledged_record() {
 
 #[test]
 fn chaos_of_kills_and_pauses_under_acks_all_loses_and_duplicates_nothing() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let seconds: u64 = std::env::var("STRATA_CHAOS_SECONDS")
         .ok()
         .and_then(|seconds| seconds.parse().ok())
@@ -271,7 +249,7 @@ fn chaos_of_kills_and_pauses_under_acks_all_loses_and_duplicates_nothing() {
 
 #[test]
 fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
-    let _serial = one_at_a_time();
+    let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "lagging", 1, 3);
     let leader = cluster.leader_of("lagging", 0, Duration::from_secs(5));
