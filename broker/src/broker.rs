@@ -92,6 +92,8 @@ impl Broker {
         let local_addr = bound_addr(&listener, config.listen)?;
         let (advertised_host, advertised_port) = advertised(&config, local_addr);
         let shutdown = CancellationToken::new();
+        // A start that fails half way stops the tasks it already started.
+        let stop_on_failure = shutdown.clone().drop_guard();
         let mut tasks = Vec::new();
 
         let node_id = config.node_id as u64;
@@ -208,6 +210,7 @@ impl Broker {
             shutdown.clone(),
         )));
         info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), voter = voter.is_some(), "broker started");
+        stop_on_failure.disarm();
         Ok(Broker {
             local_addr,
             metrics_addr,
