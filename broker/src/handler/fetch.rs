@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
@@ -60,13 +61,15 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
     }
 }
 
-/// One pass for follower `follower`: records up to each log end, or where
-/// its log diverges.
-fn read_for_follower(
-    context: &Context,
+/// Walks the requested partitions in order within the request's byte
+/// budget. `serve` gets each partition's topic, its fetch, a response with
+/// no offsets yet, and whether the budget is spent (past it, later
+/// partitions still get their offsets but no records; as in Kafka, the first
+/// partition with data gets at least one batch); it returns the response and
+/// the bytes of records in it.
+fn walk(
     request: &FetchRequest,
-    follower: BrokerId,
-    api_version: i16,
+    mut serve: impl FnMut(&str, &FetchPartition, PartitionData, usize, bool) -> (PartitionData, usize),
 ) -> (FetchResponse, usize) {
     let mut remaining = if request.max_bytes > 0 {
         request.max_bytes as usize
@@ -83,62 +86,18 @@ fn read_for_follower(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1);
-            if api_version < FOLLOWER_FETCH_VERSION_MIN {
-                partitions.push(response.with_error_code(error_code::UNSUPPORTED_VERSION));
-                continue;
-            }
-            let (partition, leader_epoch) =
-                match context.leader_of(topic.topic.0.as_str(), fetch.partition) {
-                    Ok(led) => led,
-                    Err(code) => {
-                        partitions.push(response.with_error_code(code));
-                        continue;
-                    }
-                };
-            if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
-                let code = if fetch.current_leader_epoch < leader_epoch {
-                    error_code::FENCED_LEADER_EPOCH
-                } else {
-                    error_code::UNKNOWN_LEADER_EPOCH
-                };
-                partitions.push(response.with_error_code(code));
-                continue;
-            }
             let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
-            // Past the response's byte budget: nothing now, the next fetch.
-            let served = (max_bytes > 0 || total == 0).then(|| {
-                partition.serve_follower(
-                    follower,
-                    fetch.fetch_offset,
-                    fetch.last_fetched_epoch,
-                    max_bytes.max(1),
-                )
-            });
-            let high_watermark = partition.high_watermark();
-            let response = response
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark)
-                .with_log_start_offset(partition.log_start_offset());
-            partitions.push(match served {
-                None => response.with_records(Some(Bytes::new())),
-                Some(Ok(FollowerRead::Records(read))) => {
-                    let len = read.records.len();
-                    total += len;
-                    remaining = remaining.saturating_sub(len);
-                    response.with_records(Some(Bytes::from_owner(read.records)))
-                }
-                Some(Ok(FollowerRead::Diverging {
-                    leader_epoch,
-                    end_offset,
-                })) => response
-                    .with_diverging_epoch(
-                        EpochEndOffset::default()
-                            .with_epoch(leader_epoch)
-                            .with_end_offset(end_offset),
-                    )
-                    .with_records(Some(Bytes::new())),
-                Some(Err(error)) => response.with_error_code(error_code::for_storage(&error)),
-            });
+            let spent = max_bytes == 0 && total > 0;
+            let (response, bytes) = serve(
+                topic.topic.0.as_str(),
+                fetch,
+                response,
+                max_bytes.max(1),
+                spent,
+            );
+            total += bytes;
+            remaining = remaining.saturating_sub(bytes);
+            partitions.push(response);
         }
         topics.push(
             FetchableTopicResponse::default()
@@ -149,88 +108,122 @@ fn read_for_follower(
     (FetchResponse::default().with_responses(topics), total)
 }
 
-/// One pass over the requested partitions; returns the response and the
-/// bytes of records in it.
+/// One pass for follower `follower`: records up to each log end, or where
+/// its log diverges.
+fn read_for_follower(
+    context: &Context,
+    request: &FetchRequest,
+    follower: BrokerId,
+    api_version: i16,
+) -> (FetchResponse, usize) {
+    walk(request, |topic, fetch, response, max_bytes, spent| {
+        if api_version < FOLLOWER_FETCH_VERSION_MIN {
+            return (response.with_error_code(error_code::UNSUPPORTED_VERSION), 0);
+        }
+        let (partition, leader_epoch) = match context.leader_of(topic, fetch.partition) {
+            Ok(led) => led,
+            Err(code) => return (response.with_error_code(code), 0),
+        };
+        if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
+            let code = if fetch.current_leader_epoch < leader_epoch {
+                error_code::FENCED_LEADER_EPOCH
+            } else {
+                error_code::UNKNOWN_LEADER_EPOCH
+            };
+            return (response.with_error_code(code), 0);
+        }
+        let served = (!spent).then(|| {
+            partition.serve_follower(
+                follower,
+                fetch.fetch_offset,
+                fetch.last_fetched_epoch,
+                max_bytes,
+            )
+        });
+        let high_watermark = partition.high_watermark();
+        let response = response
+            .with_high_watermark(high_watermark)
+            .with_last_stable_offset(high_watermark)
+            .with_log_start_offset(partition.log_start_offset());
+        match served {
+            None => (response.with_records(Some(Bytes::new())), 0),
+            Some(Ok(FollowerRead::Records(read))) => {
+                let len = read.records.len();
+                (
+                    response.with_records(Some(Bytes::from_owner(read.records))),
+                    len,
+                )
+            }
+            Some(Ok(FollowerRead::Diverging {
+                leader_epoch,
+                end_offset,
+            })) => {
+                let diverging = EpochEndOffset::default()
+                    .with_epoch(leader_epoch)
+                    .with_end_offset(end_offset);
+                (
+                    response
+                        .with_diverging_epoch(diverging)
+                        .with_records(Some(Bytes::new())),
+                    0,
+                )
+            }
+            Some(Err(error)) => (response.with_error_code(error_code::for_storage(&error)), 0),
+        }
+    })
+}
+
+/// One pass over the requested partitions for a consumer; returns the
+/// response and the bytes of records in it.
 fn read_once(
     context: &Context,
     request: &FetchRequest,
     api_version: i16,
 ) -> (FetchResponse, usize) {
-    let mut remaining = if request.max_bytes > 0 {
-        request.max_bytes as usize
-    } else {
-        usize::MAX
-    };
-    let mut total = 0;
-    let mut topics = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
-        let mut partitions = Vec::with_capacity(topic.partitions.len());
-        for fetch in &topic.partitions {
-            let response = PartitionData::default()
-                .with_partition_index(fetch.partition)
-                .with_high_watermark(-1)
-                .with_last_stable_offset(-1)
-                .with_log_start_offset(-1);
-            let partition = match context.leader_of(topic.topic.0.as_str(), fetch.partition) {
-                Ok((partition, _)) => partition,
-                Err(code) => {
-                    partitions.push(response.with_error_code(code));
-                    continue;
-                }
-            };
-            let high_watermark = partition.high_watermark();
-            let response = response
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark);
-            // The log start offset is a field from v5 on.
-            let with_log_start = |response: PartitionData, log_start_offset| {
-                if api_version >= 5 {
-                    response.with_log_start_offset(log_start_offset)
-                } else {
-                    response
-                }
-            };
-            // Past the response's byte budget, later partitions still get
-            // their offsets but no records (as in Kafka, at least one batch
-            // is returned for the first partition with data).
-            let max_bytes = (fetch.partition_max_bytes.max(0) as usize).min(remaining);
-            let at_high_watermark = partition.mark_reader_at(fetch.fetch_offset);
-            if max_bytes == 0 && total > 0 {
-                if at_high_watermark {
-                    partition
-                        .want_visible_after_read(fetch.fetch_offset, partition.log_end_offset());
-                }
-                let response = with_log_start(response, partition.log_start_offset());
-                partitions.push(response.with_records(Some(Bytes::new())));
-                continue;
+    walk(request, |topic, fetch, response, max_bytes, spent| {
+        let partition = match context.leader_of(topic, fetch.partition) {
+            Ok((partition, _)) => partition,
+            Err(code) => return (response.with_error_code(code), 0),
+        };
+        let high_watermark = partition.high_watermark();
+        let response = response
+            .with_high_watermark(high_watermark)
+            .with_last_stable_offset(high_watermark);
+        // The log start offset is a field from v5 on.
+        let with_log_start = |response: PartitionData, log_start_offset| {
+            if api_version >= 5 {
+                response.with_log_start_offset(log_start_offset)
+            } else {
+                response
             }
-            // One read under the log's lock answers everything else: the
-            // records, the log start offset and the log end offset.
-            match partition.read(fetch.fetch_offset, max_bytes.max(1)) {
-                Ok(read) => {
-                    if at_high_watermark {
-                        partition.want_visible_after_read(fetch.fetch_offset, read.log_end_offset);
-                    }
-                    let response = with_log_start(response, read.log_start_offset);
-                    let len = read.records.len();
-                    total += len;
-                    context
-                        .metrics
-                        .record_fetch(topic.topic.0.as_str(), len as u64);
-                    remaining = remaining.saturating_sub(len);
-                    partitions.push(response.with_records(Some(Bytes::from_owner(read.records))));
+        };
+        let at_high_watermark = partition.mark_reader_at(fetch.fetch_offset);
+        if spent {
+            if at_high_watermark {
+                partition.want_visible_after_read(fetch.fetch_offset, partition.log_end_offset());
+            }
+            let response = with_log_start(response, partition.log_start_offset());
+            return (response.with_records(Some(Bytes::new())), 0);
+        }
+        // One read under the log's lock answers everything else: the
+        // records, the log start offset and the log end offset.
+        match partition.read(fetch.fetch_offset, max_bytes) {
+            Ok(read) => {
+                if at_high_watermark {
+                    partition.want_visible_after_read(fetch.fetch_offset, read.log_end_offset);
                 }
-                Err(error) => {
-                    let response = with_log_start(response, partition.log_start_offset());
-                    partitions.push(response.with_error_code(error_code::for_storage(&error)))
-                }
+                let response = with_log_start(response, read.log_start_offset);
+                let len = read.records.len();
+                context.metrics.record_fetch(topic, len as u64);
+                (
+                    response.with_records(Some(Bytes::from_owner(read.records))),
+                    len,
+                )
+            }
+            Err(error) => {
+                let response = with_log_start(response, partition.log_start_offset());
+                (response.with_error_code(error_code::for_storage(&error)), 0)
             }
         }
-        topics.push(
-            FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions),
-        );
-    }
-    (FetchResponse::default().with_responses(topics), total)
+    })
 }
