@@ -339,7 +339,7 @@ async fn maintain_isr(
             };
             let controller = controller.clone();
             let metrics = Arc::clone(&metrics);
-            let before = partition.isr().len();
+            let before = partition.isr_len();
             tokio::spawn(async move {
                 let command = MetadataCommand::AlterIsr {
                     topic: partition.topic.clone(),

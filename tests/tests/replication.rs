@@ -161,13 +161,29 @@ fn killing_the_leader_under_acks_all_load_loses_no_acknowledged_record() {
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "history", 1, 3);
     let producer = HistoryProducer::start(&cluster, "history", 1);
-    std::thread::sleep(Duration::from_secs(2));
+    let under_load = |at_least: usize| (producer.acknowledged() >= at_least).then_some(());
+    wait_for(
+        Duration::from_secs(10),
+        "records acknowledged before the kill",
+        || under_load(500),
+    );
     let leader = cluster.leader_of("history", 0, Duration::from_secs(5));
     cluster.node(leader).kill9();
     let killed_at = producer.acknowledged();
-    std::thread::sleep(Duration::from_secs(4));
+    wait_for(
+        Duration::from_secs(15),
+        "records acknowledged by the new leader",
+        || under_load(killed_at + 500),
+    );
     cluster.node(leader).restart();
-    std::thread::sleep(Duration::from_secs(2));
+    wait_for(
+        Duration::from_secs(15),
+        "the old leader back in the ISR",
+        || {
+            let view = cluster.node(leader).view()?;
+            (view.partitions[&("history".to_string(), 0)].isr.len() == 3).then_some(())
+        },
+    );
     let acknowledged = producer.finish();
     let total: usize = acknowledged.iter().map(Vec::len).sum();
     assert!(

@@ -41,7 +41,7 @@ pub async fn handle(
                     return response.with_error_code(error_code::INVALID_RECORD);
                 };
                 let min_insync = partition.config().min_insync_replicas as usize;
-                if acks == ACKS_ALL && partition.isr().len() < min_insync {
+                if acks == ACKS_ALL && partition.isr_len() < min_insync {
                     return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS).with_error_message(Some(
                         str_bytes(format!("the ISR {:?} has fewer than min.insync.replicas={min_insync} members", partition.isr())),
                     ));
@@ -65,8 +65,8 @@ pub async fn handle(
                         )));
                     }
                     // The ISR may have shrunk while this waited.
-                    let isr = partition.isr();
-                    if isr.len() < min_insync {
+                    if partition.isr_len() < min_insync {
+                        let isr = partition.isr();
                         return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND).with_error_message(Some(
                             str_bytes(format!("appended, but the ISR shrank to {isr:?}, fewer than min.insync.replicas={min_insync}")),
                         ));

@@ -211,6 +211,11 @@ impl Partition {
         self.in_sync().isr().to_vec()
     }
 
+    /// How many replicas the committed ISR holds.
+    pub fn isr_len(&self) -> usize {
+        self.in_sync().isr().len()
+    }
+
     /// Moves the high watermark as far as the role allows: as leader, to
     /// what every ISR member has durably; as follower, to the leader's,
     /// capped by what is durable here.
