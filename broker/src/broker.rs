@@ -95,6 +95,7 @@ impl Broker {
         // A start that fails half way stops the tasks it already started.
         let stop_on_failure = shutdown.clone().drop_guard();
         let mut tasks = Vec::new();
+        let metrics = Arc::new(Metrics::default());
 
         let node_id = config.node_id as u64;
         let mut voters: BTreeMap<u64, String> = config
@@ -118,7 +119,11 @@ impl Broker {
                 voter.clone(),
                 shutdown.clone(),
             )));
-            tasks.push(tokio::spawn(voter.clone().supervise(shutdown.clone())));
+            tasks.push(tokio::spawn(
+                voter
+                    .clone()
+                    .supervise(Arc::clone(&metrics), shutdown.clone()),
+            ));
             Some(voter)
         } else {
             None
@@ -159,7 +164,6 @@ impl Broker {
             .map_err(dir_error)?;
         replicas.reconcile(&metadata);
 
-        let metrics = Arc::new(Metrics::default());
         let metrics_addr = match config.metrics_listen {
             Some(address) => {
                 let listener = bind(address).await?;

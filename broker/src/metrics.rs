@@ -45,6 +45,7 @@ pub struct Metrics {
     topics: Mutex<BTreeMap<String, Arc<TopicCounters>>>,
     isr_shrinks: AtomicU64,
     isr_expands: AtomicU64,
+    unclean_elections: AtomicU64,
 }
 
 impl Metrics {
@@ -56,6 +57,12 @@ impl Metrics {
             &self.isr_expands
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// This broker, leading the controller quorum, gave a partition to a
+    /// replica out of sync.
+    pub fn record_unclean_election(&self) {
+        self.unclean_elections.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_request(&self, api_key: ApiKey, elapsed: Duration) {
@@ -201,9 +208,11 @@ impl Metrics {
             out,
             "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions {under_replicated}\n\
              # TYPE strata_isr_shrinks_total counter\nstrata_isr_shrinks_total {}\n\
-             # TYPE strata_isr_expands_total counter\nstrata_isr_expands_total {}",
+             # TYPE strata_isr_expands_total counter\nstrata_isr_expands_total {}\n\
+             # TYPE strata_unclean_leader_elections_total counter\nstrata_unclean_leader_elections_total {}",
             self.isr_shrinks.load(Ordering::Relaxed),
-            self.isr_expands.load(Ordering::Relaxed)
+            self.isr_expands.load(Ordering::Relaxed),
+            self.unclean_elections.load(Ordering::Relaxed)
         );
         // Per partition led here: offsets the furthest-behind follower trails.
         out.push_str("# TYPE strata_follower_lag_records gauge\n");

@@ -15,6 +15,7 @@ pub const FLUSH_MS: &str = "flush.ms";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid value '{value}' for {key}: {reason}")]
@@ -37,6 +38,9 @@ pub struct TopicConfig {
     pub flush_ms: u64,
     pub min_insync_replicas: u16,
     pub max_message_bytes: usize,
+    /// `unclean.leader.election.enable`: a partition whose in-sync replicas
+    /// are all fenced may be led by another replica, losing what only they had.
+    pub unclean_leader_election_enable: bool,
 }
 
 impl Default for TopicConfig {
@@ -49,6 +53,7 @@ impl Default for TopicConfig {
             flush_ms: 1000,
             min_insync_replicas: 1,
             max_message_bytes: 1_048_588,
+            unclean_leader_election_enable: false,
         }
     }
 }
@@ -131,6 +136,10 @@ impl TopicConfig {
                         "must be at least 64 bytes",
                     )?
                 }
+                UNCLEAN_LEADER_ELECTION_ENABLE => {
+                    config.unclean_leader_election_enable =
+                        parse(key, value, |_: &bool| true, "must be true or false")?
+                }
                 CLEANUP_POLICY => {
                     if value != "delete" {
                         let reason =
@@ -177,6 +186,10 @@ impl TopicConfig {
             (RETENTION_MS, self.retention_ms.to_string()),
             (SEGMENT_BYTES, self.segment_bytes.to_string()),
             (SEGMENT_MS, self.segment_ms.to_string()),
+            (
+                UNCLEAN_LEADER_ELECTION_ENABLE,
+                self.unclean_leader_election_enable.to_string(),
+            ),
         ]
     }
 }
@@ -208,5 +221,13 @@ mod tests {
             TopicConfig::from_overrides(&overrides(&[("cleanup.policy", "compact")])).unwrap_err();
         assert!(error.reason.contains("only 'delete'"));
         assert!(TopicConfig::from_overrides(&overrides(&[("flush.ms", "soon")])).is_err());
+        let unclean = overrides(&[("unclean.leader.election.enable", "true")]);
+        assert!(
+            TopicConfig::from_overrides(&unclean)
+                .unwrap()
+                .unclean_leader_election_enable
+        );
+        let unclean = overrides(&[("unclean.leader.election.enable", "yes")]);
+        assert!(TopicConfig::from_overrides(&unclean).is_err());
     }
 }

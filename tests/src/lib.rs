@@ -302,6 +302,39 @@ impl Logd {
             .then_some((partition.leader_id.0, partition.leader_epoch))
     }
 
+    /// Simulates a power failure that took the writes this stopped broker
+    /// had not flushed: its copy of `topic`/`partition` loses every byte from
+    /// the batch holding `offset` on (the segment's preallocated space reads
+    /// as zeros again). Returns where the log now ends.
+    pub fn lose_log_tail(&self, topic: &str, partition: i32, offset: i64) -> i64 {
+        use strata_storage::batch::BatchIter;
+        assert!(self.child.is_none(), "stop broker {} first", self.node_id);
+        let dir = self.data_dir.join(format!("{topic}-{partition}"));
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("partition directory")
+            .map(|entry| entry.expect("directory entry").path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "log"))
+            .collect();
+        segments.sort();
+        assert_eq!(segments.len(), 1, "a log of one segment");
+        let bytes = std::fs::read(&segments[0]).expect("read segment");
+        let mut position = 0;
+        for (header, batch) in BatchIter::new(&bytes) {
+            if header.last_offset() >= offset {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&segments[0])
+                    .expect("open segment");
+                file.set_len(position as u64).expect("cut");
+                file.set_len(bytes.len() as u64).expect("grow back");
+                file.sync_all().expect("sync");
+                return header.base_offset;
+            }
+            position += batch.len();
+        }
+        panic!("{topic}-{partition} on broker {} ends before {offset}", self.node_id);
+    }
+
     /// The value of gauge or counter `name` on `/metrics`.
     pub fn metric(&self, name: &str) -> Option<f64> {
         let mut stream =
@@ -781,12 +814,35 @@ pub fn fetch_all(connection: &mut Connection, topic: &str, partition: i32) -> Ve
 /// Every batch of `topic`/`partition` from offset 0 up to the high
 /// watermark, each checked against its CRC.
 pub fn fetch_batches(connection: &mut Connection, topic: &str, partition: i32) -> Vec<Bytes> {
+    fetch_batches_as(connection, topic, partition, -1, i64::MAX)
+}
+
+/// Every batch of this broker's own replica of `topic`/`partition` that
+/// starts below `end`, leader or follower, read up to its log end (Kafka's
+/// debugging replica id), each checked against its CRC. Fewer if the
+/// replica ends sooner.
+pub fn replica_batches(
+    connection: &mut Connection,
+    topic: &str,
+    partition: i32,
+    end: i64,
+) -> Vec<Bytes> {
+    fetch_batches_as(connection, topic, partition, -2, end)
+}
+
+fn fetch_batches_as(
+    connection: &mut Connection,
+    topic: &str,
+    partition: i32,
+    replica_id: i32,
+    end: i64,
+) -> Vec<Bytes> {
     use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-    use kafka_protocol::messages::{FetchRequest, TopicName};
+    use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
     use strata_storage::batch::BatchIter;
     let mut batches = Vec::new();
     let mut offset = 0;
-    loop {
+    while offset < end {
         let fetch = FetchPartition::default()
             .with_partition(partition)
             .with_fetch_offset(offset)
@@ -795,6 +851,7 @@ pub fn fetch_batches(connection: &mut Connection, topic: &str, partition: i32) -
             .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
             .with_partitions(vec![fetch]);
         let request = FetchRequest::default()
+            .with_replica_id(BrokerId(replica_id))
             .with_max_wait_ms(0)
             .with_max_bytes(4 << 20)
             .with_topics(vec![topic]);
@@ -808,21 +865,22 @@ pub fn fetch_batches(connection: &mut Connection, topic: &str, partition: i32) -
         assert_eq!(data.error_code, 0, "fetch error");
         let bytes = data.records.clone().unwrap_or_default();
         if bytes.is_empty() {
-            assert_eq!(
-                offset, data.high_watermark,
+            assert!(
+                replica_id != -1 || offset == data.high_watermark,
                 "an empty fetch happens only at the high watermark"
             );
-            return batches;
+            break;
         }
         for (header, batch) in BatchIter::new(&bytes) {
             strata_storage::batch::BatchHeader::validate(batch, usize::MAX)
                 .expect("fetched batches are intact");
-            if header.last_offset() >= offset {
+            if header.last_offset() >= offset && header.base_offset < end {
                 batches.push(bytes.slice_ref(batch));
             }
             offset = header.last_offset() + 1;
         }
     }
+    batches
 }
 
 pub fn now_ms() -> i64 {

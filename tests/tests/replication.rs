@@ -1,14 +1,19 @@
-//! Replication on three real `logd` processes: acks=all records survive the
-//! leader's kill -9 and three minutes of random kills and pauses, and a
-//! paused follower leaves the ISR and rejoins.
+//! Replication on real `logd` processes: acks=all records survive the
+//! leader's kill -9 and three minutes of random kills and pauses; a paused
+//! follower leaves the ISR and rejoins; with two of three replicas down
+//! acks=all is refused and acks=1 goes on; the KIP-101 scenarios (a restarted
+//! follower that leads at once, replicas with divergent tails); unclean
+//! leader election only where a topic allows it. Replicas are compared byte
+//! for byte up to the high watermark.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_tests::{
-    create_configured_topic, create_replicated_topic, fetch_all, one_cluster_at_a_time, produce,
-    wait_for, Cluster, Connection, View, REPLICA_LAG_MS,
+    create_configured_topic, create_replicated_topic, fetch_all, fetch_batches,
+    one_cluster_at_a_time, produce, replica_batches, wait_for, Cluster, Connection,
+    PartitionView, View, REPLICA_LAG_MS,
 };
 
 /// Error codes that mean the record was not appended, so sending it again
@@ -317,4 +322,426 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     assert!(send(&mut connection, "after").is_ok());
     let stored = fetch_all(&mut connection, "lagging", 0);
     assert_eq!(stored.len(), 102);
+}
+
+/// Broker `witness`'s view of `topic`/`partition`, once it satisfies `done`.
+fn wait_for_state(
+    cluster: &mut Cluster,
+    witness: i32,
+    topic: &str,
+    partition: i32,
+    what: &str,
+    done: impl Fn(&PartitionView) -> bool,
+) -> PartitionView {
+    let witness = cluster.node(witness);
+    wait_for(Duration::from_secs(20), what, || {
+        let state = witness
+            .view()?
+            .partitions
+            .get(&(topic.to_string(), partition))?
+            .clone();
+        done(&state).then_some(state)
+    })
+}
+
+/// Sends `count` records `{prefix}-{i}`, one per request, to broker `to`
+/// with `acks`; returns each value with its offset.
+fn send(
+    cluster: &mut Cluster,
+    to: i32,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    prefix: &str,
+    count: usize,
+) -> Vec<(String, i64)> {
+    let mut connection = cluster.node(to).connect();
+    (0..count)
+        .map(|index| {
+            let value = format!("{prefix}-{index}");
+            let offset = produce(
+                &mut connection,
+                topic,
+                partition,
+                acks,
+                &[value.clone().into_bytes()],
+            )
+            .expect("broker answers")
+            .unwrap_or_else(|code| panic!("{value} with acks={acks} refused with {code}"));
+            (value, offset)
+        })
+        .collect()
+}
+
+/// Every value of `topic`/`partition` as its leader serves it, in order.
+fn stored_values(cluster: &mut Cluster, topic: &str, partition: i32) -> Vec<String> {
+    let leader = cluster.leader_of(topic, partition, Duration::from_secs(10));
+    fetch_all(&mut cluster.node(leader).connect(), topic, partition)
+        .into_iter()
+        .map(|(_, value)| String::from_utf8(value).expect("utf-8"))
+        .collect()
+}
+
+/// Checks that every replica of `topic`/`partition` holds the leader's
+/// batches byte for byte up to its high watermark; returns that.
+fn assert_replicas_identical(cluster: &mut Cluster, topic: &str, partition: i32) -> i64 {
+    let leader = cluster.leader_of(topic, partition, Duration::from_secs(10));
+    let committed = fetch_batches(&mut cluster.node(leader).connect(), topic, partition);
+    let high_watermark = committed.last().map_or(0, |batch| {
+        let header = strata_storage::batch::BatchHeader::parse(batch).expect("batch");
+        header.last_offset() + 1
+    });
+    let replicas = cluster.node(leader).view().expect("leader answers").partitions
+        [&(topic.to_string(), partition)]
+        .replicas
+        .clone();
+    for replica in replicas {
+        let copy = replica_batches(
+            &mut cluster.node(replica).connect(),
+            topic,
+            partition,
+            high_watermark,
+        );
+        assert!(
+            copy == committed,
+            "{topic}-{partition}: broker {replica} holds {} batches that differ from leader {leader}'s {} up to the high watermark {high_watermark}",
+            copy.len(),
+            committed.len()
+        );
+    }
+    high_watermark
+}
+
+/// A partition of `topic` whose replicas include broker `member`: its index
+/// and replicas.
+fn partition_with(cluster: &mut Cluster, topic: &str, member: i32) -> (i32, Vec<i32>) {
+    let view = cluster.node(1).view().expect("broker 1 answers");
+    view.partitions
+        .iter()
+        .find(|((name, _), state)| name == topic && state.replicas.contains(&member))
+        .map(|((_, index), state)| (*index, state.replicas.clone()))
+        .expect("a partition on the broker")
+}
+
+#[test]
+fn with_two_of_three_replicas_down_acks_all_is_refused_and_acks_1_goes_on() {
+    let _serial = one_cluster_at_a_time();
+    // Broker 4 is no voter, so the metadata quorum outlives two replicas.
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    create_configured_topic(
+        cluster.node(1),
+        "majority",
+        4,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let (partition, replicas) = partition_with(&mut cluster, "majority", 4);
+    let leader = cluster.leader_of("majority", partition, Duration::from_secs(5));
+    // The leader dies with broker 4 (or, if that leads, a voter with it).
+    let victims = [
+        4,
+        *replicas
+            .iter()
+            .find(|&&id| id != 4 && (leader == 4 || id == leader))
+            .unwrap(),
+    ];
+    let survivor = *replicas.iter().find(|id| !victims.contains(id)).unwrap();
+    let mut acknowledged = send(&mut cluster, leader, "majority", partition, -1, "all-three", 50);
+
+    for victim in victims {
+        cluster.node(victim).kill9();
+    }
+    let killed = Instant::now();
+    wait_for_state(
+        &mut cluster,
+        survivor,
+        "majority",
+        partition,
+        "the survivor to lead alone",
+        |state| state.leader == survivor && state.isr == [survivor],
+    );
+    println!(
+        "brokers {victims:?} killed; {survivor} leads alone {:?} later",
+        killed.elapsed()
+    );
+    let refused = produce(
+        &mut cluster.node(survivor).connect(),
+        "majority",
+        partition,
+        -1,
+        &[b"refused".to_vec()],
+    )
+    .expect("the survivor answers");
+    assert_eq!(refused, Err(19), "acks=all: NOT_ENOUGH_REPLICAS");
+    acknowledged.extend(send(&mut cluster, survivor, "majority", partition, 1, "alone", 50));
+
+    for victim in victims {
+        cluster.node(victim).restart();
+    }
+    let restarted = Instant::now();
+    wait_for_state(
+        &mut cluster,
+        survivor,
+        "majority",
+        partition,
+        "every replica back in the ISR",
+        |state| state.isr.len() == 3,
+    );
+    println!("full ISR {:?} after the restarts", restarted.elapsed());
+    let leader = cluster.leader_of("majority", partition, Duration::from_secs(5));
+    acknowledged.extend(send(&mut cluster, leader, "majority", partition, -1, "again", 50));
+
+    let stored = stored_values(&mut cluster, "majority", partition);
+    assert_eq!(stored.len(), acknowledged.len(), "nothing else was written");
+    for (value, offset) in &acknowledged {
+        assert_eq!(&stored[*offset as usize], value, "offset {offset}");
+    }
+    let high_watermark = assert_replicas_identical(&mut cluster, "majority", partition);
+    assert_eq!(high_watermark, 150);
+}
+
+#[test]
+fn a_restarted_follower_that_leads_at_once_keeps_every_acknowledged_record() {
+    // KIP-101's first scenario: a follower restarts and, before it has
+    // caught up for long, the leader dies and it takes over.
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "restarted", 1, 2);
+    let state = cluster.node(1).view().unwrap().partitions[&("restarted".to_string(), 0)].clone();
+    let leader = state.leader;
+    let follower = *state.replicas.iter().find(|&&id| id != leader).unwrap();
+    let witness = (1..=3).find(|id| !state.replicas.contains(id)).unwrap();
+    let producer = HistoryProducer::start(&cluster, "restarted", 1);
+    let under_load = |at_least: usize| (producer.acknowledged() >= at_least).then_some(());
+    wait_for(Duration::from_secs(10), "records before the restart", || {
+        under_load(300)
+    });
+    cluster.node(follower).restart();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "restarted",
+        0,
+        "the restarted follower back in the ISR",
+        |state| state.isr.contains(&follower),
+    );
+    // Its log is whole, though its own high watermark is still unknown:
+    // the leader dies now.
+    cluster.node(leader).kill9();
+    let killed_at = producer.acknowledged();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "restarted",
+        0,
+        "the restarted follower to lead",
+        |state| state.leader == follower,
+    );
+    wait_for(Duration::from_secs(15), "records from the new leader", || {
+        under_load(killed_at + 300)
+    });
+    cluster.node(leader).restart();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "restarted",
+        0,
+        "the old leader back in the ISR",
+        |state| state.isr.len() == 2,
+    );
+    let acknowledged = producer.finish();
+    check_history(&mut cluster, "restarted", &acknowledged);
+    assert_replicas_identical(&mut cluster, "restarted", 0);
+    println!(
+        "{} records acknowledged, {killed_at} before leader {leader} died; all kept",
+        acknowledged[0].len()
+    );
+}
+
+#[test]
+fn replicas_with_divergent_tails_converge_on_the_new_leaders_log() {
+    // KIP-101's second scenario: both replicas die; the one that returns
+    // first lost its unflushed tail and leads, taking new writes at the
+    // offsets the other still holds old records at.
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    create_replicated_topic(cluster.node(1), "divergent", 4, 2);
+    let (partition, replicas) = partition_with(&mut cluster, "divergent", 4);
+    let old = cluster.leader_of("divergent", partition, Duration::from_secs(5));
+    let new = *replicas.iter().find(|&&id| id != old).unwrap();
+    let witness = (1..=3).find(|id| !replicas.contains(id)).unwrap();
+    let committed = send(&mut cluster, old, "divergent", partition, -1, "committed", 20);
+    send(&mut cluster, old, "divergent", partition, 1, "tail", 20);
+    wait_for(Duration::from_secs(10), "the follower to copy the tail", || {
+        let copy = replica_batches(
+            &mut cluster.node(new).connect(),
+            "divergent",
+            partition,
+            40,
+        );
+        (copy.len() == 40).then_some(())
+    });
+
+    cluster.node(old).kill9();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "divergent",
+        partition,
+        "the follower to lead",
+        |state| state.leader == new,
+    );
+    cluster.node(new).kill9();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "divergent",
+        partition,
+        "no leader",
+        |state| state.leader == -1,
+    );
+    let end = cluster
+        .node(new)
+        .lose_log_tail("divergent", partition, committed.len() as i64);
+    assert_eq!(end, 20);
+
+    cluster.node(new).restart();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "divergent",
+        partition,
+        "the shortened replica to lead",
+        |state| state.leader == new,
+    );
+    let written = send(&mut cluster, new, "divergent", partition, -1, "new", 10);
+    assert_eq!(written[0].1, 20, "new records go where the lost tail was");
+    cluster.node(old).restart();
+    wait_for_state(
+        &mut cluster,
+        witness,
+        "divergent",
+        partition,
+        "the old leader back in the ISR",
+        |state| state.isr.len() == 2,
+    );
+    let stored = stored_values(&mut cluster, "divergent", partition);
+    let expected: Vec<String> = committed
+        .iter()
+        .chain(&written)
+        .map(|(value, _)| value.clone())
+        .collect();
+    assert_eq!(stored, expected, "the new leader's log, no old tail");
+    assert_eq!(assert_replicas_identical(&mut cluster, "divergent", partition), 30);
+    assert!(
+        cluster.node(old).log().contains("truncated a suffix"),
+        "the old leader reports its truncation"
+    );
+}
+
+#[test]
+fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    create_configured_topic(
+        cluster.node(1),
+        "risky",
+        4,
+        2,
+        &[("unclean.leader.election.enable", "true")],
+    );
+    create_replicated_topic(cluster.node(1), "safe", 4, 2);
+    // Two partitions on the same pair of brokers, one of them broker 4.
+    let (risky, replicas) = partition_with(&mut cluster, "risky", 4);
+    let view = cluster.node(1).view().unwrap();
+    let safe = view
+        .partitions
+        .iter()
+        .find(|((name, _), state)| {
+            let mut pair = state.replicas.clone();
+            pair.sort_unstable();
+            let mut wanted = replicas.clone();
+            wanted.sort_unstable();
+            name == "safe" && pair == wanted
+        })
+        .map(|((_, index), _)| *index)
+        .expect("a safe partition on the same brokers");
+    let stale = 4;
+    let fresh = *replicas.iter().find(|&&id| id != stale).unwrap();
+    let witness = (1..=3).find(|id| !replicas.contains(id)).unwrap();
+    let both = [("risky", risky), ("safe", safe)];
+    let mut before = Vec::new();
+    for (topic, partition) in both {
+        let leader = cluster.leader_of(topic, partition, Duration::from_secs(5));
+        before.push(send(&mut cluster, leader, topic, partition, -1, "before", 10));
+    }
+
+    // Broker 4 falls out of sync: records go to the other replica only.
+    cluster.node(stale).kill9();
+    for (topic, partition) in both {
+        wait_for_state(&mut cluster, witness, topic, partition, "an ISR of one", |state| {
+            state.isr == [fresh] && state.leader == fresh
+        });
+        send(&mut cluster, fresh, topic, partition, -1, "only-on-fresh", 10);
+    }
+    // The in-sync replica dies; the stale one returns alone.
+    cluster.node(fresh).kill9();
+    for (topic, partition) in both {
+        wait_for_state(&mut cluster, witness, topic, partition, "no leader", |state| {
+            state.leader == -1
+        });
+    }
+    cluster.node(stale).restart();
+    let elected = wait_for_state(
+        &mut cluster,
+        witness,
+        "risky",
+        risky,
+        "an unclean leader",
+        |state| state.leader == stale,
+    );
+    assert_eq!(elected.isr, [stale]);
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = cluster.node(witness).view().unwrap().partitions
+        [&("safe".to_string(), safe)]
+        .clone();
+    assert_eq!(
+        (waiting.leader, waiting.isr.clone()),
+        (-1, vec![fresh]),
+        "without the config the partition waits for its in-sync replica"
+    );
+    let elections: f64 = [1, 2, 3, 4]
+        .into_iter()
+        .filter_map(|id| cluster.node(id).metric("strata_unclean_leader_elections_total"))
+        .sum();
+    assert_eq!(elections, 1.0, "one unclean election, counted once");
+    assert!(
+        cluster.logs().contains("unclean leader election"),
+        "the controller reports the loss"
+    );
+    let after = send(&mut cluster, stale, "risky", risky, -1, "after", 10);
+    assert_eq!(after[0].1, 10, "the stale replica's log ended after 'before'");
+
+    cluster.node(fresh).restart();
+    for (topic, partition) in both {
+        wait_for_state(&mut cluster, witness, topic, partition, "a full ISR", |state| {
+            state.isr.len() == 2
+        });
+    }
+    let values = |records: &[(String, i64)]| -> Vec<String> {
+        records.iter().map(|(value, _)| value.clone()).collect()
+    };
+    let only_on_fresh: Vec<String> = (0..10).map(|index| format!("only-on-fresh-{index}")).collect();
+    assert_eq!(
+        stored_values(&mut cluster, "safe", safe),
+        [values(&before[1]), only_on_fresh].concat(),
+        "the safe partition kept everything"
+    );
+    assert_eq!(
+        stored_values(&mut cluster, "risky", risky),
+        [values(&before[0]), values(&after)].concat(),
+        "the risky partition lost what only the fresh replica had"
+    );
+    assert_replicas_identical(&mut cluster, "safe", safe);
+    assert_replicas_identical(&mut cluster, "risky", risky);
 }

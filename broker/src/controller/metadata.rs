@@ -129,6 +129,15 @@ pub enum MetadataCommand {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// A partition of a topic with `unclean.leader.election.enable` that has
+    /// no leader and no alive in-sync replica gets its first alive replica as
+    /// leader and only ISR member, in a new epoch: whatever only the fenced
+    /// ISR members had is lost. Changes nothing if the partition can lead
+    /// cleanly again or no replica is alive.
+    ElectUncleanLeader {
+        topic: String,
+        partition: u32,
+    },
 }
 
 /// Why a command was refused. Refusals are results, committed like any
@@ -164,6 +173,8 @@ pub enum MetadataError {
     StalePartitionEpoch { requested: i32, current: i32 },
     #[error("invalid ISR {isr:?}: {reason}")]
     InvalidIsr { isr: Vec<BrokerId>, reason: String },
+    #[error("topic '{0}' does not enable unclean.leader.election.enable")]
+    UncleanElectionDisabled(String),
 }
 
 /// What applying a command produced.
@@ -353,7 +364,42 @@ impl ClusterMetadata {
                 topic.configs = configs;
                 Ok(true)
             }
+            MetadataCommand::ElectUncleanLeader { topic, partition } => {
+                let alive = self.alive_set();
+                let record = self
+                    .topics
+                    .get_mut(&topic)
+                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                if !allows_unclean_election(record) {
+                    return Err(MetadataError::UncleanElectionDisabled(topic));
+                }
+                let record = record
+                    .partitions
+                    .get_mut(partition as usize)
+                    .ok_or(MetadataError::UnknownPartition { topic, partition })?;
+                Ok(record.elect_unclean(&alive))
+            }
         }
+    }
+
+    /// Partitions that [`MetadataCommand::ElectUncleanLeader`] would give a
+    /// leader: `(topic, partition, the fenced ISR)`.
+    pub fn unclean_election_candidates(&self) -> Vec<(String, u32, Vec<BrokerId>)> {
+        let alive = self.alive_set();
+        self.topics
+            .values()
+            .filter(|topic| allows_unclean_election(topic))
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, partition)| partition.unclean_candidate(&alive).is_some())
+                    .map(|(index, partition)| {
+                        (topic.name.clone(), index as u32, partition.isr.clone())
+                    })
+            })
+            .collect()
     }
 
     /// The broker's record, if `incarnation` is its current life.
@@ -498,6 +544,29 @@ impl PartitionRecord {
         }
     }
 
+    /// The replica an unclean election would pick: none while the partition
+    /// has a leader or an alive in-sync replica, else the first alive one.
+    fn unclean_candidate(&self, alive: &BTreeSet<BrokerId>) -> Option<BrokerId> {
+        if self.leader != NO_LEADER || self.candidate(alive) != NO_LEADER {
+            return None;
+        }
+        self.replicas
+            .iter()
+            .copied()
+            .find(|replica| alive.contains(replica))
+    }
+
+    /// Gives the partition to an out-of-sync replica (see
+    /// [`MetadataCommand::ElectUncleanLeader`]); true if it did.
+    fn elect_unclean(&mut self, alive: &BTreeSet<BrokerId>) -> bool {
+        let Some(leader) = self.unclean_candidate(alive) else {
+            return false;
+        };
+        self.isr = vec![leader];
+        self.set_leader(leader);
+        true
+    }
+
     /// Moves leadership back to the first replica when it can lead.
     fn elect_preferred(&mut self, alive: &BTreeSet<BrokerId>) -> bool {
         let waiting = self.preferred_leader_waits(alive);
@@ -512,6 +581,16 @@ impl PartitionRecord {
         let preferred = self.replicas[0];
         self.leader != preferred && alive.contains(&preferred) && self.isr.contains(&preferred)
     }
+}
+
+/// True if the topic's configs (validated before they were proposed) enable
+/// unclean leader election.
+fn allows_unclean_election(topic: &TopicRecord) -> bool {
+    use crate::topic_config::UNCLEAN_LEADER_ELECTION_ENABLE;
+    topic
+        .configs
+        .get(UNCLEAN_LEADER_ELECTION_ENABLE)
+        .is_some_and(|value| value.trim() == "true")
 }
 
 /// Replica lists for partitions `first..end`: round-robin over the alive
@@ -606,6 +685,28 @@ mod tests {
             partition_count,
             replication_factor,
             configs: BTreeMap::new(),
+        }
+    }
+
+    /// A topic that enables unclean leader election.
+    fn create_unclean(name: &str, partition_count: u32, replication_factor: u16) -> MetadataCommand {
+        let MetadataCommand::CreateTopic {
+            name,
+            topic_id,
+            partition_count,
+            replication_factor,
+            ..
+        } = create(name, partition_count, replication_factor)
+        else {
+            unreachable!()
+        };
+        let configs = [("unclean.leader.election.enable".to_string(), "true".to_string())];
+        MetadataCommand::CreateTopic {
+            name,
+            topic_id,
+            partition_count,
+            replication_factor,
+            configs: configs.into(),
         }
     }
 
@@ -940,6 +1041,7 @@ mod tests {
         metadata.apply(create("single", 6, 1)).unwrap();
         metadata.apply(create("pair", 6, 2)).unwrap();
         metadata.apply(create("triple", 6, 3)).unwrap();
+        metadata.apply(create_unclean("unclean", 6, 2)).unwrap();
         let mut leaders: BTreeMap<(String, usize, i32), BrokerId> = BTreeMap::new();
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |bound: u64| {
@@ -950,14 +1052,18 @@ mod tests {
         };
         for step in 0..5_000u128 {
             let broker_id = 1 + next(3) as BrokerId;
-            let command = match next(5) {
+            let command = match next(6) {
                 0 => fence(&metadata, broker_id),
+                5 => MetadataCommand::ElectUncleanLeader {
+                    topic: "unclean".into(),
+                    partition: next(6) as u32,
+                },
                 1 => unfence(&metadata, broker_id),
                 2 => register(broker_id, 1_000 + step),
                 3 => MetadataCommand::ElectPreferredLeaders,
                 _ => {
                     // A leader lets an alive replica back into its ISR.
-                    let topic = ["single", "pair", "triple"][next(3) as usize];
+                    let topic = ["single", "pair", "triple", "unclean"][next(4) as usize];
                     let index = next(6) as usize;
                     let current = partition(&metadata, topic, index);
                     let joining = current.replicas[next(current.replicas.len() as u64) as usize];
@@ -982,6 +1088,46 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn unclean_election_gives_a_lost_partition_to_an_out_of_sync_replica_only_if_enabled() {
+        let mut metadata = cluster(2);
+        metadata.apply(create("safe", 1, 2)).unwrap();
+        metadata.apply(create_unclean("risky", 1, 2)).unwrap();
+        // Broker 1 falls behind on both (fenced), then broker 2 dies too:
+        // the ISR of each is whichever was left, and neither has a leader.
+        metadata.apply(fence(&metadata, 1)).unwrap();
+        metadata.apply(fence(&metadata, 2)).unwrap();
+        assert!(metadata.unclean_election_candidates().is_empty(), "nobody alive");
+        let lost = partition(&metadata, "risky", 0);
+        assert_eq!((lost.leader, lost.isr.clone()), (NO_LEADER, vec![2]));
+        // Only broker 1, out of sync, comes back.
+        metadata.apply(unfence(&metadata, 1)).unwrap();
+        assert_eq!(partition(&metadata, "safe", 0).leader, NO_LEADER);
+        assert_eq!(
+            metadata.unclean_election_candidates(),
+            vec![("risky".to_string(), 0, vec![2])]
+        );
+        let elect = |topic: &str| MetadataCommand::ElectUncleanLeader {
+            topic: topic.into(),
+            partition: 0,
+        };
+        assert_eq!(
+            metadata.apply(elect("safe")),
+            Err(MetadataError::UncleanElectionDisabled("safe".into()))
+        );
+        assert_eq!(partition(&metadata, "safe", 0).leader, NO_LEADER);
+        metadata.apply(elect("risky")).unwrap();
+        let elected = partition(&metadata, "risky", 0);
+        assert_eq!((elected.leader, elected.isr.clone()), (1, vec![1]));
+        assert_eq!(elected.leader_epoch, lost.leader_epoch + 1);
+        check_invariants(&metadata);
+        // Done once: a second election changes nothing.
+        let version = metadata.metadata_version;
+        metadata.apply(elect("risky")).unwrap();
+        assert_eq!(metadata.metadata_version, version);
+        assert!(metadata.unclean_election_candidates().is_empty());
     }
 
     #[test]

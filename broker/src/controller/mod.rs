@@ -33,14 +33,15 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use self::log_store::LogStore;
-use self::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
+use self::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand, NO_LEADER};
 use self::network::Network;
 use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
+use crate::metrics::Metrics;
 
 openraft::declare_raft_types!(
     /// openraft's types for the metadata controller.
@@ -428,7 +429,7 @@ impl Controller {
 
     /// The leader's duties, until `shutdown`: fence brokers whose sessions
     /// lapsed, and restore preferred leaders.
-    pub async fn supervise(self, shutdown: CancellationToken) {
+    pub async fn supervise(self, metrics: Arc<Metrics>, shutdown: CancellationToken) {
         let mut last_rebalance_check = Instant::now();
         loop {
             tokio::select! {
@@ -452,6 +453,7 @@ impl Controller {
                     warn!(broker_id, %error, "could not fence broker");
                 }
             }
+            self.elect_unclean_leaders(&metrics).await;
             if self.settings.auto_leader_rebalance
                 && last_rebalance_check.elapsed() >= PREFERRED_LEADER_CHECK_INTERVAL
             {
@@ -462,6 +464,47 @@ impl Controller {
                         warn!(%error, "could not elect preferred leaders");
                     }
                 }
+            }
+        }
+    }
+
+    /// Gives a leader to every partition that can only get one uncleanly and
+    /// whose topic allows it, reporting each as data loss.
+    async fn elect_unclean_leaders(&self, metrics: &Metrics) {
+        let candidates = self.metadata().unclean_election_candidates();
+        for (topic, partition, fenced_isr) in candidates {
+            let elect = MetadataCommand::ElectUncleanLeader {
+                topic: topic.clone(),
+                partition,
+            };
+            match self.propose(elect).await {
+                Ok(Ok(())) => {
+                    let elected = self
+                        .metadata()
+                        .topics
+                        .get(&topic)
+                        .and_then(|record| record.partitions.get(partition as usize))
+                        .map(|record| (record.leader, record.leader_epoch));
+                    let Some((leader, leader_epoch)) = elected else {
+                        continue;
+                    };
+                    if leader == NO_LEADER || fenced_isr.contains(&leader) {
+                        continue; // an in-sync replica returned meanwhile
+                    }
+                    metrics.record_unclean_election();
+                    error!(
+                        topic,
+                        partition,
+                        leader,
+                        leader_epoch,
+                        ?fenced_isr,
+                        "unclean leader election: an out-of-sync replica leads; records only the fenced in-sync replicas had are lost"
+                    );
+                }
+                Ok(Err(refused)) => {
+                    warn!(topic, partition, %refused, "unclean leader election refused")
+                }
+                Err(error) => warn!(topic, partition, %error, "could not elect an unclean leader"),
             }
         }
     }

@@ -2,7 +2,9 @@
 //! up to `max_wait_ms` until `min_bytes` are available. A fetch with a
 //! replica id is a follower copying the log: it reads up to the log end,
 //! reports the follower's progress (which moves the high watermark), and is
-//! told where its log diverges from the leader's.
+//! told where its log diverges from the leader's. A fetch with Kafka's
+//! debugging replica id (-2) reads any replica this broker hosts, leader or
+//! follower, up to its log end: how replicas are compared with each other.
 
 use std::time::Duration;
 
@@ -23,6 +25,10 @@ use crate::server::error_code;
 /// Followers fetch with v12, the first version that reports divergence.
 const FOLLOWER_FETCH_VERSION_MIN: i16 = 12;
 
+/// Kafka's `DEBUGGING_CONSUMER_ID`: read this broker's replica, whatever its
+/// role, up to its log end.
+const DEBUGGING_REPLICA_ID: i32 = -2;
+
 pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) -> FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
@@ -31,6 +37,8 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
     let read = |context, request| {
         if follower >= 0 {
             read_for_follower(context, request, follower, api_version)
+        } else if follower == DEBUGGING_REPLICA_ID {
+            read_replica(context, request)
         } else {
             read_once(context, request, api_version)
         }
@@ -169,6 +177,37 @@ fn read_for_follower(
                 )
             }
             Some(Err(error)) => (response.with_error_code(error_code::for_storage(&error)), 0),
+        }
+    })
+}
+
+/// One pass over this broker's replicas of the requested partitions, each
+/// read up to its own log end, whatever its role.
+fn read_replica(context: &Context, request: &FetchRequest) -> (FetchResponse, usize) {
+    walk(request, |topic, fetch, response, max_bytes, spent| {
+        let Some(partition) = context.replicas.partition(topic, fetch.partition) else {
+            return (
+                response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                0,
+            );
+        };
+        let high_watermark = partition.high_watermark();
+        let response = response
+            .with_high_watermark(high_watermark)
+            .with_last_stable_offset(high_watermark)
+            .with_log_start_offset(partition.log_start_offset());
+        if spent {
+            return (response.with_records(Some(Bytes::new())), 0);
+        }
+        match partition.read_to_log_end(fetch.fetch_offset, max_bytes) {
+            Ok(read) => {
+                let len = read.records.len();
+                (
+                    response.with_records(Some(Bytes::from_owner(read.records))),
+                    len,
+                )
+            }
+            Err(error) => (response.with_error_code(error_code::for_storage(&error)), 0),
         }
     })
 }

@@ -49,14 +49,16 @@ pub fn for_metadata(error: &MetadataError) -> i16 {
         MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
-        // Brokers' own commands; a Kafka request never carries them.
+        // Brokers' and the controller's own commands; a Kafka request never
+        // carries them.
         MetadataError::ClusterIdSet(_)
         | MetadataError::UnknownBroker(_)
         | MetadataError::StaleIncarnation { .. }
         | MetadataError::UnknownPartition { .. }
         | MetadataError::FencedLeaderEpoch { .. }
         | MetadataError::StalePartitionEpoch { .. }
-        | MetadataError::InvalidIsr { .. } => ResponseError::UnknownServerError,
+        | MetadataError::InvalidIsr { .. }
+        | MetadataError::UncleanElectionDisabled(_) => ResponseError::UnknownServerError,
     };
     code.code()
 }
