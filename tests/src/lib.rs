@@ -332,7 +332,10 @@ impl Logd {
             }
             position += batch.len();
         }
-        panic!("{topic}-{partition} on broker {} ends before {offset}", self.node_id);
+        panic!(
+            "{topic}-{partition} on broker {} ends before {offset}",
+            self.node_id
+        );
     }
 
     /// The value of gauge or counter `name` on `/metrics`.

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use strata_tests::{
     create_configured_topic, create_replicated_topic, fetch_all, fetch_batches,
-    one_cluster_at_a_time, produce, replica_batches, wait_for, Cluster, Connection,
-    PartitionView, View, REPLICA_LAG_MS,
+    one_cluster_at_a_time, produce, replica_batches, wait_for, Cluster, Connection, PartitionView,
+    View, REPLICA_LAG_MS,
 };
 
 /// Error codes that mean the record was not appended, so sending it again
@@ -391,8 +391,11 @@ fn assert_replicas_identical(cluster: &mut Cluster, topic: &str, partition: i32)
         let header = strata_storage::batch::BatchHeader::parse(batch).expect("batch");
         header.last_offset() + 1
     });
-    let replicas = cluster.node(leader).view().expect("leader answers").partitions
-        [&(topic.to_string(), partition)]
+    let replicas = cluster
+        .node(leader)
+        .view()
+        .expect("leader answers")
+        .partitions[&(topic.to_string(), partition)]
         .replicas
         .clone();
     for replica in replicas {
@@ -446,7 +449,15 @@ fn with_two_of_three_replicas_down_acks_all_is_refused_and_acks_1_goes_on() {
             .unwrap(),
     ];
     let survivor = *replicas.iter().find(|id| !victims.contains(id)).unwrap();
-    let mut acknowledged = send(&mut cluster, leader, "majority", partition, -1, "all-three", 50);
+    let mut acknowledged = send(
+        &mut cluster,
+        leader,
+        "majority",
+        partition,
+        -1,
+        "all-three",
+        50,
+    );
 
     for victim in victims {
         cluster.node(victim).kill9();
@@ -473,7 +484,15 @@ fn with_two_of_three_replicas_down_acks_all_is_refused_and_acks_1_goes_on() {
     )
     .expect("the survivor answers");
     assert_eq!(refused, Err(19), "acks=all: NOT_ENOUGH_REPLICAS");
-    acknowledged.extend(send(&mut cluster, survivor, "majority", partition, 1, "alone", 50));
+    acknowledged.extend(send(
+        &mut cluster,
+        survivor,
+        "majority",
+        partition,
+        1,
+        "alone",
+        50,
+    ));
 
     for victim in victims {
         cluster.node(victim).restart();
@@ -489,7 +508,15 @@ fn with_two_of_three_replicas_down_acks_all_is_refused_and_acks_1_goes_on() {
     );
     println!("full ISR {:?} after the restarts", restarted.elapsed());
     let leader = cluster.leader_of("majority", partition, Duration::from_secs(5));
-    acknowledged.extend(send(&mut cluster, leader, "majority", partition, -1, "again", 50));
+    acknowledged.extend(send(
+        &mut cluster,
+        leader,
+        "majority",
+        partition,
+        -1,
+        "again",
+        50,
+    ));
 
     let stored = stored_values(&mut cluster, "majority", partition);
     assert_eq!(stored.len(), acknowledged.len(), "nothing else was written");
@@ -513,9 +540,11 @@ fn a_restarted_follower_that_leads_at_once_keeps_every_acknowledged_record() {
     let witness = (1..=3).find(|id| !state.replicas.contains(id)).unwrap();
     let producer = HistoryProducer::start(&cluster, "restarted", 1);
     let under_load = |at_least: usize| (producer.acknowledged() >= at_least).then_some(());
-    wait_for(Duration::from_secs(10), "records before the restart", || {
-        under_load(300)
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "records before the restart",
+        || under_load(300),
+    );
     cluster.node(follower).restart();
     wait_for_state(
         &mut cluster,
@@ -537,9 +566,11 @@ fn a_restarted_follower_that_leads_at_once_keeps_every_acknowledged_record() {
         "the restarted follower to lead",
         |state| state.leader == follower,
     );
-    wait_for(Duration::from_secs(15), "records from the new leader", || {
-        under_load(killed_at + 300)
-    });
+    wait_for(
+        Duration::from_secs(15),
+        "records from the new leader",
+        || under_load(killed_at + 300),
+    );
     cluster.node(leader).restart();
     wait_for_state(
         &mut cluster,
@@ -570,17 +601,25 @@ fn replicas_with_divergent_tails_converge_on_the_new_leaders_log() {
     let old = cluster.leader_of("divergent", partition, Duration::from_secs(5));
     let new = *replicas.iter().find(|&&id| id != old).unwrap();
     let witness = (1..=3).find(|id| !replicas.contains(id)).unwrap();
-    let committed = send(&mut cluster, old, "divergent", partition, -1, "committed", 20);
+    let committed = send(
+        &mut cluster,
+        old,
+        "divergent",
+        partition,
+        -1,
+        "committed",
+        20,
+    );
     send(&mut cluster, old, "divergent", partition, 1, "tail", 20);
-    wait_for(Duration::from_secs(10), "the follower to copy the tail", || {
-        let copy = replica_batches(
-            &mut cluster.node(new).connect(),
-            "divergent",
-            partition,
-            40,
-        );
-        (copy.len() == 40).then_some(())
-    });
+    wait_for(
+        Duration::from_secs(10),
+        "the follower to copy the tail",
+        || {
+            let copy =
+                replica_batches(&mut cluster.node(new).connect(), "divergent", partition, 40);
+            (copy.len() == 40).then_some(())
+        },
+    );
 
     cluster.node(old).kill9();
     wait_for_state(
@@ -632,7 +671,10 @@ fn replicas_with_divergent_tails_converge_on_the_new_leaders_log() {
         .map(|(value, _)| value.clone())
         .collect();
     assert_eq!(stored, expected, "the new leader's log, no old tail");
-    assert_eq!(assert_replicas_identical(&mut cluster, "divergent", partition), 30);
+    assert_eq!(
+        assert_replicas_identical(&mut cluster, "divergent", partition),
+        30
+    );
     assert!(
         cluster.node(old).log().contains("truncated a suffix"),
         "the old leader reports its truncation"
@@ -673,23 +715,49 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
     let mut before = Vec::new();
     for (topic, partition) in both {
         let leader = cluster.leader_of(topic, partition, Duration::from_secs(5));
-        before.push(send(&mut cluster, leader, topic, partition, -1, "before", 10));
+        before.push(send(
+            &mut cluster,
+            leader,
+            topic,
+            partition,
+            -1,
+            "before",
+            10,
+        ));
     }
 
     // Broker 4 falls out of sync: records go to the other replica only.
     cluster.node(stale).kill9();
     for (topic, partition) in both {
-        wait_for_state(&mut cluster, witness, topic, partition, "an ISR of one", |state| {
-            state.isr == [fresh] && state.leader == fresh
-        });
-        send(&mut cluster, fresh, topic, partition, -1, "only-on-fresh", 10);
+        wait_for_state(
+            &mut cluster,
+            witness,
+            topic,
+            partition,
+            "an ISR of one",
+            |state| state.isr == [fresh] && state.leader == fresh,
+        );
+        send(
+            &mut cluster,
+            fresh,
+            topic,
+            partition,
+            -1,
+            "only-on-fresh",
+            10,
+        );
     }
     // The in-sync replica dies; the stale one returns alone.
     cluster.node(fresh).kill9();
     for (topic, partition) in both {
-        wait_for_state(&mut cluster, witness, topic, partition, "no leader", |state| {
-            state.leader == -1
-        });
+        wait_for_state(
+            &mut cluster,
+            witness,
+            topic,
+            partition,
+            "no leader",
+            |state| state.leader == -1,
+        );
     }
     cluster.node(stale).restart();
     let elected = wait_for_state(
@@ -702,9 +770,8 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
     );
     assert_eq!(elected.isr, [stale]);
     std::thread::sleep(Duration::from_secs(1));
-    let waiting = cluster.node(witness).view().unwrap().partitions
-        [&("safe".to_string(), safe)]
-        .clone();
+    let waiting =
+        cluster.node(witness).view().unwrap().partitions[&("safe".to_string(), safe)].clone();
     assert_eq!(
         (waiting.leader, waiting.isr.clone()),
         (-1, vec![fresh]),
@@ -712,7 +779,11 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
     );
     let elections: f64 = [1, 2, 3, 4]
         .into_iter()
-        .filter_map(|id| cluster.node(id).metric("strata_unclean_leader_elections_total"))
+        .filter_map(|id| {
+            cluster
+                .node(id)
+                .metric("strata_unclean_leader_elections_total")
+        })
         .sum();
     assert_eq!(elections, 1.0, "one unclean election, counted once");
     assert!(
@@ -720,18 +791,28 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
         "the controller reports the loss"
     );
     let after = send(&mut cluster, stale, "risky", risky, -1, "after", 10);
-    assert_eq!(after[0].1, 10, "the stale replica's log ended after 'before'");
+    assert_eq!(
+        after[0].1, 10,
+        "the stale replica's log ended after 'before'"
+    );
 
     cluster.node(fresh).restart();
     for (topic, partition) in both {
-        wait_for_state(&mut cluster, witness, topic, partition, "a full ISR", |state| {
-            state.isr.len() == 2
-        });
+        wait_for_state(
+            &mut cluster,
+            witness,
+            topic,
+            partition,
+            "a full ISR",
+            |state| state.isr.len() == 2,
+        );
     }
     let values = |records: &[(String, i64)]| -> Vec<String> {
         records.iter().map(|(value, _)| value.clone()).collect()
     };
-    let only_on_fresh: Vec<String> = (0..10).map(|index| format!("only-on-fresh-{index}")).collect();
+    let only_on_fresh: Vec<String> = (0..10)
+        .map(|index| format!("only-on-fresh-{index}"))
+        .collect();
     assert_eq!(
         stored_values(&mut cluster, "safe", safe),
         [values(&before[1]), only_on_fresh].concat(),

@@ -689,7 +689,11 @@ mod tests {
     }
 
     /// A topic that enables unclean leader election.
-    fn create_unclean(name: &str, partition_count: u32, replication_factor: u16) -> MetadataCommand {
+    fn create_unclean(
+        name: &str,
+        partition_count: u32,
+        replication_factor: u16,
+    ) -> MetadataCommand {
         let MetadataCommand::CreateTopic {
             name,
             topic_id,
@@ -700,7 +704,10 @@ mod tests {
         else {
             unreachable!()
         };
-        let configs = [("unclean.leader.election.enable".to_string(), "true".to_string())];
+        let configs = [(
+            "unclean.leader.election.enable".to_string(),
+            "true".to_string(),
+        )];
         MetadataCommand::CreateTopic {
             name,
             topic_id,
@@ -1099,7 +1106,10 @@ mod tests {
         // the ISR of each is whichever was left, and neither has a leader.
         metadata.apply(fence(&metadata, 1)).unwrap();
         metadata.apply(fence(&metadata, 2)).unwrap();
-        assert!(metadata.unclean_election_candidates().is_empty(), "nobody alive");
+        assert!(
+            metadata.unclean_election_candidates().is_empty(),
+            "nobody alive"
+        );
         let lost = partition(&metadata, "risky", 0);
         assert_eq!((lost.leader, lost.isr.clone()), (NO_LEADER, vec![2]));
         // Only broker 1, out of sync, comes back.

@@ -457,7 +457,11 @@ impl Partition {
 
     /// Reads whole batches from `offset` up to the log end, above the high
     /// watermark too: for comparing replicas, never for consumers.
-    pub fn read_to_log_end(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
+    pub fn read_to_log_end(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<ReadResult, StorageError> {
         let log = self.log();
         log.read(offset, max_bytes, log.log_end_offset())
     }
