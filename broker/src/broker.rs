@@ -21,6 +21,7 @@ use crate::config::BrokerConfig;
 use crate::controller::client::ControllerClient;
 use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
+use crate::group::GroupCoordinator;
 use crate::handler::{now_ms, Context};
 use crate::limits::RETENTION_CHECK_INTERVAL;
 use crate::metrics::{self, Metrics};
@@ -189,6 +190,7 @@ impl Broker {
             controller: controller.clone(),
             replicas: Arc::clone(&replicas),
             metrics,
+            groups: Arc::new(GroupCoordinator::new(Arc::clone(&replicas))),
         });
         tasks.push(tokio::spawn(listener::run(
             listener,

@@ -3,11 +3,13 @@
 //!
 //! - [`broker::Broker`]: the whole broker, as `logd` runs it and as tests embed it.
 //! - [`server`]: listener, connections, dispatch; [`handler`]: one module per API.
-//! - [`replica`]: the partitions hosted here; [`controller`]: cluster metadata.
+//! - [`replica`]: the partitions hosted here; [`controller`]: cluster metadata;
+//!   [`group`]: committed offsets of consumer groups.
 
 pub mod broker;
 pub mod config;
 pub mod controller;
+pub mod group;
 pub mod handler;
 pub mod limits;
 pub mod metrics;

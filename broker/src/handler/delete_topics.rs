@@ -6,6 +6,8 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
+use crate::group::OFFSETS_TOPIC;
+use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,
@@ -34,7 +36,17 @@ pub async fn handle(
         let command = MetadataCommand::DeleteTopic {
             name: name.0.to_string(),
         };
-        let result = DeletableTopicResult::default().with_name(Some(name));
+        let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+        if name.0.as_str() == OFFSETS_TOPIC {
+            results.push(
+                result
+                    .with_error_code(error_code::INVALID_TOPIC)
+                    .with_error_message(Some(str_bytes(
+                        "__consumer_offsets holds every group's committed offsets and cannot be deleted",
+                    ))),
+            );
+            continue;
+        }
         let committed = commit(context, command).await;
         results.push(
             result

@@ -4,14 +4,20 @@
 
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_quorum;
 pub mod fetch;
+pub mod find_coordinator;
 pub mod incremental_alter_configs;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_fetch;
 pub mod produce;
 
 use std::sync::Arc;
@@ -20,6 +26,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::controller::client::ControllerClient;
 use crate::controller::metadata::{CommandOutcome, MetadataCommand};
+use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
@@ -35,6 +42,7 @@ pub struct Context {
     pub controller: ControllerClient,
     pub replicas: Arc<ReplicaManager>,
     pub metrics: Arc<Metrics>,
+    pub groups: Arc<GroupCoordinator>,
 }
 
 /// How a metadata command went, as a Kafka error code (0 for success) and

@@ -8,6 +8,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
 use super::{now_ms, str_bytes, Context};
+use crate::group::OFFSETS_TOPIC;
 use crate::limits::PRODUCE_TIMEOUT_MAX;
 use crate::server::error_code;
 
@@ -32,6 +33,11 @@ pub async fn handle(
                 let response = PartitionProduceResponse::default().with_index(data.index).with_log_append_time_ms(-1);
                 if !valid_acks {
                     return response.with_error_code(error_code::INVALID_REQUIRED_ACKS);
+                }
+                if name == OFFSETS_TOPIC {
+                    return response.with_error_code(error_code::INVALID_TOPIC).with_error_message(Some(str_bytes(
+                        "__consumer_offsets is written by group coordinators only",
+                    )));
                 }
                 let (partition, leader_epoch) = match context.leader_of(&name, data.index) {
                     Ok(led) => led,

@@ -56,6 +56,24 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::DescribeCluster(body) => ResponseKind::DescribeCluster(
                 handler::describe_cluster::handle(context, body, api_version),
             ),
+            RequestKind::FindCoordinator(body) => ResponseKind::FindCoordinator(
+                handler::find_coordinator::handle(context, body, api_version).await,
+            ),
+            RequestKind::OffsetCommit(body) => {
+                ResponseKind::OffsetCommit(handler::offset_commit::handle(context, body).await)
+            }
+            RequestKind::OffsetFetch(body) => ResponseKind::OffsetFetch(
+                handler::offset_fetch::handle(context, body, api_version).await,
+            ),
+            RequestKind::ListGroups(body) => ResponseKind::ListGroups(
+                handler::list_groups::handle(context, body, api_version).await,
+            ),
+            RequestKind::DescribeGroups(body) => {
+                ResponseKind::DescribeGroups(handler::describe_groups::handle(context, body).await)
+            }
+            RequestKind::DeleteGroups(body) => {
+                ResponseKind::DeleteGroups(handler::delete_groups::handle(context, body).await)
+            }
             RequestKind::DescribeQuorum(body) => {
                 ResponseKind::DescribeQuorum(handler::describe_quorum::handle(context, body))
             }

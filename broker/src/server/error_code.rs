@@ -19,6 +19,14 @@ pub const INVALID_REQUEST: i16 = ResponseError::InvalidRequest.code();
 pub const TOPIC_ALREADY_EXISTS: i16 = ResponseError::TopicAlreadyExists.code();
 pub const UNSUPPORTED_VERSION: i16 = ResponseError::UnsupportedVersion.code();
 pub const NOT_LEADER_OR_FOLLOWER: i16 = ResponseError::NotLeaderOrFollower.code();
+pub const INVALID_TOPIC: i16 = ResponseError::InvalidTopicException.code();
+pub const NOT_COORDINATOR: i16 = ResponseError::NotCoordinator.code();
+pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailable.code();
+pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
+pub const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
+pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
+pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
+pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
 
 /// The code for a storage failure on one partition.
 pub fn for_storage(error: &StorageError) -> i16 {

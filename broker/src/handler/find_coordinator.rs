@@ -1,0 +1,132 @@
+//! FindCoordinator: the broker leading a group's `__consumer_offsets`
+//! partition. The topic is created on the first request, as in Kafka.
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::{commit, str_bytes, Context};
+use crate::controller::metadata::MetadataCommand;
+use crate::group::{
+    partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICATION_FACTOR,
+};
+use crate::server::error_code;
+use crate::topic_config::{RETENTION_MS, SEGMENT_BYTES};
+
+/// `key_type` of a consumer group (1 is a transactional id).
+const GROUP_KEY_TYPE: i8 = 0;
+
+pub async fn handle(
+    context: &Context,
+    request: FindCoordinatorRequest,
+    api_version: i16,
+) -> FindCoordinatorResponse {
+    let keys = if api_version >= 4 {
+        request.coordinator_keys
+    } else {
+        vec![request.key]
+    };
+    let ready = if request.key_type != GROUP_KEY_TYPE {
+        Err((
+            error_code::INVALID_REQUEST,
+            "only group coordinators are served (key type 0)".to_string(),
+        ))
+    } else {
+        ensure_offsets_topic(context).await
+    };
+    let coordinators: Vec<Coordinator> = keys
+        .into_iter()
+        .map(|key| {
+            let found = ready.clone().and_then(|()| coordinator_of(context, &key));
+            let coordinator = Coordinator::default().with_key(key);
+            match found {
+                Ok((node_id, host, port)) => coordinator
+                    .with_node_id(BrokerId(node_id))
+                    .with_host(str_bytes(host))
+                    .with_port(port),
+                Err((code, message)) => coordinator
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+                    .with_error_code(code)
+                    .with_error_message(Some(str_bytes(message))),
+            }
+        })
+        .collect();
+    if api_version >= 4 {
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let first = coordinators.into_iter().next().unwrap_or_default();
+    let response = FindCoordinatorResponse::default()
+        .with_error_code(first.error_code)
+        .with_node_id(first.node_id)
+        .with_host(first.host)
+        .with_port(first.port);
+    if api_version >= 1 {
+        response.with_error_message(first.error_message)
+    } else {
+        response
+    }
+}
+
+/// The leader of `group`'s offsets partition: id, host and port.
+fn coordinator_of(
+    context: &Context,
+    group: &StrBytes,
+) -> Result<(i32, String, i32), (i16, String)> {
+    let metadata = context.controller.metadata();
+    let partition = partition_for(group);
+    let leader = metadata
+        .topics
+        .get(OFFSETS_TOPIC)
+        .and_then(|topic| topic.partitions.get(partition as usize))
+        .map_or(-1, |partition| partition.leader);
+    let not_available = || {
+        (
+            error_code::COORDINATOR_NOT_AVAILABLE,
+            format!("{OFFSETS_TOPIC} partition {partition} has no leader right now"),
+        )
+    };
+    let broker = metadata.brokers.get(&leader).ok_or_else(not_available)?;
+    Ok((leader, broker.host.clone(), broker.port as i32))
+}
+
+/// Creates `__consumer_offsets` if it does not exist yet.
+async fn ensure_offsets_topic(context: &Context) -> Result<(), (i16, String)> {
+    let alive = {
+        let metadata = context.controller.metadata();
+        if metadata.topics.contains_key(OFFSETS_TOPIC) {
+            return Ok(());
+        }
+        metadata.alive_brokers().len()
+    };
+    // Offsets are kept until a newer commit or a deleted group replaces
+    // them; 100 MiB segments as in Kafka's offsets.topic.segment.bytes.
+    let configs = BTreeMap::from([
+        (RETENTION_MS.to_string(), "-1".to_string()),
+        (SEGMENT_BYTES.to_string(), (100 << 20).to_string()),
+    ]);
+    let create = MetadataCommand::CreateTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        topic_id: Uuid::new_v4(),
+        partition_count: OFFSETS_TOPIC_PARTITIONS,
+        replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR.min(alive.max(1) as u16),
+        configs,
+    };
+    let committed = commit(context, create).await;
+    if committed.is_ok() || committed.error_code == error_code::TOPIC_ALREADY_EXISTS {
+        return Ok(());
+    }
+    Err((
+        error_code::COORDINATOR_NOT_AVAILABLE,
+        format!(
+            "cannot create {OFFSETS_TOPIC}: {}",
+            committed
+                .error_message
+                .as_deref()
+                .unwrap_or("unknown reason")
+        ),
+    ))
+}

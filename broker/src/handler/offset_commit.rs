@@ -1,0 +1,86 @@
+//! OffsetCommit: a group's consumed positions, written to its
+//! `__consumer_offsets` partition and answered once durable on the ISR.
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+
+use super::{now_ms, Context};
+use crate::group::records::OffsetValue;
+use crate::group::{offset_record, OFFSET_METADATA_BYTES_MAX};
+use crate::server::error_code;
+
+pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group = request.group_id.0.to_string();
+    let refused = if group.is_empty() {
+        Some(error_code::INVALID_GROUP_ID)
+    } else if request.generation_id_or_member_epoch >= 0 || !request.member_id.is_empty() {
+        // Only commits from outside a generation (consumers that assign
+        // partitions themselves) until group membership is served.
+        Some(error_code::UNKNOWN_MEMBER_ID)
+    } else {
+        None
+    };
+    let led = match refused {
+        Some(code) => Err(code),
+        None => context.groups.led_for(&group),
+    };
+    let now = now_ms();
+    let metadata = context.controller.metadata();
+    // Per partition: the code decided up front, or `None` if it is written.
+    let mut records = Vec::new();
+    let mut decided: Vec<(usize, i32, Option<i16>)> = Vec::new();
+    for (topic_index, topic) in request.topics.iter().enumerate() {
+        let name = topic.name.0.as_str();
+        let partition_count = metadata
+            .topics
+            .get(name)
+            .map_or(0, |topic| topic.partitions.len());
+        for partition in &topic.partitions {
+            let index = partition.partition_index;
+            let code = if let Err(code) = &led {
+                Some(*code)
+            } else if !(0..partition_count as i32).contains(&index) {
+                Some(error_code::UNKNOWN_TOPIC_OR_PARTITION)
+            } else if partition
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
+            {
+                Some(error_code::OFFSET_METADATA_TOO_LARGE)
+            } else {
+                let value = OffsetValue {
+                    offset: partition.committed_offset,
+                    leader_epoch: partition.committed_leader_epoch,
+                    metadata: partition
+                        .committed_metadata
+                        .as_ref()
+                        .map_or_else(String::new, ToString::to_string),
+                    commit_timestamp_ms: now,
+                };
+                records.push(offset_record(&group, name, index, &value));
+                None
+            };
+            decided.push((topic_index, index, code));
+        }
+    }
+    drop(metadata);
+    let written = match &led {
+        Ok(led) => led.write(&records).await.err().unwrap_or(0),
+        Err(code) => *code,
+    };
+    let mut topics: Vec<OffsetCommitResponseTopic> = request
+        .topics
+        .iter()
+        .map(|topic| OffsetCommitResponseTopic::default().with_name(topic.name.clone()))
+        .collect();
+    for (topic_index, index, code) in decided {
+        topics[topic_index].partitions.push(
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(index)
+                .with_error_code(code.unwrap_or(written)),
+        );
+    }
+    OffsetCommitResponse::default().with_topics(topics)
+}

@@ -1,0 +1,109 @@
+//! OffsetFetch: a group's committed offsets, from its coordinator's view of
+//! `__consumer_offsets` (-1 for a partition with no commit).
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::{str_bytes, Context};
+use crate::group::shard::Committed;
+
+pub async fn handle(
+    context: &Context,
+    request: OffsetFetchRequest,
+    api_version: i16,
+) -> OffsetFetchResponse {
+    let group = request.group_id.0.to_string();
+    let found = match context.groups.led_for(&group) {
+        Ok(led) => {
+            led.read(|shard| {
+                let offsets = shard.group(&group).map(|records| records.offsets.clone());
+                offsets.unwrap_or_default()
+            })
+            .await
+        }
+        Err(code) => Err(code),
+    };
+    let partition = |index: i32, committed: Option<&Committed>, code: i16| {
+        let response = OffsetFetchResponsePartition::default()
+            .with_partition_index(index)
+            .with_error_code(code);
+        let response = match committed {
+            Some(committed) => response
+                .with_committed_offset(committed.value.offset)
+                .with_metadata(Some(str_bytes(committed.value.metadata.clone()))),
+            None => response
+                .with_committed_offset(-1)
+                .with_metadata(Some(str_bytes(String::new()))),
+        };
+        if api_version >= 5 {
+            let epoch = committed.map_or(-1, |committed| committed.value.leader_epoch);
+            response.with_committed_leader_epoch(epoch)
+        } else {
+            response
+        }
+    };
+    let offsets = match found {
+        Ok(offsets) => offsets,
+        Err(code) => {
+            if api_version >= 2 {
+                return OffsetFetchResponse::default().with_error_code(code);
+            }
+            // v1 has no group-level error: every partition asked for gets it.
+            let topics = request
+                .topics
+                .unwrap_or_default()
+                .into_iter()
+                .map(|topic| {
+                    let partitions = topic
+                        .partition_indexes
+                        .iter()
+                        .map(|&index| partition(index, None, code))
+                        .collect();
+                    OffsetFetchResponseTopic::default()
+                        .with_name(topic.name)
+                        .with_partitions(partitions)
+                })
+                .collect();
+            return OffsetFetchResponse::default().with_topics(topics);
+        }
+    };
+    let topics = match request.topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|topic| {
+                let partitions = topic
+                    .partition_indexes
+                    .iter()
+                    .map(|&index| {
+                        let slot = (topic.name.0.to_string(), index);
+                        partition(index, offsets.get(&slot), 0)
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default()
+                    .with_name(topic.name)
+                    .with_partitions(partitions)
+            })
+            .collect(),
+        // Every committed offset of the group.
+        None => {
+            let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
+            for ((name, index), committed) in &offsets {
+                if topics
+                    .last()
+                    .is_none_or(|topic| topic.name.0.as_str() != name)
+                {
+                    topics.push(
+                        OffsetFetchResponseTopic::default()
+                            .with_name(TopicName(str_bytes(name.clone()))),
+                    );
+                }
+                let topic = topics.last_mut().expect("pushed above");
+                topic.partitions.push(partition(*index, Some(committed), 0));
+            }
+            topics
+        }
+    };
+    OffsetFetchResponse::default().with_topics(topics)
+}
