@@ -4,7 +4,7 @@
 use kafka_protocol::messages::describe_groups_response::DescribedGroup;
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 
-use super::list_groups::{group_state, protocol_type};
+use super::list_groups::{protocol_type, GROUP_STATE};
 use super::{str_bytes, Context};
 
 pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
@@ -17,7 +17,7 @@ pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> Descri
                 led.read(|shard| {
                     shard
                         .group(&group)
-                        .map(|records| (group_state(records), protocol_type(records)))
+                        .map(|records| (GROUP_STATE, protocol_type(records)))
                 })
                 .await
             }

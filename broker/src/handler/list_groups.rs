@@ -7,11 +7,9 @@ use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 use super::{str_bytes, Context};
 use crate::group::shard::GroupRecords;
 
-/// A group's state as ListGroups and DescribeGroups name it. Without members
-/// served yet, every group on record is `Empty`.
-pub fn group_state(_records: &GroupRecords) -> &'static str {
-    "Empty"
-}
+/// The state ListGroups and DescribeGroups give a group on record: without
+/// members served yet, every one is `Empty`.
+pub const GROUP_STATE: &str = "Empty";
 
 /// The group's protocol type, `""` if it never had members.
 pub fn protocol_type(records: &GroupRecords) -> String {
@@ -32,9 +30,7 @@ pub async fn handle(
             .read(|shard| {
                 shard
                     .groups()
-                    .map(|(name, records)| {
-                        (name.clone(), protocol_type(records), group_state(records))
-                    })
+                    .map(|(name, records)| (name.clone(), protocol_type(records), GROUP_STATE))
                     .collect::<Vec<_>>()
             })
             .await;
