@@ -182,6 +182,10 @@ impl Broker {
             None => None,
         };
         let metrics_for_isr = Arc::clone(&metrics);
+        let groups = Arc::new(GroupCoordinator::new(Arc::clone(&replicas), config.group));
+        tasks.push(tokio::spawn(
+            Arc::clone(&groups).run_timers(shutdown.clone()),
+        ));
         let context = Arc::new(Context {
             broker_id: config.node_id,
             advertised_host,
@@ -190,7 +194,7 @@ impl Broker {
             controller: controller.clone(),
             replicas: Arc::clone(&replicas),
             metrics,
-            groups: Arc::new(GroupCoordinator::new(Arc::clone(&replicas))),
+            groups,
         });
         tasks.push(tokio::spawn(listener::run(
             listener,

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::group::classic::GroupConfig;
+
 /// Settings of one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
@@ -35,6 +37,8 @@ pub struct BrokerConfig {
     /// A follower not caught up for this long leaves the ISR of a partition
     /// this broker leads (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max: Duration,
+    /// Consumer groups: session timeout bounds, the initial rebalance delay.
+    pub group: GroupConfig,
 }
 
 impl BrokerConfig {
@@ -52,6 +56,7 @@ impl BrokerConfig {
             broker_session_timeout: Duration::from_millis(9_000),
             auto_leader_rebalance: true,
             replica_lag_time_max: Duration::from_millis(30_000),
+            group: GroupConfig::default(),
         }
     }
 }

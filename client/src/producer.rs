@@ -79,7 +79,10 @@ pub struct ProducerConfig {
     pub send_wait_max: Duration,
     /// Requests in flight per broker.
     pub in_flight_max: usize,
-    /// Attempts after the first for a batch that failed with a retriable error.
+    /// Attempts after the first for a batch that failed with a retriable
+    /// error. Unbounded by default, as in Kafka since KIP-91: the delivery
+    /// timeout bounds a batch instead, so a leader election that takes
+    /// longer than a few backoffs does not fail the records.
     pub retries: u32,
     pub retry_backoff: Duration,
     /// A batch not acknowledged this long after it closed fails.
@@ -97,7 +100,7 @@ impl ProducerConfig {
             buffer_bytes: 64 << 20,
             send_wait_max: Duration::from_secs(60),
             in_flight_max: 5,
-            retries: 10,
+            retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
         }

@@ -36,6 +36,10 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetCommit, 2, 8),
     api(ApiKey::OffsetFetch, 1, 7),
     api(ApiKey::FindCoordinator, 0, 4),
+    api(ApiKey::JoinGroup, 0, 9),
+    api(ApiKey::Heartbeat, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 5),
+    api(ApiKey::SyncGroup, 0, 5),
     api(ApiKey::DescribeGroups, 0, 5),
     api(ApiKey::ListGroups, 0, 4),
     api(ApiKey::ApiVersions, 0, 3),
@@ -44,6 +48,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
     // v2 adds the voters' listeners, which the controller does not track yet.

@@ -455,6 +455,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> Opt
 pub const HEARTBEAT_INTERVAL_MS: u64 = 200;
 pub const SESSION_TIMEOUT_MS: u64 = 2_000;
 pub const REPLICA_LAG_MS: u64 = 2_000;
+/// Consumer group bounds of test clusters: sessions as short as a second,
+/// and a short wait for more members before a group's first rebalance.
+pub const GROUP_MIN_SESSION_TIMEOUT_MS: u64 = 1_000;
+pub const GROUP_INITIAL_REBALANCE_DELAY_MS: u64 = 500;
 
 impl Cluster {
     /// Starts `size` brokers, ids 1..=size, all voters, and waits until
@@ -483,6 +487,10 @@ impl Cluster {
                 SESSION_TIMEOUT_MS.to_string(),
                 "--replica-lag-time-max-ms".into(),
                 REPLICA_LAG_MS.to_string(),
+                "--group-min-session-timeout-ms".into(),
+                GROUP_MIN_SESSION_TIMEOUT_MS.to_string(),
+                "--group-initial-rebalance-delay-ms".into(),
+                GROUP_INITIAL_REBALANCE_DELAY_MS.to_string(),
             ];
             node.launch();
         }

@@ -1,19 +1,28 @@
-//! Committed offsets of consumer groups on real `logd` processes: kept in
+//! Consumer groups on real `logd` processes: committed offsets kept in
 //! `__consumer_offsets`, found through FindCoordinator, surviving the
-//! consumer's restart (kafka-python) and the coordinator's kill -9.
+//! consumer's restart (kafka-python) and the coordinator's kill -9; group
+//! members (kafka-python) sharing partitions, taking over a killed member's
+//! partitions, and following the group to a new coordinator.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
 
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId,
-    ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
-    TopicName,
+    ApiKey, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
+    RequestKind, ResponseKind, TopicName,
 };
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::protocol::{Decodable, StrBytes};
+use strata_client::{Acks, Producer, ProducerRecord};
 use strata_tests::{
     create_replicated_topic, create_topic, one_cluster_at_a_time, produce, python, wait_for,
     Cluster, Connection, Logd,
@@ -112,8 +121,16 @@ fn committed(
         .collect())
 }
 
-/// `(state, protocol type)` of `group` as DescribeGroups reports it.
-fn describe(connection: &mut Connection, group: &str) -> (String, String) {
+/// A group as DescribeGroups reports it.
+#[derive(Debug)]
+struct Described {
+    state: String,
+    protocol_type: String,
+    /// (member id, client id, partitions assigned) while Stable.
+    members: Vec<(String, String, Vec<i32>)>,
+}
+
+fn describe(connection: &mut Connection, group: &str) -> Described {
     let request = DescribeGroupsRequest::default().with_groups(vec![group_id(group)]);
     let ResponseKind::DescribeGroups(response) = connection
         .send(
@@ -127,10 +144,35 @@ fn describe(connection: &mut Connection, group: &str) -> (String, String) {
     };
     let described = &response.groups[0];
     assert_eq!(described.error_code, 0, "DescribeGroups {group}");
-    (
-        described.group_state.to_string(),
-        described.protocol_type.to_string(),
-    )
+    let members = described
+        .members
+        .iter()
+        .map(|member| {
+            let mut assignment = member.member_assignment.clone();
+            let partitions = if assignment.len() < 2 {
+                Vec::new()
+            } else {
+                let version = i16::from_be_bytes([assignment[0], assignment[1]]);
+                assignment.advance(2);
+                ConsumerProtocolAssignment::decode(&mut assignment, version)
+                    .expect("a consumer protocol assignment")
+                    .assigned_partitions
+                    .iter()
+                    .flat_map(|topic| topic.partitions.iter().copied())
+                    .collect()
+            };
+            (
+                member.member_id.to_string(),
+                member.client_id.to_string(),
+                partitions,
+            )
+        })
+        .collect();
+    Described {
+        state: described.group_state.to_string(),
+        protocol_type: described.protocol_type.to_string(),
+        members,
+    }
 }
 
 fn list_groups(connection: &mut Connection) -> Vec<String> {
@@ -212,7 +254,7 @@ fn kafka_python_commits_and_a_new_consumer_resumes_from_the_committed_offset() {
         Ok(vec![60])
     );
     assert_eq!(
-        describe(&mut connection, "billing").0,
+        describe(&mut connection, "billing").state,
         "Empty",
         "a group with offsets and no members"
     );
@@ -297,9 +339,320 @@ fn committed_offsets_survive_the_coordinators_kill() {
         69,
         "GROUP_ID_NOT_FOUND"
     );
-    assert_eq!(describe(&mut at_successor, group).0, "Dead");
+    assert_eq!(describe(&mut at_successor, group).state, "Dead");
     assert_eq!(
         committed(&mut at_successor, group, "orders", &[0, 1, 2]),
         Ok(vec![-1, -1, -1])
     );
+}
+
+/// A kafka-python member of `group`: prints `partition offset value` for
+/// each record it processes, commits after each poll, and leaves the group
+/// when `stop_file` exists or after `limit` records (0: no limit).
+const KAFKA_PYTHON_GROUP_MEMBER: &str = r#"
+import os, sys
+from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+bootstrap, topic, group, stop_file = sys.argv[1:5]
+session_ms, client_id, limit = int(sys.argv[5]), sys.argv[6], int(sys.argv[7])
+consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=group,
+                         client_id=client_id, enable_auto_commit=False,
+                         auto_offset_reset="earliest", session_timeout_ms=session_ms,
+                         heartbeat_interval_ms=max(100, session_ms // 6), max_poll_records=20)
+processed = 0
+while not os.path.exists(stop_file) and (limit == 0 or processed < limit):
+    try:
+        batch = consumer.poll(timeout_ms=200)
+    except KafkaError:
+        continue  # a broker died under it: the next poll finds the new one
+    for tp, records in batch.items():
+        for record in records:
+            print(tp.partition, record.offset, record.value.decode(), flush=True)
+            processed += 1
+    if batch:
+        try:
+            consumer.commit()
+        except KafkaError:
+            pass  # a rebalance took the partitions: their next owner reads them again
+consumer.close()
+"#;
+
+/// Session timeout of the kafka-python members.
+const MEMBER_SESSION_MS: u64 = 3_000;
+
+/// One kafka-python group member process and what it printed.
+struct PythonMember {
+    child: std::process::Child,
+    lines: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl PythonMember {
+    fn start(
+        bootstrap: &str,
+        topic: &str,
+        group: &str,
+        stop_file: &Path,
+        name: &str,
+        limit: usize,
+    ) -> PythonMember {
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(KAFKA_PYTHON_GROUP_MEMBER)
+            .args([bootstrap, topic, group])
+            .arg(stop_file)
+            .args([&MEMBER_SESSION_MS.to_string(), name, &limit.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Read as it comes: a member can print more than a pipe holds.
+        let lines = std::thread::spawn(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .collect()
+        });
+        PythonMember { child, lines }
+    }
+
+    /// Waits for the member to leave on its own; the records it processed.
+    fn finish(mut self) -> Vec<(i32, i64)> {
+        let status = wait_for(Duration::from_secs(30), "a member to leave", || {
+            self.child.try_wait().expect("wait")
+        });
+        assert!(status.success(), "kafka-python member failed: {status}");
+        parse_processed(self.lines.join().expect("reader"))
+    }
+
+    /// kill -9; the records it processed until then.
+    fn kill9(mut self) -> Vec<(i32, i64)> {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("wait");
+        parse_processed(self.lines.join().expect("reader"))
+    }
+}
+
+fn parse_processed(lines: Vec<String>) -> Vec<(i32, i64)> {
+    lines
+        .iter()
+        .map(|line| {
+            let mut fields = line.split(' ');
+            let mut next = || fields.next().and_then(|field| field.parse().ok());
+            let partition = next().unwrap_or_else(|| panic!("bad line {line:?}"));
+            let offset = next().unwrap_or_else(|| panic!("bad line {line:?}"));
+            (partition as i32, offset)
+        })
+        .collect()
+}
+
+/// Produces `count` records to each of `partitions` partitions of `topic`
+/// with acks=all through the Strata client; the (partition, offset) of each.
+fn produce_each(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> Vec<(i32, i64)> {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let producer = Producer::builder(bootstrap)
+            .acks(Acks::All)
+            .build()
+            .await
+            .expect("producer");
+        let mut deliveries = Vec::new();
+        for partition in 0..partitions {
+            for index in 0..count {
+                let value = format!("{topic}-{partition}-{index}");
+                let record = ProducerRecord::new(topic)
+                    .partition(partition)
+                    .value(value.as_bytes());
+                deliveries.push(producer.send(record).await.expect("send"));
+            }
+        }
+        let mut acknowledged = Vec::new();
+        for delivery in deliveries {
+            let metadata = delivery.await.expect("acknowledged");
+            acknowledged.push((metadata.partition, metadata.offset.expect("acks=all")));
+        }
+        producer.close().await.expect("close");
+        acknowledged
+    })
+}
+
+/// The coordinator of `group` as any running broker names it.
+fn coordinator_of(cluster: &mut Cluster, group: &str) -> i32 {
+    wait_for(Duration::from_secs(20), "a coordinator", || {
+        (1..=3).find_map(|id| {
+            let node = cluster.node(id);
+            if !node.is_running() {
+                return None;
+            }
+            let mut connection = Connection::open(node.address).ok()?;
+            find_coordinator(&mut connection, group).ok()
+        })
+    })
+}
+
+/// Waits until `group` is Stable with `member_count` members whose
+/// assignments are disjoint, each non-empty, and together cover
+/// `0..partitions`; returns the group as described then.
+fn wait_for_shared(
+    cluster: &mut Cluster,
+    group: &str,
+    member_count: usize,
+    partitions: i32,
+    timeout: Duration,
+) -> Described {
+    wait_for(timeout, "the group to share the partitions", || {
+        let coordinator = coordinator_of(cluster, group);
+        let mut connection = Connection::open(cluster.node(coordinator).address).ok()?;
+        let described = describe(&mut connection, group);
+        let mut assigned: Vec<i32> = described
+            .members
+            .iter()
+            .flat_map(|(_, _, partitions)| partitions.iter().copied())
+            .collect();
+        assigned.sort_unstable();
+        let shared = described.state == "Stable"
+            && described.members.len() == member_count
+            && described
+                .members
+                .iter()
+                .all(|(_, _, partitions)| !partitions.is_empty())
+            && assigned == (0..partitions).collect::<Vec<_>>();
+        shared.then_some(described)
+    })
+}
+
+/// Waits until `group`'s committed offsets of `topic` are `ends`.
+fn wait_for_committed(cluster: &mut Cluster, group: &str, topic: &str, ends: &[i64]) {
+    let partitions: Vec<i32> = (0..ends.len() as i32).collect();
+    wait_for(
+        Duration::from_secs(30),
+        "the group to commit every record",
+        || {
+            let coordinator = coordinator_of(cluster, group);
+            let mut connection = Connection::open(cluster.node(coordinator).address).ok()?;
+            let committed = committed(&mut connection, group, topic, &partitions).ok()?;
+            (committed == ends).then_some(())
+        },
+    );
+}
+
+/// Every acknowledged record is among the processed ones.
+fn assert_processed_all(acknowledged: &[(i32, i64)], processed: &BTreeSet<(i32, i64)>) {
+    let missed: Vec<_> = acknowledged
+        .iter()
+        .filter(|record| !processed.contains(record))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} acknowledged records were never processed, e.g. {:?}",
+        missed.len(),
+        &missed[..missed.len().min(10)]
+    );
+}
+
+#[test]
+fn kafka_python_members_share_partitions_survive_the_coordinator_and_resume() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let (topic, group, partitions) = ("clicks", "click-counters", 6);
+    create_replicated_topic(cluster.node(1), topic, partitions, 3);
+    let bootstrap = cluster.bootstrap();
+    let mut acknowledged = produce_each(&bootstrap, topic, partitions, 50);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stop_file = dir.path().join("stop");
+    let members: Vec<PythonMember> = ["member-a", "member-b"]
+        .iter()
+        .map(|name| PythonMember::start(&bootstrap, topic, group, &stop_file, name, 0))
+        .collect();
+
+    let described = wait_for_shared(&mut cluster, group, 2, partitions, Duration::from_secs(30));
+    assert_eq!(described.protocol_type, "consumer");
+    wait_for_committed(&mut cluster, group, topic, &[50; 6]);
+
+    // The coordinator dies: the group moves with its partition's leadership
+    // and goes on committing where it was.
+    let coordinator = coordinator_of(&mut cluster, group);
+    cluster.node(coordinator).kill9();
+    let started = Instant::now();
+    acknowledged.extend(produce_each(&bootstrap, topic, partitions, 20));
+    wait_for_committed(&mut cluster, group, topic, &[70; 6]);
+    let successor = coordinator_of(&mut cluster, group);
+    assert_ne!(successor, coordinator);
+    wait_for_shared(&mut cluster, group, 2, partitions, Duration::from_secs(30));
+    eprintln!(
+        "coordinator {coordinator} killed; broker {successor} took the group over, every record committed {:.2} s later",
+        started.elapsed().as_secs_f64()
+    );
+
+    std::fs::write(&stop_file, b"").expect("stop file");
+    let processed: BTreeSet<(i32, i64)> =
+        members.into_iter().flat_map(PythonMember::finish).collect();
+    assert_processed_all(&acknowledged, &processed);
+    cluster.node(coordinator).restart();
+
+    // A restarted member resumes from the committed offsets: it sees only
+    // what was produced after.
+    let later = produce_each(&bootstrap, topic, partitions, 10);
+    std::fs::remove_file(&stop_file).expect("remove stop file");
+    let resumed = PythonMember::start(
+        &bootstrap,
+        topic,
+        group,
+        &stop_file,
+        "member-c",
+        later.len(),
+    )
+    .finish();
+    let mut resumed_sorted = resumed.clone();
+    resumed_sorted.sort_unstable();
+    let mut later_sorted = later.clone();
+    later_sorted.sort_unstable();
+    assert_eq!(
+        resumed_sorted, later_sorted,
+        "exactly the records after the committed offsets"
+    );
+    assert!(later.iter().all(|&(_, offset)| offset >= 70));
+}
+
+#[test]
+fn a_member_killed_mid_batch_has_its_partitions_taken_over_and_nothing_is_skipped() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let (topic, group, partitions) = ("payments", "payment-checkers", 6);
+    create_replicated_topic(cluster.node(1), topic, partitions, 3);
+    let bootstrap = cluster.bootstrap();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stop_file = dir.path().join("stop");
+    let mut members: Vec<PythonMember> = ["member-a", "member-b", "member-c"]
+        .iter()
+        .map(|name| PythonMember::start(&bootstrap, topic, group, &stop_file, name, 0))
+        .collect();
+    wait_for_shared(&mut cluster, group, 3, partitions, Duration::from_secs(30));
+
+    // Records arrive while a member dies mid-stream.
+    let mut acknowledged = produce_each(&bootstrap, topic, partitions, 200);
+    let victim = members.remove(0);
+    let killed = Instant::now();
+    let victim_processed = victim.kill9();
+    acknowledged.extend(produce_each(&bootstrap, topic, partitions, 100));
+    wait_for_shared(&mut cluster, group, 2, partitions, Duration::from_secs(20));
+    let moved_s = killed.elapsed().as_secs_f64();
+    eprintln!(
+        "member killed after processing {} records; its partitions moved {moved_s:.2} s later (session timeout {:.1} s)",
+        victim_processed.len(),
+        MEMBER_SESSION_MS as f64 / 1000.0
+    );
+    assert!(
+        moved_s < 2.0 * MEMBER_SESSION_MS as f64 / 1000.0,
+        "partitions moved within twice the session timeout"
+    );
+    wait_for_committed(&mut cluster, group, topic, &[300; 6]);
+
+    std::fs::write(&stop_file, b"").expect("stop file");
+    let processed: BTreeSet<(i32, i64)> = members
+        .into_iter()
+        .flat_map(PythonMember::finish)
+        .chain(victim_processed)
+        .collect();
+    assert_processed_all(&acknowledged, &processed);
 }

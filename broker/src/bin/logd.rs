@@ -63,6 +63,16 @@ struct Flags {
     /// A follower not caught up for this long leaves the ISR [default: 30000].
     #[arg(long, value_name = "MS")]
     replica_lag_time_max_ms: Option<u64>,
+    /// Shortest session a consumer group member may ask for [default: 6000].
+    #[arg(long, value_name = "MS")]
+    group_min_session_timeout_ms: Option<i32>,
+    /// Longest session a consumer group member may ask for [default: 1800000].
+    #[arg(long, value_name = "MS")]
+    group_max_session_timeout_ms: Option<i32>,
+    /// How long an empty group's first rebalance waits for more members
+    /// [default: 3000].
+    #[arg(long, value_name = "MS")]
+    group_initial_rebalance_delay_ms: Option<i64>,
     /// Address for Prometheus `/metrics` [default: 127.0.0.1:9094].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -92,6 +102,15 @@ impl Flags {
             replica_lag_time_max_ms: self
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms),
+            group_min_session_timeout_ms: self
+                .group_min_session_timeout_ms
+                .or(file.group_min_session_timeout_ms),
+            group_max_session_timeout_ms: self
+                .group_max_session_timeout_ms
+                .or(file.group_max_session_timeout_ms),
+            group_initial_rebalance_delay_ms: self
+                .group_initial_rebalance_delay_ms
+                .or(file.group_initial_rebalance_delay_ms),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_level: self.log_level.or(file.log_level),
         }
@@ -163,6 +182,31 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(config.auto_leader_rebalance);
     if let Some(ms) = flags.replica_lag_time_max_ms {
         config.replica_lag_time_max = Duration::from_millis(ms);
+    }
+    let group = &mut config.group;
+    group.session_timeout_ms_min = flags
+        .group_min_session_timeout_ms
+        .unwrap_or(group.session_timeout_ms_min);
+    group.session_timeout_ms_max = flags
+        .group_max_session_timeout_ms
+        .unwrap_or(group.session_timeout_ms_max);
+    group.initial_rebalance_delay_ms = flags
+        .group_initial_rebalance_delay_ms
+        .unwrap_or(group.initial_rebalance_delay_ms);
+    if group.session_timeout_ms_min <= 0
+        || group.session_timeout_ms_min > group.session_timeout_ms_max
+    {
+        bail!(
+            "--group-min-session-timeout-ms ({}) must be positive and at most --group-max-session-timeout-ms ({})",
+            group.session_timeout_ms_min,
+            group.session_timeout_ms_max
+        );
+    }
+    if group.initial_rebalance_delay_ms < 0 {
+        bail!(
+            "--group-initial-rebalance-delay-ms ({}) must not be negative",
+            group.initial_rebalance_delay_ms
+        );
     }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

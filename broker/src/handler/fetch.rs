@@ -128,18 +128,11 @@ fn read_for_follower(
         if api_version < FOLLOWER_FETCH_VERSION_MIN {
             return (response.with_error_code(error_code::UNSUPPORTED_VERSION), 0);
         }
-        let (partition, leader_epoch) = match context.leader_of(topic, fetch.partition) {
-            Ok(led) => led,
-            Err(code) => return (response.with_error_code(code), 0),
-        };
-        if fetch.current_leader_epoch >= 0 && fetch.current_leader_epoch != leader_epoch {
-            let code = if fetch.current_leader_epoch < leader_epoch {
-                error_code::FENCED_LEADER_EPOCH
-            } else {
-                error_code::UNKNOWN_LEADER_EPOCH
+        let (partition, _) =
+            match context.leader_in(topic, fetch.partition, fetch.current_leader_epoch) {
+                Ok(led) => led,
+                Err(code) => return (response.with_error_code(code), 0),
             };
-            return (response.with_error_code(code), 0);
-        }
         let served = (!spent).then(|| {
             partition.serve_follower(
                 follower,
@@ -220,7 +213,8 @@ fn read_once(
     api_version: i16,
 ) -> (FetchResponse, usize) {
     walk(request, |topic, fetch, response, max_bytes, spent| {
-        let partition = match context.leader_of(topic, fetch.partition) {
+        let partition = match context.leader_in(topic, fetch.partition, fetch.current_leader_epoch)
+        {
             Ok((partition, _)) => partition,
             Err(code) => return (response.with_error_code(code), 0),
         };

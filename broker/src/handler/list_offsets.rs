@@ -29,11 +29,14 @@ pub fn handle(
                         .with_partition_index(requested.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let (partition, leader_epoch) =
-                        match context.leader_of(topic.name.0.as_str(), requested.partition_index) {
-                            Ok(led) => led,
-                            Err(code) => return response.with_error_code(code),
-                        };
+                    let (partition, leader_epoch) = match context.leader_in(
+                        topic.name.0.as_str(),
+                        requested.partition_index,
+                        requested.current_leader_epoch,
+                    ) {
+                        Ok(led) => led,
+                        Err(code) => return response.with_error_code(code),
+                    };
                     let response = if api_version >= 4 {
                         response.with_leader_epoch(leader_epoch)
                     } else {

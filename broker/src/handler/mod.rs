@@ -12,13 +12,18 @@ pub mod describe_groups;
 pub mod describe_quorum;
 pub mod fetch;
 pub mod find_coordinator;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod join_group;
+pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sync_group;
 
 use std::sync::Arc;
 
@@ -111,6 +116,27 @@ impl Context {
         } else {
             error_code::UNKNOWN_TOPIC_OR_PARTITION
         })
+    }
+
+    /// As [`Self::leader_of`], for a client that names the leader epoch it
+    /// believes current (KIP-320; -1: it does not say): an older one is
+    /// FENCED_LEADER_EPOCH (its metadata is stale), a newer one
+    /// UNKNOWN_LEADER_EPOCH (this broker's is).
+    pub fn leader_in(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<(Arc<Partition>, i32), i16> {
+        let (partition, leader_epoch) = self.leader_of(topic, index)?;
+        if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
+            return Err(if current_leader_epoch < leader_epoch {
+                error_code::FENCED_LEADER_EPOCH
+            } else {
+                error_code::UNKNOWN_LEADER_EPOCH
+            });
+        }
+        Ok((partition, leader_epoch))
     }
 
     /// The broker clients are told is the controller: the metadata quorum's

@@ -1,5 +1,7 @@
 //! OffsetCommit: a group's consumed positions, written to its
 //! `__consumer_offsets` partition and answered once durable on the ISR.
+//! A member commits in its generation; a consumer outside any generation
+//! (it assigns partitions itself) only while the group has no members.
 
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -13,18 +15,10 @@ use crate::server::error_code;
 
 pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let refused = if group.is_empty() {
-        Some(error_code::INVALID_GROUP_ID)
-    } else if request.generation_id_or_member_epoch >= 0 || !request.member_id.is_empty() {
-        // Only commits from outside a generation (consumers that assign
-        // partitions themselves) until group membership is served.
-        Some(error_code::UNKNOWN_MEMBER_ID)
+    let led = if group.is_empty() {
+        Err(error_code::INVALID_GROUP_ID)
     } else {
-        None
-    };
-    let led = match refused {
-        Some(code) => Err(code),
-        None => context.groups.led_for(&group),
+        context.groups.led_for(&group)
     };
     let now = now_ms();
     let metadata = context.controller.metadata();
@@ -67,7 +61,17 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
     }
     drop(metadata);
     let written = match &led {
-        Ok(led) => led.write(&records).await.err().unwrap_or(0),
+        Ok(led) => led
+            .commit(
+                &group,
+                &request.member_id,
+                request.group_instance_id.as_deref(),
+                request.generation_id_or_member_epoch,
+                records,
+            )
+            .await
+            .err()
+            .unwrap_or(0),
         Err(code) => *code,
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = request

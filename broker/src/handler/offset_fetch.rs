@@ -17,8 +17,11 @@ pub async fn handle(
     let group = request.group_id.0.to_string();
     let found = match context.groups.led_for(&group) {
         Ok(led) => {
-            led.read(|shard| {
-                let offsets = shard.group(&group).map(|records| records.offsets.clone());
+            led.read(|groups| {
+                let offsets = groups
+                    .shard()
+                    .group(&group)
+                    .map(|records| records.offsets.clone());
                 offsets.unwrap_or_default()
             })
             .await

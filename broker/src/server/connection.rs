@@ -53,10 +53,15 @@ const DECODED_AHEAD_MAX: usize = 2;
 
 /// Serves `stream` until the client leaves, misbehaves, or `shutdown` fires.
 pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: CancellationToken) {
-    let peer = stream
-        .peer_addr()
+    let peer_addr = stream.peer_addr().ok();
+    let peer = peer_addr
         .map(|address| address.to_string())
         .unwrap_or_default();
+    // As Kafka shows a group member's host.
+    let client_host: Arc<str> = peer_addr
+        .map(|address| format!("/{}", address.ip()))
+        .unwrap_or_default()
+        .into();
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
     let codec = FrameCodec::new(REQUEST_BYTES_MAX);
@@ -94,9 +99,10 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
             next = incoming.recv(), if can_take => match next {
                 Some(Incoming::Request(request)) => {
                     let context = Arc::clone(&context);
+                    let client_host = Arc::clone(&client_host);
                     let (api_key, api_version, correlation_id) = (request.api_key, request.api_version, request.correlation_id());
                     in_flight.push_back(Box::pin(async move {
-                        match dispatch(&context, *request).await {
+                        match dispatch(&context, *request, &client_host).await {
                             Some(body) => response::encode(api_key, api_version, correlation_id, &body).map(Some),
                             None => Ok(None),
                         }

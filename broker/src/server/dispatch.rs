@@ -10,7 +10,12 @@ use crate::handler::{self, Context};
 
 /// The response to `request`, or `None` when the client expects none
 /// (Produce with acks=0).
-pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKind> {
+/// `client_host` is the peer's address as group members are shown with it.
+pub async fn dispatch(
+    context: &Context,
+    request: Request,
+    client_host: &str,
+) -> Option<ResponseKind> {
     let span = tracing::debug_span!(
         "request",
         api = ?request.api_key,
@@ -20,6 +25,7 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
     );
     let api_version = request.api_version;
     let api_key = request.api_key;
+    let client_id = request.client_id().to_string();
     let started = std::time::Instant::now();
     let response = async move {
         Some(match request.body {
@@ -38,6 +44,9 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             RequestKind::ListOffsets(body) => {
                 ResponseKind::ListOffsets(handler::list_offsets::handle(context, body, api_version))
             }
+            RequestKind::OffsetForLeaderEpoch(body) => ResponseKind::OffsetForLeaderEpoch(
+                handler::offset_for_leader_epoch::handle(context, body),
+            ),
             RequestKind::CreateTopics(body) => ResponseKind::CreateTopics(
                 handler::create_topics::handle(context, body, api_version).await,
             ),
@@ -58,6 +67,24 @@ pub async fn dispatch(context: &Context, request: Request) -> Option<ResponseKin
             ),
             RequestKind::FindCoordinator(body) => ResponseKind::FindCoordinator(
                 handler::find_coordinator::handle(context, body, api_version).await,
+            ),
+            RequestKind::JoinGroup(body) => {
+                let client = handler::join_group::Client {
+                    client_id: &client_id,
+                    client_host,
+                };
+                ResponseKind::JoinGroup(
+                    handler::join_group::handle(context, body, api_version, client).await,
+                )
+            }
+            RequestKind::SyncGroup(body) => {
+                ResponseKind::SyncGroup(handler::sync_group::handle(context, body).await)
+            }
+            RequestKind::Heartbeat(body) => {
+                ResponseKind::Heartbeat(handler::heartbeat::handle(context, body).await)
+            }
+            RequestKind::LeaveGroup(body) => ResponseKind::LeaveGroup(
+                handler::leave_group::handle(context, body, api_version).await,
             ),
             RequestKind::OffsetCommit(body) => {
                 ResponseKind::OffsetCommit(handler::offset_commit::handle(context, body).await)

@@ -4,6 +4,7 @@ use kafka_protocol::ResponseError;
 use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;
+use crate::group::classic::GroupError;
 
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
@@ -27,6 +28,7 @@ pub const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
 pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
+pub const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
 
 /// The code for a storage failure on one partition.
 pub fn for_storage(error: &StorageError) -> i16 {
@@ -45,6 +47,21 @@ pub fn for_storage(error: &StorageError) -> i16 {
         StorageError::OffsetNotIncreasing { .. } | StorageError::Config(_) => {
             ResponseError::UnknownServerError
         }
+    };
+    code.code()
+}
+
+/// The code for a group request the coordinator refused.
+pub fn for_group(error: &GroupError) -> i16 {
+    let code = match error {
+        GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::FencedInstanceId => ResponseError::FencedInstanceId,
+        GroupError::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
+        GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
     };
     code.code()
 }

@@ -1,0 +1,665 @@
+//! The coordinator of the `__consumer_offsets` partitions this broker
+//! leads: it loads each partition's groups once per leader epoch, runs their
+//! state machines ([`ClassicGroup`]) under the partition's lock, writes their
+//! records and parks the JoinGroup and SyncGroup requests a rebalance holds.
+//!
+//! Architecture Invariant: records are appended while the partition's lock
+//! is held, so the log holds them in the order they were decided; a parked
+//! request is answered only once the record written with its answer is
+//! durable on the ISR, so no member is told of a generation a successor
+//! coordinator would not load. When leadership moves, the loaded state is
+//! dropped and every parked request is told `NOT_COORDINATOR`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_storage::batch::{BatchHeader, BatchIter};
+use strata_storage::compression::batch_records;
+use strata_storage::record::{BatchBuilder, Record, RecordIter};
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use super::classic::{
+    ClassicGroup, Effect, GroupConfig, GroupError, GroupState, JoinRequest, Joined, Reply,
+    SyncRequest,
+};
+use super::records::Key;
+use super::shard::Shard;
+use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use crate::handler::now_ms;
+use crate::replica::partition::Partition;
+use crate::replica::replica_manager::ReplicaManager;
+use crate::server::error_code;
+use strata_storage::AppendInfo;
+
+/// Bytes read per step when loading a partition's groups.
+const LOAD_READ_BYTES: usize = 4 << 20;
+/// How often sessions and rebalance deadlines are checked: the slack on
+/// every group timeout.
+const TICK_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A key and its value (`None`: a tombstone) for `__consumer_offsets`.
+pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+
+/// What a group request gets: the group's answer, or the code of a
+/// coordinator that could not give one (not the coordinator, write failed).
+pub type Answer<T> = Result<Result<T, GroupError>, i16>;
+
+type Waiters<T> = HashMap<(String, String), oneshot::Sender<Answer<T>>>;
+
+/// A parked request's sender and the answer it is to get.
+type Answering<T> = (oneshot::Sender<Answer<T>>, Result<T, GroupError>);
+
+/// What the coordinator of one offsets partition knows in one leader epoch.
+pub struct Groups {
+    /// What the partition's records say.
+    shard: Shard,
+    /// Membership, for groups with members or on record.
+    classic: HashMap<String, ClassicGroup>,
+    /// Parked JoinGroups and SyncGroups, by (group, member id).
+    join_waiters: Waiters<Joined>,
+    sync_waiters: Waiters<Bytes>,
+}
+
+impl Groups {
+    fn new(shard: Shard, config: GroupConfig, now_ms: i64) -> Groups {
+        let classic = shard
+            .groups()
+            .filter_map(|(name, records)| {
+                let (record, _) = records.metadata.as_ref()?;
+                Some((
+                    name.clone(),
+                    ClassicGroup::from_record(config, record, now_ms),
+                ))
+            })
+            .collect();
+        Groups {
+            shard,
+            classic,
+            join_waiters: HashMap::new(),
+            sync_waiters: HashMap::new(),
+        }
+    }
+
+    pub fn shard(&self) -> &Shard {
+        &self.shard
+    }
+
+    pub fn classic(&self, group: &str) -> Option<&ClassicGroup> {
+        self.classic
+            .get(group)
+            .filter(|classic| !classic.is_idle() || self.shard.group(group).is_some())
+    }
+
+    /// A group's state and protocol type, if it has members or records.
+    pub fn summary(&self, group: &str) -> Option<(GroupState, String)> {
+        match self.classic(group) {
+            Some(classic) => Some((classic.state(), classic.protocol_type().to_string())),
+            None => self
+                .shard
+                .group(group)
+                .map(|_| (GroupState::Empty, String::new())),
+        }
+    }
+
+    /// Every group with members or records: name, state, protocol type.
+    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+        let names: BTreeSet<&String> = self
+            .shard
+            .groups()
+            .map(|(name, _)| name)
+            .chain(self.classic.keys())
+            .collect();
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let (state, protocol_type) = self.summary(name)?;
+                Some((name.clone(), state, protocol_type))
+            })
+            .collect()
+    }
+
+    fn classic_mut(&mut self, group: &str, config: GroupConfig, now_ms: i64) -> &mut ClassicGroup {
+        self.classic
+            .entry(group.to_string())
+            .or_insert_with(|| ClassicGroup::new(config, now_ms))
+    }
+}
+
+/// A request's answer: now, or when a rebalance step delivers it.
+enum Pending<T> {
+    Now(Result<T, GroupError>),
+    Later(oneshot::Receiver<Answer<T>>),
+}
+
+impl<T> Pending<T> {
+    fn park(waiters: &mut Waiters<T>, group: &str, reply: Reply<T>) -> Pending<T> {
+        match reply {
+            Reply::Now(result) => Pending::Now(result),
+            Reply::Parked { member_id } => {
+                let (sender, receiver) = oneshot::channel();
+                // A member that asks again replaces its earlier request,
+                // which is then told to find the coordinator again.
+                waiters.insert((group.to_string(), member_id), sender);
+                Pending::Later(receiver)
+            }
+        }
+    }
+
+    async fn answer(self) -> Answer<T> {
+        match self {
+            Pending::Now(result) => Ok(result),
+            Pending::Later(receiver) => receiver.await.unwrap_or(Err(error_code::NOT_COORDINATOR)),
+        }
+    }
+}
+
+/// A step's consequences, carried out once the partition's lock is
+/// released: the group record appended (awaited durable), then the answers.
+#[must_use]
+struct Delivery {
+    written: Option<Result<(Vec<KeyedRecord>, AppendInfo), i16>>,
+    joins: Vec<Answering<Joined>>,
+    syncs: Vec<Answering<Bytes>>,
+}
+
+/// A partition's groups as loaded in one leader epoch.
+struct Loaded {
+    leader_epoch: i32,
+    groups: Groups,
+}
+
+/// A `__consumer_offsets` partition this broker leads, with its groups.
+#[derive(Clone)]
+pub struct Led {
+    partition: Arc<Partition>,
+    leader_epoch: i32,
+    config: GroupConfig,
+    loaded: Arc<tokio::sync::Mutex<Option<Loaded>>>,
+}
+
+impl Led {
+    /// Reads the groups (loading them first if this epoch has not), under
+    /// the partition's lock.
+    pub async fn read<T>(&self, read: impl FnOnce(&Groups) -> T) -> Result<T, i16> {
+        let mut loaded = self.loaded.lock().await;
+        let groups = self.load(&mut loaded).await?;
+        Ok(read(groups))
+    }
+
+    async fn load<'a>(&self, loaded: &'a mut Option<Loaded>) -> Result<&'a mut Groups, i16> {
+        if self.partition.leader_epoch() != Some(self.leader_epoch) {
+            return Err(error_code::NOT_COORDINATOR);
+        }
+        if loaded
+            .as_ref()
+            .is_none_or(|loaded| loaded.leader_epoch != self.leader_epoch)
+        {
+            let partition = Arc::clone(&self.partition);
+            let started = std::time::Instant::now();
+            let shard = tokio::task::spawn_blocking(move || replay(&partition))
+                .await
+                .map_err(|_| error_code::COORDINATOR_NOT_AVAILABLE)??;
+            info!(
+                partition = ?self.partition,
+                leader_epoch = self.leader_epoch,
+                groups = shard.groups().count(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "loaded consumer groups"
+            );
+            *loaded = Some(Loaded {
+                leader_epoch: self.leader_epoch,
+                groups: Groups::new(shard, self.config, now_ms()),
+            });
+        }
+        Ok(&mut loaded.as_mut().expect("loaded above").groups)
+    }
+
+    /// Appends the records `decide` returns (or answers its refusal), in
+    /// the same critical section that decided them, and returns once the ISR
+    /// has them durably.
+    pub async fn write_with(
+        &self,
+        decide: impl FnOnce(&mut Groups, GroupConfig, i64) -> Result<Vec<KeyedRecord>, i16>,
+    ) -> Result<(), i16> {
+        let (records, appended) = {
+            let mut loaded = self.loaded.lock().await;
+            let groups = self.load(&mut loaded).await?;
+            let now = now_ms();
+            let records = decide(groups, self.config, now)?;
+            if records.is_empty() {
+                return Ok(());
+            }
+            let appended = self.append(&records, now)?;
+            (records, appended)
+        };
+        self.await_durable(&records, appended).await
+    }
+
+    fn append(&self, records: &[KeyedRecord], now: i64) -> Result<AppendInfo, i16> {
+        let mut builder = BatchBuilder::new(now);
+        for (key, value) in records {
+            builder.push(Record {
+                key: Some(key),
+                value: value.as_deref(),
+                headers: &[],
+                timestamp_ms: None,
+            });
+        }
+        let batch = Bytes::from(builder.build());
+        self.partition
+            .append(&batch, self.leader_epoch, now)
+            .map_err(|error| {
+                warn!(partition = ?self.partition, %error, "cannot write to the offsets topic");
+                error_code::COORDINATOR_NOT_AVAILABLE
+            })
+    }
+
+    /// Waits until `records`, appended at `appended`, are durable on the
+    /// ISR, then applies them to the loaded groups (a reload replays them).
+    async fn await_durable(
+        &self,
+        records: &[KeyedRecord],
+        appended: AppendInfo,
+    ) -> Result<(), i16> {
+        // Writes to one partition wait for durability together.
+        if !self
+            .partition
+            .wait_committed(appended.log_end_offset, COMMIT_TIMEOUT)
+            .await
+        {
+            return Err(error_code::REQUEST_TIMED_OUT);
+        }
+        let mut loaded = self.loaded.lock().await;
+        if let Some(loaded) = loaded
+            .as_mut()
+            .filter(|loaded| loaded.leader_epoch == self.leader_epoch)
+        {
+            for (index, (key, value)) in records.iter().enumerate() {
+                loaded
+                    .groups
+                    .shard
+                    .apply(key, value.as_deref(), appended.first_offset + index as i64)
+                    .expect("records this coordinator encoded decode");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `step` on the groups under the lock, then carries out the
+    /// effects it left; a failed write of the group record is the answer.
+    async fn step<R>(
+        &self,
+        group: &str,
+        step: impl FnOnce(&mut Groups, &mut Vec<Effect>, i64) -> R,
+    ) -> Result<R, i16> {
+        let (result, delivery) = {
+            let mut loaded = self.loaded.lock().await;
+            let groups = self.load(&mut loaded).await?;
+            let now = now_ms();
+            let mut effects = Vec::new();
+            let result = step(groups, &mut effects, now);
+            (result, self.prepare(groups, group, effects, now))
+        };
+        match self.deliver(delivery).await {
+            Some(code) => Err(code),
+            None => Ok(result),
+        }
+    }
+
+    /// Takes the waiters the effects answer and appends the group record if
+    /// asked, all under the lock.
+    fn prepare(
+        &self,
+        groups: &mut Groups,
+        group: &str,
+        effects: Vec<Effect>,
+        now: i64,
+    ) -> Delivery {
+        let mut delivery = Delivery {
+            written: None,
+            joins: Vec::new(),
+            syncs: Vec::new(),
+        };
+        let mut persist = false;
+        for effect in effects {
+            let waiter = |member_id| (group.to_string(), member_id);
+            match effect {
+                Effect::Persist => persist = true,
+                Effect::Join { member_id, result } => {
+                    if let Some(sender) = groups.join_waiters.remove(&waiter(member_id)) {
+                        delivery.joins.push((sender, result));
+                    }
+                }
+                Effect::Sync { member_id, result } => {
+                    if let Some(sender) = groups.sync_waiters.remove(&waiter(member_id)) {
+                        delivery.syncs.push((sender, result));
+                    }
+                }
+                Effect::Removed { member_id, cause } => {
+                    info!(group, member_id, cause, "member left its group");
+                }
+            }
+        }
+        if let Some(classic) = persist.then(|| groups.classic.get(group)).flatten() {
+            let record = classic.record();
+            info!(
+                group,
+                generation = record.generation,
+                state = classic.state().name(),
+                members = record.members.len(),
+                protocol = record.protocol.as_deref().unwrap_or_default(),
+                "group settled"
+            );
+            let key = Key::Group {
+                group: group.to_string(),
+            };
+            let records = vec![(key.encode(), Some(record.encode()))];
+            delivery.written = Some(
+                self.append(&records, now)
+                    .map(|appended| (records, appended)),
+            );
+        }
+        delivery
+    }
+
+    /// Writes out a step: the record durable first, then the answers. A
+    /// failed write fails every answer with the code it returns.
+    async fn deliver(&self, delivery: Delivery) -> Option<i16> {
+        let failure = match delivery.written {
+            None => None,
+            Some(Ok((records, appended))) => self.await_durable(&records, appended).await.err(),
+            Some(Err(code)) => Some(code),
+        }
+        // Kafka's mapping: a record that did not become durable in time
+        // sends the members back to rejoin.
+        .map(|code| match code {
+            error_code::REQUEST_TIMED_OUT => error_code::REBALANCE_IN_PROGRESS,
+            code => code,
+        });
+        for (sender, result) in delivery.joins {
+            let _ = sender.send(failure.map_or(Ok(result), Err));
+        }
+        for (sender, result) in delivery.syncs {
+            let _ = sender.send(failure.map_or(Ok(result), Err));
+        }
+        failure
+    }
+
+    /// JoinGroup; answered when the rebalance it joins completes.
+    pub async fn join(&self, group: &str, request: JoinRequest) -> Answer<Joined> {
+        let fresh = Uuid::new_v4().to_string();
+        let config = self.config;
+        let pending = self
+            .step(group, |groups, effects, now| {
+                let reply = groups
+                    .classic_mut(group, config, now)
+                    .join(now, request, &fresh, effects);
+                Pending::park(&mut groups.join_waiters, group, reply)
+            })
+            .await?;
+        pending.answer().await
+    }
+
+    /// SyncGroup; a follower's is answered when the leader's arrives.
+    pub async fn sync(&self, group: &str, request: SyncRequest) -> Answer<Bytes> {
+        let pending = self
+            .step(group, |groups, effects, now| {
+                let reply = match groups.classic.get_mut(group) {
+                    Some(classic) => classic.sync(now, request, effects),
+                    None => Reply::Now(Err(GroupError::UnknownMemberId)),
+                };
+                Pending::park(&mut groups.sync_waiters, group, reply)
+            })
+            .await?;
+        pending.answer().await
+    }
+
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+    ) -> Answer<()> {
+        self.step(group, |groups, _effects, now| {
+            match groups.classic.get_mut(group) {
+                Some(classic) => classic.heartbeat(now, member_id, group_instance_id, generation),
+                None => Err(GroupError::UnknownMemberId),
+            }
+        })
+        .await
+    }
+
+    /// LeaveGroup for each (member id, instance id).
+    pub async fn leave(
+        &self,
+        group: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<(), GroupError>>, i16> {
+        self.step(group, |groups, effects, now| {
+            match groups.classic.get_mut(group) {
+                Some(classic) => classic.leave(now, leaving, effects),
+                None => vec![Err(GroupError::UnknownMemberId); leaving.len()],
+            }
+        })
+        .await
+    }
+
+    /// Writes committed offsets if `member_id` may commit for `group` in
+    /// `generation`.
+    pub async fn commit(
+        &self,
+        group: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        records: Vec<KeyedRecord>,
+    ) -> Result<(), i16> {
+        self.write_with(|groups, config, now| {
+            groups
+                .classic_mut(group, config, now)
+                .check_commit(now, member_id, group_instance_id, generation)
+                .map_err(|error| error_code::for_group(&error))?;
+            Ok(records)
+        })
+        .await
+    }
+
+    /// Deletes a group without members: tombstones for its offsets and its
+    /// record.
+    pub async fn delete(&self, group: &str) -> Result<(), i16> {
+        self.write_with(|groups, _config, _now| {
+            if groups
+                .classic(group)
+                .is_some_and(|classic| !classic.is_idle())
+            {
+                return Err(error_code::NON_EMPTY_GROUP);
+            }
+            let records = groups
+                .shard
+                .group(group)
+                .ok_or(error_code::GROUP_ID_NOT_FOUND)?;
+            let mut keys: Vec<Key> = records
+                .offsets
+                .keys()
+                .map(|(topic, partition)| Key::Offset {
+                    group: group.to_string(),
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .collect();
+            if records.metadata.is_some() {
+                keys.push(Key::Group {
+                    group: group.to_string(),
+                });
+            }
+            groups.classic.remove(group);
+            Ok(keys.iter().map(|key| (key.encode(), None)).collect())
+        })
+        .await
+    }
+
+    /// Expires sessions and ends rebalances whose time is up, for every
+    /// group of this partition; forgets groups with nothing left.
+    fn tick(&self, groups: &mut Groups, now: i64) -> Vec<Delivery> {
+        let names: Vec<String> = groups.classic.keys().cloned().collect();
+        let mut deliveries = Vec::new();
+        for name in names {
+            let mut effects = Vec::new();
+            if let Some(classic) = groups.classic.get_mut(&name) {
+                classic.tick(now, &mut effects);
+            }
+            if !effects.is_empty() {
+                deliveries.push(self.prepare(groups, &name, effects, now));
+            }
+        }
+        let shard = &groups.shard;
+        groups
+            .classic
+            .retain(|name, classic| !classic.is_idle() || shard.group(name).is_some());
+        deliveries
+    }
+}
+
+/// Rebuilds the groups of `partition` from its whole log.
+fn replay(partition: &Partition) -> Result<Shard, i16> {
+    let mut shard = Shard::default();
+    let mut offset = partition.log_start_offset();
+    loop {
+        let read = partition
+            .read_to_log_end(offset, LOAD_READ_BYTES)
+            .map_err(|error| {
+                warn!(partition = ?partition, %error, "cannot read the offsets topic");
+                error_code::COORDINATOR_NOT_AVAILABLE
+            })?;
+        if read.records.is_empty() {
+            return Ok(shard);
+        }
+        for (header, batch) in BatchIter::new(&read.records) {
+            offset = header.last_offset() + 1;
+            if let Err(reason) = replay_batch(&mut shard, &header, batch) {
+                warn!(partition = ?partition, base_offset = header.base_offset, %reason, "skipped an unreadable batch in the offsets topic");
+            }
+        }
+    }
+}
+
+fn replay_batch(shard: &mut Shard, header: &BatchHeader, batch: &[u8]) -> Result<(), String> {
+    let section = batch_records(batch, usize::MAX).map_err(|error| error.to_string())?;
+    for record in RecordIter::from_records(&section, header.record_count) {
+        let record = record.map_err(|error| error.to_string())?;
+        let Some(key) = record.key else { continue };
+        let record_offset = header.base_offset + record.offset_delta;
+        if let Err(error) = shard.apply(key, record.value, record_offset) {
+            warn!(record_offset, %error, "skipped a record of the offsets topic");
+        }
+    }
+    Ok(())
+}
+
+/// Finds the coordinator's partitions for groups, and keeps their time.
+pub struct GroupCoordinator {
+    replicas: Arc<ReplicaManager>,
+    config: GroupConfig,
+    /// Per `__consumer_offsets` partition: its groups, loaded lazily.
+    loaded: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+}
+
+impl GroupCoordinator {
+    pub fn new(replicas: Arc<ReplicaManager>, config: GroupConfig) -> Self {
+        GroupCoordinator {
+            replicas,
+            config,
+            loaded: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The partition holding `group`, if this broker coordinates it;
+    /// otherwise `NOT_COORDINATOR`.
+    pub fn led_for(&self, group: &str) -> Result<Led, i16> {
+        self.led(super::partition_for(group))
+    }
+
+    /// Partition `index` of the offsets topic, if this broker leads it.
+    pub fn led(&self, index: i32) -> Result<Led, i16> {
+        let partition = self
+            .replicas
+            .partition(OFFSETS_TOPIC, index)
+            .ok_or(error_code::NOT_COORDINATOR)?;
+        let leader_epoch = partition
+            .leader_epoch()
+            .ok_or(error_code::NOT_COORDINATOR)?;
+        let loaded = Arc::clone(
+            self.loaded
+                .lock()
+                .expect("coordinator lock")
+                .entry(index)
+                .or_default(),
+        );
+        Ok(Led {
+            partition,
+            leader_epoch,
+            config: self.config,
+            loaded,
+        })
+    }
+
+    /// Every offsets partition this broker leads.
+    pub fn all_led(&self) -> Vec<Led> {
+        (0..OFFSETS_TOPIC_PARTITIONS as i32)
+            .filter_map(|index| self.led(index).ok())
+            .collect()
+    }
+
+    /// Every `TICK_INTERVAL` until `shutdown`: expires sessions, ends
+    /// rebalances whose time is up, and drops the groups of partitions this
+    /// broker no longer leads (their parked requests learn it).
+    pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut interval = tokio::time::interval(TICK_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = interval.tick() => {}
+            }
+            let partitions: Vec<(i32, Arc<tokio::sync::Mutex<Option<Loaded>>>)> = self
+                .loaded
+                .lock()
+                .expect("coordinator lock")
+                .iter()
+                .map(|(index, loaded)| (*index, Arc::clone(loaded)))
+                .collect();
+            for (index, loaded) in partitions {
+                let mut loaded = loaded.lock().await;
+                let Some(current) = loaded.as_mut() else {
+                    continue;
+                };
+                let led = match self.led(index) {
+                    Ok(led) if led.leader_epoch == current.leader_epoch => led,
+                    _ => {
+                        info!(
+                            partition = index,
+                            groups = current.groups.classic.len(),
+                            "no longer the coordinator of this __consumer_offsets partition's groups"
+                        );
+                        *loaded = None;
+                        continue;
+                    }
+                };
+                let deliveries = led.tick(&mut current.groups, now_ms());
+                drop(loaded);
+                for delivery in deliveries {
+                    let led = led.clone();
+                    tokio::spawn(async move {
+                        led.deliver(delivery).await;
+                    });
+                }
+            }
+        }
+    }
+}
