@@ -6,6 +6,7 @@
 
 mod cluster;
 mod consume;
+mod group;
 mod output;
 mod produce;
 mod topic;
@@ -49,6 +50,9 @@ enum Command {
     Produce(produce::ProduceArgs),
     /// Print records of a topic.
     Consume(consume::ConsumeArgs),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(group::GroupCommand),
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -75,6 +79,7 @@ fn main() -> ExitCode {
             Command::Topic(command) => topic::run(&cli.bootstrap, cli.format, command).await,
             Command::Produce(args) => produce::run(&cli.bootstrap, cli.format, args).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, cli.format, args).await,
+            Command::Group(command) => group::run(&cli.bootstrap, cli.format, command).await,
             Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }

@@ -308,3 +308,178 @@ fn every_logctl_verb_in_table_and_json() {
     let out = logctl.ok(&["completions", "bash"]);
     assert!(out.contains("_logctl()"), "{out}");
 }
+
+/// Per partition of a `group describe --format json`: (committed, log end,
+/// lag).
+fn group_partitions(described: &serde_json::Value) -> Vec<(i64, i64, i64)> {
+    described["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|partition| {
+            (
+                partition["committed_offset"].as_i64().unwrap_or(-1),
+                partition["log_end_offset"].as_i64().unwrap(),
+                // No committed offset: no lag to tell.
+                partition["lag"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
+    let logd = Logd::start();
+    let logctl = Logctl {
+        bootstrap: logd.bootstrap(),
+    };
+    logctl.ok(&["topic", "create", "orders", "-p", "3"]);
+    let lines: String = (0..10).map(|index| format!("order-{index}\n")).collect();
+    for partition in ["0", "1", "2"] {
+        logctl.ok_with_input(&["produce", "orders", "-p", partition], &lines);
+    }
+
+    // A group consumer prints 12 records and commits exactly those.
+    let out = logctl.ok(&[
+        "consume",
+        "orders",
+        "-g",
+        "billing",
+        "-n",
+        "12",
+        "--timeout-ms",
+        "10000",
+    ]);
+    assert_eq!(out.lines().count(), 12, "{out}");
+    let listed = logctl.ok(&["group", "list"]);
+    assert!(
+        listed.contains("billing") && listed.contains("Empty"),
+        "{listed}"
+    );
+    let described = json(&logctl.ok(&["group", "describe", "billing", "--format", "json"]));
+    assert_eq!(described["state"], "Empty");
+    assert_eq!(
+        group_partitions(&described),
+        [(10, 10, 0), (2, 10, 8), (-1, 10, -1)],
+        "12 committed in partition order; none yet for partition 2"
+    );
+
+    // A member reads the rest while more arrive, and shows in describe.
+    let member = Command::new(env!("CARGO_BIN_EXE_logctl"))
+        .args(["--bootstrap-server", &logctl.bootstrap])
+        .args(["consume", "orders", "-g", "billing", "--timeout-ms", "3000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start logctl consume");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let described = json(&logctl.ok(&["group", "describe", "billing", "--format", "json"]));
+        let members = described["members"].as_array().unwrap();
+        if described["state"] == "Stable" && members.len() == 1 {
+            assert_eq!(
+                members[0]["assignment"].as_array().unwrap().len(),
+                3,
+                "{described}"
+            );
+            assert_eq!(members[0]["client_id"], "logctl");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no stable member: {described}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    logctl.ok_with_input(&["produce", "orders", "-p", "1"], "late-1\nlate-2\n");
+    let output = member.wait_with_output().expect("member output");
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).lines().count(),
+        20,
+        "18 left and 2 late ones"
+    );
+    let described = json(&logctl.ok(&["group", "describe", "billing", "--format", "json"]));
+    assert!(
+        group_partitions(&described)
+            .iter()
+            .all(|&(committed, end, lag)| committed == end && lag == 0),
+        "{described}"
+    );
+
+    // Lag grows with what is produced while nobody reads.
+    logctl.ok_with_input(&["produce", "orders", "-p", "2"], "a\nb\nc\n");
+    let table = logctl.ok(&["group", "describe", "billing"]);
+    assert!(table.starts_with("group: billing  state: Empty"), "{table}");
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("orders  2"))
+        .expect("partition 2");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[2..5],
+        ["10", "13", "3"],
+        "committed, log end, lag: {table}"
+    );
+
+    // reset-offsets: a dry run changes nothing; --execute commits.
+    let dry = logctl.ok(&[
+        "group",
+        "reset-offsets",
+        "billing",
+        "--topic",
+        "orders",
+        "--to-earliest",
+    ]);
+    assert!(dry.contains("dry run"), "{dry}");
+    assert_eq!(
+        group_partitions(&json(
+            &logctl.ok(&["group", "describe", "billing", "--format", "json"])
+        ))[2],
+        (10, 13, 3)
+    );
+    logctl.ok(&[
+        "group",
+        "reset-offsets",
+        "billing",
+        "--topic",
+        "orders",
+        "--shift-by",
+        "-4",
+        "--execute",
+    ]);
+    let partitions = group_partitions(&json(
+        &logctl.ok(&["group", "describe", "billing", "--format", "json"]),
+    ));
+    assert_eq!(partitions, [(6, 10, 4), (8, 12, 4), (6, 13, 7)]);
+    let out = logctl.ok(&[
+        "consume",
+        "orders",
+        "-g",
+        "billing",
+        "-n",
+        "15",
+        "--timeout-ms",
+        "10000",
+    ]);
+    assert_eq!(
+        out.lines().count(),
+        15,
+        "the group reads again from the reset offsets"
+    );
+
+    // Mistakes get a sentence; delete removes the group.
+    let (_, error) = logctl.fails(&["consume", "orders", "-g", "billing", "-p", "0"]);
+    assert!(error.contains("-p and -g do not mix"), "{error}");
+    let (_, error) = logctl.fails(&["consume", "orders", "-g", "billing", "-o", "5"]);
+    assert!(error.contains("group reset-offsets"), "{error}");
+    let (_, error) = logctl.fails(&["consume", "missing", "-g", "billing"]);
+    assert!(error.contains("topic 'missing' does not exist"), "{error}");
+    let (_, error) = logctl.fails(&["group", "reset-offsets", "billing", "--topic", "orders"]);
+    assert!(error.contains("--to-earliest"), "{error}");
+    assert_eq!(
+        logctl.ok(&["group", "delete", "billing"]),
+        "deleted group billing\n"
+    );
+    let (_, error) = logctl.fails(&["group", "describe", "billing"]);
+    assert!(error.contains("group 'billing' does not exist"), "{error}");
+}

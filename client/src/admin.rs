@@ -1,4 +1,5 @@
-//! Cluster administration: topics, partitions, configs, the cluster itself.
+//! Cluster administration: topics, partitions, configs, consumer groups,
+//! the cluster itself.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,14 +12,16 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
-    IncrementalAlterConfigsRequest,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
+    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::assignor::{self, TopicPartition};
 use crate::cluster::{topic_name, ClientConfig, Cluster, TopicInfo};
 use crate::error::{check, Error, Result};
+use crate::group::{find_coordinator, GroupConfig, Membership};
 
 /// Kafka's resource type for topics in config APIs.
 const RESOURCE_TOPIC: i8 = 2;
@@ -108,6 +111,40 @@ pub struct QuorumDescription {
     /// Each voter and the end of its metadata log (-1 when the answering
     /// broker does not know it).
     pub voters: Vec<(i32, i64)>,
+}
+
+/// A consumer group as ListGroups reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupListing {
+    pub group_id: String,
+    /// Empty, PreparingRebalance, CompletingRebalance, Stable.
+    pub state: String,
+    /// `consumer` for consumer groups; empty for a group with only offsets.
+    pub protocol_type: String,
+}
+
+/// A consumer group as its coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupDescription {
+    pub group_id: String,
+    /// Empty, PreparingRebalance, CompletingRebalance, Stable, or Dead (no
+    /// such group).
+    pub state: String,
+    pub protocol_type: String,
+    /// The assignor of the current generation (while Stable).
+    pub protocol: String,
+    pub coordinator: i32,
+    pub members: Vec<GroupMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    /// Its partitions (while the group is Stable).
+    pub assignment: Vec<TopicPartition>,
 }
 
 /// Administers a cluster over the Kafka protocol.
@@ -454,6 +491,112 @@ impl Admin {
 
     /// Waits until every partition of `name` has a leader (after creation),
     /// at most `timeout`.
+    /// Every consumer group, from every broker's ListGroups (each lists
+    /// the groups it coordinates).
+    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
+        self.cluster.refresh(&[]).await?;
+        let mut groups = Vec::new();
+        for broker in self.cluster.broker_ids() {
+            let connection = self.cluster.connection(broker).await?;
+            let response = self
+                .cluster
+                .timed("ListGroups", connection.send(&ListGroupsRequest::default()))
+                .await?;
+            check(
+                || format!("list groups on broker {broker}"),
+                response.error_code,
+                None,
+            )?;
+            groups.extend(response.groups.into_iter().map(|group| GroupListing {
+                group_id: group.group_id.0.to_string(),
+                state: group.group_state.to_string(),
+                protocol_type: group.protocol_type.to_string(),
+            }));
+        }
+        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        groups.dedup_by(|a, b| a.group_id == b.group_id);
+        Ok(groups)
+    }
+
+    /// A group's state, members and their assignments.
+    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
+        let coordinator = find_coordinator(&self.cluster, group).await?;
+        let connection = self.cluster.connection(coordinator).await?;
+        let request = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let response = self
+            .cluster
+            .timed("DescribeGroups", connection.send(&request))
+            .await?;
+        let described = response
+            .groups
+            .into_iter()
+            .next()
+            .ok_or_else(|| connection.missing("DescribeGroups"))?;
+        check(
+            || format!("describe group {group}"),
+            described.error_code,
+            described.error_message.as_ref(),
+        )?;
+        let mut members = Vec::with_capacity(described.members.len());
+        for member in described.members {
+            members.push(GroupMember {
+                member_id: member.member_id.to_string(),
+                group_instance_id: member.group_instance_id.map(|id| id.to_string()),
+                client_id: member.client_id.to_string(),
+                client_host: member.client_host.to_string(),
+                assignment: if described.protocol_type.as_str() == "consumer" {
+                    assignor::decode_assignment(&member.member_assignment)?
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+        Ok(GroupDescription {
+            group_id: group.to_string(),
+            state: described.group_state.to_string(),
+            protocol_type: described.protocol_type.to_string(),
+            protocol: described.protocol_data.to_string(),
+            coordinator,
+            members,
+        })
+    }
+
+    /// Every committed offset of a group: (topic, partition) → the next
+    /// offset its consumers read.
+    pub async fn group_offsets(&self, group: &str) -> Result<Vec<(TopicPartition, i64)>> {
+        let membership = Membership::new(Arc::clone(&self.cluster), GroupConfig::new(group))?;
+        Ok(membership.committed(None).await?.into_iter().collect())
+    }
+
+    /// Sets a group's committed offsets; the coordinator takes them only
+    /// while the group has no members.
+    pub async fn alter_group_offsets(
+        &self,
+        group: &str,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<()> {
+        let membership = Membership::new(Arc::clone(&self.cluster), GroupConfig::new(group))?;
+        membership.commit(offsets).await
+    }
+
+    /// Deletes a group without members, with its committed offsets.
+    pub async fn delete_group(&self, group: &str) -> Result<()> {
+        let coordinator = find_coordinator(&self.cluster, group).await?;
+        let connection = self.cluster.connection(coordinator).await?;
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let response = self
+            .cluster
+            .timed("DeleteGroups", connection.send(&request))
+            .await?;
+        let result = response
+            .results
+            .first()
+            .ok_or_else(|| connection.missing("DeleteGroups"))?;
+        check(|| format!("delete group {group}"), result.error_code, None)
+    }
+
     pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

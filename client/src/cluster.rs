@@ -302,6 +302,20 @@ impl Cluster {
             .cloned()
     }
 
+    /// Every broker the cached metadata lists.
+    pub(crate) fn broker_ids(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .metadata
+            .read()
+            .expect("metadata")
+            .brokers
+            .keys()
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The leader of `topic`/`partition` from the cache.
     pub(crate) fn leader(&self, topic: &str, partition: i32) -> Option<i32> {
         self.cached_topic(topic)?

@@ -39,6 +39,16 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 1, 1),
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::DescribeQuorum, 0, 1),
+    (ApiKey::FindCoordinator, 4, 4),
+    (ApiKey::JoinGroup, 5, 9),
+    (ApiKey::SyncGroup, 5, 5),
+    (ApiKey::Heartbeat, 3, 4),
+    (ApiKey::LeaveGroup, 3, 5),
+    (ApiKey::OffsetCommit, 7, 8),
+    (ApiKey::OffsetFetch, 6, 7),
+    (ApiKey::ListGroups, 3, 4),
+    (ApiKey::DescribeGroups, 3, 5),
+    (ApiKey::DeleteGroups, 1, 2),
 ];
 
 type Pending = HashMap<i32, oneshot::Sender<Result<Bytes>>>;

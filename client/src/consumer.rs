@@ -1,4 +1,14 @@
-//! The consumer (without groups): assign partitions, seek, poll.
+//! The consumer: assign partitions yourself (`assign`, `seek`), or join a
+//! consumer group and `subscribe` to topics, and the group shares their
+//! partitions among its members (see `group.rs`), resuming each from the
+//! group's committed offset.
+//!
+//! In a group, `poll` also keeps the membership: it rejoins when the
+//! coordinator asks (the heartbeat task raises the flag), hands back what
+//! the new assignment takes away (committing its positions first when
+//! auto-commit is on) and starts what it adds. With the cooperative assignor
+//! (the default) partitions the member keeps are consumed throughout; an
+//! eager assignor gives everything back before each rebalance.
 //!
 //! Fetches are pipelined: when a fetch response arrives, the positions it
 //! reaches are known from the batch headers alone, so the next fetch to that
@@ -20,10 +30,12 @@ use strata_protocol::batch::{BatchHeader, BatchIter};
 use strata_protocol::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use strata_protocol::record::RecordIter;
 use tokio::task::JoinSet;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::assignor::Assignor;
 use crate::cluster::{topic_name, ClientConfig, Cluster};
 use crate::error::{Error, Result};
+use crate::group::{GroupConfig, Membership};
 
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +73,13 @@ pub struct ConsumerConfig {
     pub offset_reset: OffsetReset,
     /// Check each batch's CRC-32C before returning its records.
     pub check_crcs: bool,
+    /// The consumer group; an empty group id is none (no `subscribe`, no
+    /// commits).
+    pub group: GroupConfig,
+    /// In a group: commit the positions of what `poll` returned this often
+    /// (at the next `poll`), and before partitions are handed back. `None`:
+    /// only `commit` commits.
+    pub auto_commit_interval: Option<Duration>,
 }
 
 impl ConsumerConfig {
@@ -73,6 +92,8 @@ impl ConsumerConfig {
             partition_fetch_bytes: 1 << 20,
             offset_reset: OffsetReset::Latest,
             check_crcs: true,
+            group: GroupConfig::new(""),
+            auto_commit_interval: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -127,6 +148,41 @@ impl ConsumerBuilder {
         self.config.check_crcs = check;
         self
     }
+    /// Joins consumer group `group_id` (on `subscribe`) and commits there.
+    pub fn group_id(mut self, group_id: &str) -> Self {
+        self.config.group.group_id = group_id.to_string();
+        self
+    }
+    /// Static membership: a restart within the session keeps the
+    /// partitions, with no rebalance.
+    pub fn group_instance_id(mut self, instance_id: &str) -> Self {
+        self.config.group.group_instance_id = Some(instance_id.to_string());
+        self
+    }
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.group.session_timeout = timeout;
+        self
+    }
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.group.heartbeat_interval = interval;
+        self
+    }
+    /// The longest processing between two polls (`max.poll.interval.ms`).
+    pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
+        self.config.group.rebalance_timeout = timeout;
+        self
+    }
+    /// In order of preference. The member rebalances cooperatively only if
+    /// every one is cooperative (the default: cooperative-sticky alone).
+    pub fn assignors(mut self, assignors: &[Assignor]) -> Self {
+        self.config.group.assignors = assignors.to_vec();
+        self
+    }
+    /// `None`: commit only with `commit`.
+    pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
+        self.config.auto_commit_interval = interval;
+        self
+    }
     pub async fn build(self) -> Result<Consumer> {
         Consumer::with_config(self.config).await
     }
@@ -157,6 +213,19 @@ struct PartitionState {
     high_watermark: i64,
 }
 
+impl PartitionState {
+    fn starting_at(offset: Offset) -> PartitionState {
+        PartitionState {
+            position: None,
+            fetch_position: None,
+            pending_seek: Some(offset),
+            generation: 0,
+            in_flight: false,
+            high_watermark: -1,
+        }
+    }
+}
+
 struct FetchDone {
     broker: i32,
     /// Partitions the fetch asked for, with their generation at the time.
@@ -170,10 +239,34 @@ struct Buffered {
     records: Bytes,
 }
 
+/// A change of a group member's partitions, as `poll` makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Now this member's, starting at the group's committed offsets.
+    Assigned(Vec<(String, i32)>),
+    /// Handed back in a rebalance (positions committed first when
+    /// auto-commit is on).
+    Revoked(Vec<(String, i32)>),
+    /// Taken while this member was out of the group: another member may
+    /// already own them, so nothing was committed.
+    Lost(Vec<(String, i32)>),
+}
+
+/// Behind a mutex only so the consumer stays `Sync` (futures holding
+/// `&Consumer` can move between threads); `poll` has it to itself.
+type RebalanceListener = std::sync::Mutex<Box<dyn FnMut(&Rebalance) + Send>>;
+
 /// Reads assigned partitions. Not shared between tasks: `poll` takes `&mut`.
 pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
+    membership: Option<Arc<Membership>>,
+    /// Topics subscribed to through the group.
+    subscription: Vec<String>,
+    /// The next `poll` joins the group first.
+    join_needed: bool,
+    last_commit: Instant,
+    listener: Option<RebalanceListener>,
     partitions: BTreeMap<TopicPartition, PartitionState>,
     fetches: JoinSet<FetchDone>,
     brokers_fetching: HashSet<i32>,
@@ -190,9 +283,22 @@ impl Consumer {
 
     pub async fn with_config(config: ConsumerConfig) -> Result<Consumer> {
         let cluster = Cluster::connect(config.client.clone()).await?;
+        let membership = if config.group.group_id.is_empty() {
+            None
+        } else {
+            Some(Arc::new(Membership::new(
+                Arc::clone(&cluster),
+                config.group.clone(),
+            )?))
+        };
         Ok(Consumer {
             cluster,
             config,
+            membership,
+            subscription: Vec::new(),
+            join_needed: false,
+            last_commit: Instant::now(),
+            listener: None,
             partitions: BTreeMap::new(),
             fetches: JoinSet::new(),
             brokers_fetching: HashSet::new(),
@@ -203,8 +309,15 @@ impl Consumer {
 
     /// Replaces the assignment. Partitions kept keep their positions; new
     /// ones start where the offset-reset policy says (or where `seek` puts
-    /// them). Unknown topics and partitions are refused.
+    /// them). Unknown topics and partitions are refused, and so is a
+    /// consumer that subscribed through its group.
     pub async fn assign(&mut self, partitions: &[(&str, i32)]) -> Result<()> {
+        if !self.subscription.is_empty() {
+            return Err(Error::Config(
+                "this consumer subscribed through its group; its group assigns its partitions"
+                    .to_string(),
+            ));
+        }
         let mut assigned = BTreeMap::new();
         for &(topic, partition) in partitions {
             let info = self.cluster.topic(topic).await?;
@@ -215,17 +328,10 @@ impl Consumer {
                 });
             }
             let key: TopicPartition = (Arc::from(topic), partition);
-            let state = self.partitions.remove(&key).unwrap_or(PartitionState {
-                position: None,
-                fetch_position: None,
-                pending_seek: match self.config.offset_reset {
-                    OffsetReset::Earliest => Some(Offset::Beginning),
-                    OffsetReset::Latest | OffsetReset::None => Some(Offset::End),
-                },
-                generation: 0,
-                in_flight: false,
-                high_watermark: -1,
-            });
+            let state = self
+                .partitions
+                .remove(&key)
+                .unwrap_or_else(|| PartitionState::starting_at(self.reset_offset()));
             assigned.insert(key, state);
         }
         self.partitions = assigned;
@@ -281,9 +387,237 @@ impl Consumer {
             .filter(|&high_watermark| high_watermark >= 0)
     }
 
+    /// Where a partition without a position starts.
+    fn reset_offset(&self) -> Offset {
+        match self.config.offset_reset {
+            OffsetReset::Earliest => Offset::Beginning,
+            OffsetReset::Latest | OffsetReset::None => Offset::End,
+        }
+    }
+
+    /// Joins the group and consumes `topics`, sharing their partitions with
+    /// the group's other members; the next `poll` joins.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        if self.membership.is_none() {
+            return Err(Error::Config(
+                "subscribe needs a group: set group_id when building the consumer".to_string(),
+            ));
+        }
+        if topics.is_empty() {
+            return Err(Error::Config("subscribe to at least one topic".to_string()));
+        }
+        if self.subscription.is_empty() {
+            self.partitions.clear();
+            self.buffered.clear();
+        }
+        self.subscription = topics.iter().map(ToString::to_string).collect();
+        self.subscription.sort();
+        self.subscription.dedup();
+        self.join_needed = true;
+        Ok(())
+    }
+
+    /// Called with every change of this member's partitions, inside `poll`.
+    pub fn on_rebalance(&mut self, listener: impl FnMut(&Rebalance) + Send + 'static) {
+        self.listener = Some(std::sync::Mutex::new(Box::new(listener)));
+    }
+
+    /// This member's id and generation in its group, once joined.
+    pub fn group_member(&self) -> Option<(String, i32)> {
+        let membership = self.membership.as_ref()?;
+        let generation = membership.generation();
+        (generation >= 0).then(|| (membership.member_id(), generation))
+    }
+
+    /// Commits the positions of every assigned partition (the offsets after
+    /// the records `poll` returned) to the group, and waits for the answer.
+    pub async fn commit(&mut self) -> Result<()> {
+        let offsets = self.positions(None);
+        self.membership()?.commit(&offsets).await?;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// As [`Self::commit`], without waiting: the returned task reports how
+    /// the commit went.
+    pub fn commit_async(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let offsets = self.positions(None);
+        let membership = Arc::clone(self.membership()?);
+        self.last_commit = Instant::now();
+        Ok(tokio::spawn(
+            async move { membership.commit(&offsets).await },
+        ))
+    }
+
+    /// Commits explicit offsets (the next offset to read of each partition).
+    pub async fn commit_offsets(&self, offsets: &[(&str, i32, i64)]) -> Result<()> {
+        let offsets: Vec<((String, i32), i64)> = offsets
+            .iter()
+            .map(|&(topic, partition, offset)| ((topic.to_string(), partition), offset))
+            .collect();
+        self.membership()?.commit(&offsets).await
+    }
+
+    /// The group's committed offset of a partition, if any.
+    pub async fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let key = (topic.to_string(), partition);
+        let committed = self
+            .membership()?
+            .committed(Some(std::slice::from_ref(&key)))
+            .await?;
+        Ok(committed.get(&key).copied())
+    }
+
+    /// Leaves the group (committing first when auto-commit is on), so the
+    /// others take this member's partitions at once.
+    pub async fn close(mut self) -> Result<()> {
+        let Some(membership) = self.membership.clone() else {
+            return Ok(());
+        };
+        if !self.subscription.is_empty() && membership.generation() >= 0 {
+            if self.config.auto_commit_interval.is_some() {
+                self.commit_positions(None).await;
+            }
+            let owned = self.assignment();
+            self.notify(Rebalance::Revoked(owned));
+        }
+        membership.leave().await
+    }
+
+    fn membership(&self) -> Result<&Arc<Membership>> {
+        self.membership.as_ref().ok_or_else(|| {
+            Error::Config("commits need a group: set group_id when building the consumer".into())
+        })
+    }
+
+    /// (partition, position) of the assigned partitions with a position,
+    /// all or only `of`.
+    fn positions(&self, of: Option<&[(String, i32)]>) -> Vec<((String, i32), i64)> {
+        self.partitions
+            .iter()
+            .filter(|((topic, partition), _)| {
+                of.is_none_or(|of| of.iter().any(|(t, p)| **t == **topic && p == partition))
+            })
+            .filter_map(|((topic, partition), state)| {
+                Some(((topic.to_string(), *partition), state.position?))
+            })
+            .collect()
+    }
+
+    /// Commits positions for auto-commit: a failure is logged, the records
+    /// come again (at least once).
+    async fn commit_positions(&mut self, of: Option<&[(String, i32)]>) {
+        let offsets = self.positions(of);
+        if let Some(membership) = &self.membership {
+            if let Err(error) = membership.commit(&offsets).await {
+                warn!(group = membership.group_id(), %error, "auto-commit failed; the records since the last commit will be read again");
+            }
+        }
+        self.last_commit = Instant::now();
+    }
+
+    fn notify(&mut self, event: Rebalance) {
+        if let Some(listener) = &mut self.listener {
+            (listener.get_mut().expect("rebalance listener"))(&event);
+        }
+    }
+
+    /// Keeps the group membership current: acts on a fence or a rebalance
+    /// the heartbeat task saw, joins when needed, auto-commits when due.
+    async fn maintain_group(&mut self) -> Result<()> {
+        let Some(membership) = self.membership.clone() else {
+            return Ok(());
+        };
+        if self.subscription.is_empty() {
+            return Ok(());
+        }
+        if membership.take_fenced() {
+            let lost = self.assignment();
+            self.partitions.clear();
+            self.buffered.clear();
+            membership.reset();
+            self.notify(Rebalance::Lost(lost));
+            self.join_needed = true;
+        }
+        while self.join_needed || membership.rejoin_requested() {
+            self.rebalance(&membership).await?;
+        }
+        if let Some(interval) = self.config.auto_commit_interval {
+            if self.last_commit.elapsed() >= interval {
+                self.commit_positions(None).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// One join: gives back what the assignment no longer holds, starts
+    /// what it adds (at the committed offsets).
+    async fn rebalance(&mut self, membership: &Membership) -> Result<()> {
+        let cooperative = self
+            .config
+            .group
+            .assignors
+            .iter()
+            .all(|assignor| assignor.is_cooperative());
+        let auto_commit = self.config.auto_commit_interval.is_some();
+        if !cooperative && !self.partitions.is_empty() {
+            if auto_commit {
+                self.commit_positions(None).await;
+            }
+            let revoked = self.assignment();
+            self.partitions.clear();
+            self.buffered.clear();
+            self.notify(Rebalance::Revoked(revoked));
+        }
+        let owned = self.assignment();
+        let assigned = membership.join(&self.subscription, &owned).await?;
+        let revoked: Vec<(String, i32)> = owned
+            .iter()
+            .filter(|partition| !assigned.contains(partition))
+            .cloned()
+            .collect();
+        let added: Vec<(String, i32)> = assigned
+            .iter()
+            .filter(|partition| !owned.contains(partition))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            if auto_commit {
+                self.commit_positions(Some(&revoked)).await;
+            }
+            self.partitions.retain(|(topic, partition), _| {
+                !revoked
+                    .iter()
+                    .any(|(t, p)| **topic == **t && partition == p)
+            });
+            let partitions = &self.partitions;
+            self.buffered
+                .retain(|buffered| partitions.contains_key(&buffered.partition));
+            self.notify(Rebalance::Revoked(revoked.clone()));
+        }
+        if !added.is_empty() {
+            let committed = membership.committed(Some(&added)).await?;
+            for key in &added {
+                let start = committed
+                    .get(key)
+                    .map_or_else(|| self.reset_offset(), |&offset| Offset::At(offset));
+                self.partitions.insert(
+                    (Arc::from(key.0.as_str()), key.1),
+                    PartitionState::starting_at(start),
+                );
+            }
+            self.notify(Rebalance::Assigned(added));
+        }
+        // Cooperative: what this member gave up goes to its new owner in
+        // the next round, which this member's rejoin starts.
+        self.join_needed = cooperative && !revoked.is_empty();
+        Ok(())
+    }
+
     /// Returns the next records, waiting up to `timeout` for some; an empty
     /// vector when none arrived in time.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        self.maintain_group().await?;
         let deadline = Instant::now() + timeout;
         loop {
             self.resolve_seeks().await?;

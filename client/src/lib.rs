@@ -39,22 +39,26 @@
 //! ```
 
 mod admin;
+pub mod assignor;
 mod cluster;
 mod connection;
 mod consumer;
 mod error;
+mod group;
 pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, ClusterBroker, ClusterDescription, ConfigEntry, NewTopic, PartitionOffsets,
-    QuorumDescription, TopicDescription,
+    Admin, ClusterBroker, ClusterDescription, ConfigEntry, GroupDescription, GroupListing,
+    GroupMember, NewTopic, PartitionOffsets, QuorumDescription, TopicDescription,
 };
+pub use assignor::Assignor;
 pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{
-    Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Offset, OffsetReset,
+    Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, Rebalance,
 };
 pub use error::{Error, Result};
+pub use group::GroupConfig;
 pub use kafka_protocol::error::ResponseError;
 pub use producer::{
     Acks, Delivery, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, RecordMetadata,

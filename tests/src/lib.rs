@@ -62,7 +62,8 @@ pub struct Logd {
     pub metrics_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
-    /// Flags beyond the addresses and data directory (cluster membership).
+    /// Flags beyond the addresses and data directory (group bounds, cluster
+    /// membership).
     args: Vec<String>,
     /// Stopped with SIGSTOP: it accepts connections but answers nothing.
     pub paused: bool,
@@ -81,7 +82,12 @@ impl Logd {
             metrics_port: free_port(),
             data_dir: dir.path().join("data"),
             log_path: dir.path().join("logd.log"),
-            args: Vec::new(),
+            args: vec![
+                "--group-min-session-timeout-ms".into(),
+                GROUP_MIN_SESSION_TIMEOUT_MS.to_string(),
+                "--group-initial-rebalance-delay-ms".into(),
+                GROUP_INITIAL_REBALANCE_DELAY_MS.to_string(),
+            ],
             paused: false,
             _dir: dir,
         }
@@ -478,7 +484,7 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         for node in &mut nodes {
-            node.args = vec![
+            node.args.extend([
                 "--controllers".into(),
                 voters.clone(),
                 "--broker-heartbeat-interval-ms".into(),
@@ -487,11 +493,7 @@ impl Cluster {
                 SESSION_TIMEOUT_MS.to_string(),
                 "--replica-lag-time-max-ms".into(),
                 REPLICA_LAG_MS.to_string(),
-                "--group-min-session-timeout-ms".into(),
-                GROUP_MIN_SESSION_TIMEOUT_MS.to_string(),
-                "--group-initial-rebalance-delay-ms".into(),
-                GROUP_INITIAL_REBALANCE_DELAY_MS.to_string(),
-            ];
+            ]);
             node.launch();
         }
         for node in &mut nodes {

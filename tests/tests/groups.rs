@@ -1,13 +1,16 @@
 //! Consumer groups on real `logd` processes: committed offsets kept in
 //! `__consumer_offsets`, found through FindCoordinator, surviving the
 //! consumer's restart (kafka-python) and the coordinator's kill -9; group
-//! members (kafka-python) sharing partitions, taking over a killed member's
-//! partitions, and following the group to a new coordinator.
+//! members (kafka-python and Strata's consumer) sharing partitions, taking
+//! over a killed member's partitions, following the group to a new
+//! coordinator, and rebalancing cooperatively (only moved partitions stop).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
@@ -22,7 +25,7 @@ use kafka_protocol::messages::{
     RequestKind, ResponseKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use strata_client::{Acks, Producer, ProducerRecord};
+use strata_client::{Acks, Consumer, OffsetReset, Producer, ProducerRecord, Rebalance};
 use strata_tests::{
     create_replicated_topic, create_topic, one_cluster_at_a_time, produce, python, wait_for,
     Cluster, Connection, Logd,
@@ -450,30 +453,37 @@ fn parse_processed(lines: Vec<String>) -> Vec<(i32, i64)> {
 /// with acks=all through the Strata client; the (partition, offset) of each.
 fn produce_each(bootstrap: &str, topic: &str, partitions: i32, count: usize) -> Vec<(i32, i64)> {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let producer = Producer::builder(bootstrap)
-            .acks(Acks::All)
-            .build()
-            .await
-            .expect("producer");
-        let mut deliveries = Vec::new();
-        for partition in 0..partitions {
-            for index in 0..count {
-                let value = format!("{topic}-{partition}-{index}");
-                let record = ProducerRecord::new(topic)
-                    .partition(partition)
-                    .value(value.as_bytes());
-                deliveries.push(producer.send(record).await.expect("send"));
-            }
+    runtime.block_on(produce_each_async(bootstrap, topic, partitions, count))
+}
+
+async fn produce_each_async(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: usize,
+) -> Vec<(i32, i64)> {
+    let producer = Producer::builder(bootstrap)
+        .acks(Acks::All)
+        .build()
+        .await
+        .expect("producer");
+    let mut deliveries = Vec::new();
+    for partition in 0..partitions {
+        for index in 0..count {
+            let value = format!("{topic}-{partition}-{index}");
+            let record = ProducerRecord::new(topic)
+                .partition(partition)
+                .value(value.as_bytes());
+            deliveries.push(producer.send(record).await.expect("send"));
         }
-        let mut acknowledged = Vec::new();
-        for delivery in deliveries {
-            let metadata = delivery.await.expect("acknowledged");
-            acknowledged.push((metadata.partition, metadata.offset.expect("acks=all")));
-        }
-        producer.close().await.expect("close");
-        acknowledged
-    })
+    }
+    let mut acknowledged = Vec::new();
+    for delivery in deliveries {
+        let metadata = delivery.await.expect("acknowledged");
+        acknowledged.push((metadata.partition, metadata.offset.expect("acks=all")));
+    }
+    producer.close().await.expect("close");
+    acknowledged
 }
 
 /// The coordinator of `group` as any running broker names it.
@@ -655,4 +665,289 @@ fn a_member_killed_mid_batch_has_its_partitions_taken_over_and_nothing_is_skippe
         .chain(victim_processed)
         .collect();
     assert_processed_all(&acknowledged, &processed);
+}
+
+/// Who owns which partition, as the members' rebalance callbacks say; a
+/// partition assigned while another member still owns it is a violation.
+#[derive(Debug, Default)]
+struct Ownership {
+    owner: BTreeMap<i32, String>,
+    violations: Vec<String>,
+    /// Partitions each member handed back, in order.
+    revoked: BTreeMap<String, Vec<i32>>,
+}
+
+impl Ownership {
+    fn apply(&mut self, member: &str, event: &Rebalance) {
+        match event {
+            Rebalance::Assigned(partitions) => {
+                for (_, partition) in partitions {
+                    if let Some(other) = self.owner.insert(*partition, member.to_string()) {
+                        self.violations
+                            .push(format!("{member} got {partition} while {other} owned it"));
+                    }
+                }
+            }
+            Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
+                for (_, partition) in partitions {
+                    if self.owner.remove(partition).as_deref() != Some(member) {
+                        self.violations.push(format!(
+                            "{member} gave up {partition}, which it did not own"
+                        ));
+                    }
+                    if matches!(event, Rebalance::Revoked(_)) {
+                        self.revoked
+                            .entry(member.to_string())
+                            .or_default()
+                            .push(*partition);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every one of `partitions` partitions owned, by `members` members
+    /// holding as many as balance allows each.
+    fn is_shared(&self, partitions: i32, members: usize) -> bool {
+        let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+        for owner in self.owner.values() {
+            *counts.entry(owner).or_default() += 1;
+        }
+        let low = partitions as usize / members;
+        let high = (partitions as usize).div_ceil(members);
+        self.owner.len() == partitions as usize
+            && counts.len() == members
+            && counts.values().all(|&count| count == low || count == high)
+    }
+}
+
+/// A Strata group consumer run as a task until `stop`: records what it
+/// processed and reports its rebalances to `ownership`.
+async fn strata_member(
+    bootstrap: String,
+    topic: &'static str,
+    group: &'static str,
+    name: String,
+    ownership: Arc<Mutex<Ownership>>,
+    processed: Arc<Mutex<BTreeSet<(i32, i64)>>>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut consumer = Consumer::builder(&bootstrap)
+        .client_id(&name)
+        .group_id(group)
+        .session_timeout(Duration::from_millis(STRATA_SESSION_MS))
+        .heartbeat_interval(Duration::from_millis(STRATA_SESSION_MS / 10))
+        .offset_reset(OffsetReset::Earliest)
+        .auto_commit(Some(Duration::from_millis(200)))
+        .build()
+        .await
+        .expect("consumer");
+    let member = name.clone();
+    consumer.on_rebalance(move |event| ownership.lock().unwrap().apply(&member, event));
+    consumer.subscribe(&[topic]).expect("subscribe");
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(100)).await {
+            Ok(records) => {
+                let mut processed = processed.lock().unwrap();
+                processed.extend(
+                    records
+                        .iter()
+                        .map(|record| (record.partition, record.offset)),
+                );
+            }
+            Err(error) => eprintln!("{name}: poll failed: {error}"),
+        }
+    }
+    consumer.close().await.expect("leave the group");
+}
+
+const STRATA_SESSION_MS: u64 = 3_000;
+
+struct StrataMembers {
+    bootstrap: String,
+    ownership: Arc<Mutex<Ownership>>,
+    processed: Arc<Mutex<BTreeSet<(i32, i64)>>>,
+    members: Vec<(String, Arc<AtomicBool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl StrataMembers {
+    fn new(bootstrap: String) -> StrataMembers {
+        StrataMembers {
+            bootstrap,
+            ownership: Arc::default(),
+            processed: Arc::default(),
+            members: Vec::new(),
+        }
+    }
+
+    fn start(&mut self, topic: &'static str, group: &'static str, name: &str) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(strata_member(
+            self.bootstrap.clone(),
+            topic,
+            group,
+            name.to_string(),
+            Arc::clone(&self.ownership),
+            Arc::clone(&self.processed),
+            Arc::clone(&stop),
+        ));
+        self.members.push((name.to_string(), stop, task));
+    }
+
+    /// The member leaves the group (LeaveGroup) and its task ends.
+    async fn stop(&mut self, name: &str) {
+        let index = self
+            .members
+            .iter()
+            .position(|(member, _, _)| member == name)
+            .expect("a member");
+        let (_, stop, task) = self.members.remove(index);
+        stop.store(true, Ordering::Release);
+        task.await.expect("member task");
+    }
+
+    /// Waits until `partitions` are shared by `members`; the time it took.
+    async fn wait_shared(&self, partitions: i32, members: usize, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            {
+                let ownership = self.ownership.lock().unwrap();
+                assert!(
+                    ownership.violations.is_empty(),
+                    "{:?}",
+                    ownership.violations
+                );
+                if ownership.is_shared(partitions, members) {
+                    return started.elapsed();
+                }
+                assert!(
+                    started.elapsed() < timeout,
+                    "{partitions} partitions not shared by {members} members after {timeout:?}: {:?}",
+                    ownership.owner
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[test]
+fn strata_consumers_share_partitions_and_rebalance_cooperatively() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let (topic, group, partitions) = ("shipments", "shipment-trackers", 12);
+    create_replicated_topic(cluster.node(1), topic, partitions, 3);
+    let bootstrap = cluster.bootstrap();
+    let mut acknowledged = produce_each(&bootstrap, topic, partitions, 100);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut members = StrataMembers::new(bootstrap.clone());
+        for name in ["tracker-1", "tracker-2", "tracker-3"] {
+            members.start(topic, group, name);
+        }
+        let first = members
+            .wait_shared(partitions, 3, Duration::from_secs(30))
+            .await;
+        eprintln!(
+            "3 members share 12 partitions {:.2} s after starting",
+            first.as_secs_f64()
+        );
+
+        // A fourth joins: each of the three hands over one partition and
+        // keeps consuming the other three.
+        members.start(topic, group, "tracker-4");
+        let joined = members
+            .wait_shared(partitions, 4, Duration::from_secs(30))
+            .await;
+        {
+            let ownership = members.ownership.lock().unwrap();
+            let revoked: usize = ownership.revoked.values().map(Vec::len).sum();
+            assert_eq!(
+                revoked, 3,
+                "only the newcomer's share moved: {:?}",
+                ownership.revoked
+            );
+        }
+        eprintln!(
+            "a 4th member got its share {:.2} s after starting",
+            joined.as_secs_f64()
+        );
+
+        // One leaves: only its partitions move.
+        let before: BTreeMap<i32, String> = members.ownership.lock().unwrap().owner.clone();
+        let left_at = Instant::now();
+        members.stop("tracker-2").await;
+        members
+            .wait_shared(partitions, 3, Duration::from_secs(30))
+            .await;
+        eprintln!(
+            "tracker-2 left; its partitions moved {:.2} s later",
+            left_at.elapsed().as_secs_f64()
+        );
+        let after = members.ownership.lock().unwrap().owner.clone();
+        for (partition, owner) in &before {
+            if owner != "tracker-2" {
+                assert_eq!(
+                    after.get(partition),
+                    Some(owner),
+                    "partition {partition} stayed with {owner}"
+                );
+            }
+        }
+
+        acknowledged.extend(produce_each_async(&bootstrap, topic, partitions, 50).await);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !acknowledged
+            .iter()
+            .all(|record| members.processed.lock().unwrap().contains(record))
+        {
+            assert!(Instant::now() < deadline, "records not processed in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for name in ["tracker-1", "tracker-3", "tracker-4"] {
+            members.stop(name).await;
+        }
+        assert_processed_all(&acknowledged, &members.processed.lock().unwrap());
+    });
+}
+
+#[test]
+fn a_member_leaving_a_group_of_ten_moves_only_its_partitions() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let (topic, group, partitions) = ("sensors", "sensor-readers", 100);
+    create_replicated_topic(cluster.node(1), topic, partitions, 1);
+    let bootstrap = cluster.bootstrap();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let mut members = StrataMembers::new(bootstrap.clone());
+        for index in 0..10 {
+            members.start(topic, group, &format!("reader-{index}"));
+        }
+        let formed = members.wait_shared(partitions, 10, Duration::from_secs(60)).await;
+        let before: BTreeMap<i32, String> = members.ownership.lock().unwrap().owner.clone();
+        let left_at = Instant::now();
+        members.stop("reader-4").await;
+        members.wait_shared(partitions, 9, Duration::from_secs(30)).await;
+        let stable = left_at.elapsed();
+        let after = members.ownership.lock().unwrap().owner.clone();
+        let moved = before
+            .iter()
+            .filter(|(partition, owner)| after.get(partition) != Some(owner))
+            .count();
+        eprintln!(
+            "10 members on 100 partitions formed in {:.2} s; after one left, {moved} partitions moved and the group was stable {:.2} s later (session {:.1} s)",
+            formed.as_secs_f64(),
+            stable.as_secs_f64(),
+            STRATA_SESSION_MS as f64 / 1000.0
+        );
+        assert_eq!(moved, 10, "only the leaver's partitions moved");
+        assert!(
+            stable < Duration::from_millis(2 * STRATA_SESSION_MS),
+            "stable again within twice the session timeout"
+        );
+        for index in (0..10).filter(|&index| index != 4) {
+            members.stop(&format!("reader-{index}")).await;
+        }
+    });
 }

@@ -791,6 +791,15 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
         cluster.logs().contains("unclean leader election"),
         "the controller reports the loss"
     );
+    // The witness may learn of the election before the new leader does.
+    wait_for_state(
+        &mut cluster,
+        stale,
+        "risky",
+        risky,
+        "the new leader to know it leads",
+        |state| state.leader == stale,
+    );
     let after = send(&mut cluster, stale, "risky", risky, -1, "after", 10);
     assert_eq!(
         after[0].1, 10,

@@ -1,0 +1,345 @@
+//! `logctl group list|describe|reset-offsets|delete`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use strata_client::{Admin, GroupDescription};
+
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum GroupCommand {
+    /// List consumer groups with their state.
+    List,
+    /// Members and, per partition, the committed offset, log end and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets (a dry run unless --execute). The
+    /// group must have no members: stop its consumers first.
+    ResetOffsets {
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// To each partition's first offset.
+        #[arg(long, group = "to")]
+        to_earliest: bool,
+        /// To each partition's end: skip everything not yet read.
+        #[arg(long, group = "to")]
+        to_latest: bool,
+        /// To offset N of every partition (kept within the log).
+        #[arg(long, group = "to", value_name = "N")]
+        to_offset: Option<i64>,
+        /// By N from the committed offset (negative: read again).
+        #[arg(long, group = "to", value_name = "N", allow_hyphen_values = true)]
+        shift_by: Option<i64>,
+        /// Commit the new offsets; without it nothing changes.
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Delete a group without members, with its committed offsets.
+    Delete { group: String },
+}
+
+/// One partition of a group's view: committed offset and log end.
+struct PartitionLag {
+    topic: String,
+    partition: i32,
+    committed: Option<i64>,
+    log_end: Option<i64>,
+    member: Option<String>,
+}
+
+impl PartitionLag {
+    fn lag(&self) -> Option<i64> {
+        Some((self.log_end? - self.committed?).max(0))
+    }
+}
+
+pub async fn run(bootstrap: &str, format: Format, command: GroupCommand) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap).await?;
+    match command {
+        GroupCommand::List => {
+            let groups = admin.list_groups().await?;
+            match format {
+                Format::Json => print_json(&json!(groups
+                    .iter()
+                    .map(|group| json!({
+                        "group": group.group_id,
+                        "state": group.state,
+                        "protocol_type": group.protocol_type,
+                    }))
+                    .collect::<Vec<_>>())),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = groups
+                        .iter()
+                        .map(|group| {
+                            vec![
+                                group.group_id.clone(),
+                                group.state.clone(),
+                                group.protocol_type.clone(),
+                            ]
+                        })
+                        .collect();
+                    print_table(&["GROUP", "STATE", "PROTOCOL-TYPE"], &rows);
+                }
+            }
+        }
+        GroupCommand::Describe { group } => describe(&admin, format, &group).await?,
+        GroupCommand::ResetOffsets {
+            group,
+            topic,
+            to_earliest,
+            to_latest,
+            to_offset,
+            shift_by,
+            execute,
+        } => {
+            let target = match (to_earliest, to_latest, to_offset, shift_by) {
+                (true, _, _, _) => Target::Earliest,
+                (_, true, _, _) => Target::Latest,
+                (_, _, Some(offset), _) => Target::Offset(offset),
+                (_, _, _, Some(shift)) => Target::Shift(shift),
+                _ => {
+                    bail!("say where to: --to-earliest, --to-latest, --to-offset N or --shift-by N")
+                }
+            };
+            reset_offsets(&admin, format, &group, &topic, target, execute).await?;
+        }
+        GroupCommand::Delete { group } => {
+            admin
+                .delete_group(&group)
+                .await
+                .with_context(|| format!("cannot delete group '{group}' (a group with members cannot be deleted: stop its consumers first)"))?;
+            match format {
+                Format::Json => print_json(&json!({"group": group, "deleted": true})),
+                Format::Table => println!("deleted group {group}"),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every partition of the topics the group committed for or is assigned:
+/// committed offset, log end (the high watermark: what consumers can read)
+/// and the member that has it.
+async fn partition_lags(
+    admin: &Admin,
+    description: &GroupDescription,
+) -> anyhow::Result<Vec<PartitionLag>> {
+    let committed: BTreeMap<(String, i32), i64> = admin
+        .group_offsets(&description.group_id)
+        .await?
+        .into_iter()
+        .collect();
+    let mut members: BTreeMap<(String, i32), String> = BTreeMap::new();
+    for member in &description.members {
+        for partition in &member.assignment {
+            members.insert(partition.clone(), member.member_id.clone());
+        }
+    }
+    let topics: BTreeSet<&String> = committed
+        .keys()
+        .chain(members.keys())
+        .map(|(topic, _)| topic)
+        .collect();
+    let mut lags = Vec::new();
+    for topic in topics {
+        let Ok(described) = admin.describe_topic(topic).await else {
+            continue; // deleted since: its offsets stay until the group goes
+        };
+        for (info, offsets) in described.topic.partitions.iter().zip(&described.offsets) {
+            let key = (topic.clone(), info.partition);
+            lags.push(PartitionLag {
+                topic: topic.clone(),
+                partition: info.partition,
+                committed: committed.get(&key).copied(),
+                log_end: offsets.as_ref().ok().map(|offsets| offsets.high_watermark),
+                member: members.get(&key).cloned(),
+            });
+        }
+    }
+    Ok(lags)
+}
+
+async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<()> {
+    let description = admin.describe_group(group).await?;
+    if description.state == "Dead" {
+        bail!("group '{group}' does not exist; `logctl group list` shows the groups there are");
+    }
+    let lags = partition_lags(admin, &description).await?;
+    let text =
+        |value: Option<i64>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
+    match format {
+        Format::Json => print_json(&json!({
+            "group": description.group_id,
+            "state": description.state,
+            "protocol_type": description.protocol_type,
+            "assignor": description.protocol,
+            "coordinator": description.coordinator,
+            "members": description.members.iter().map(|member| json!({
+                "member_id": member.member_id,
+                "group_instance_id": member.group_instance_id,
+                "client_id": member.client_id,
+                "host": member.client_host,
+                "assignment": member.assignment.iter().map(|(topic, partition)| json!({"topic": topic, "partition": partition})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "partitions": lags.iter().map(|lag| json!({
+                "topic": lag.topic,
+                "partition": lag.partition,
+                "committed_offset": lag.committed,
+                "log_end_offset": lag.log_end,
+                "lag": lag.lag(),
+                "member_id": lag.member,
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            println!(
+                "group: {}  state: {}  assignor: {}  coordinator: {}  members: {}",
+                description.group_id,
+                description.state,
+                if description.protocol.is_empty() {
+                    "-"
+                } else {
+                    &description.protocol
+                },
+                description.coordinator,
+                description.members.len()
+            );
+            let clients: BTreeMap<&str, (&str, &str)> = description
+                .members
+                .iter()
+                .map(|member| {
+                    (
+                        member.member_id.as_str(),
+                        (member.client_id.as_str(), member.client_host.as_str()),
+                    )
+                })
+                .collect();
+            let rows: Vec<Vec<String>> = lags
+                .iter()
+                .map(|lag| {
+                    let (client_id, host) = lag
+                        .member
+                        .as_deref()
+                        .and_then(|member| clients.get(member).copied())
+                        .unwrap_or(("-", "-"));
+                    vec![
+                        lag.topic.clone(),
+                        lag.partition.to_string(),
+                        text(lag.committed),
+                        text(lag.log_end),
+                        text(lag.lag()),
+                        lag.member.clone().unwrap_or_else(|| "-".to_string()),
+                        client_id.to_string(),
+                        host.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "TOPIC",
+                    "PARTITION",
+                    "COMMITTED",
+                    "LOG-END",
+                    "LAG",
+                    "MEMBER",
+                    "CLIENT-ID",
+                    "HOST",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Earliest,
+    Latest,
+    Offset(i64),
+    Shift(i64),
+}
+
+async fn reset_offsets(
+    admin: &Admin,
+    format: Format,
+    group: &str,
+    topic: &str,
+    target: Target,
+    execute: bool,
+) -> anyhow::Result<()> {
+    let description = admin.describe_group(group).await?;
+    if execute && !description.members.is_empty() {
+        bail!(
+            "group '{group}' has {} active member(s); stop its consumers before resetting its offsets",
+            description.members.len()
+        );
+    }
+    let committed: BTreeMap<(String, i32), i64> =
+        admin.group_offsets(group).await?.into_iter().collect();
+    let partitions = admin.describe_topic(topic).await?;
+    let mut plan = Vec::new();
+    for (partition, offsets) in partitions.topic.partitions.iter().zip(&partitions.offsets) {
+        let offsets = offsets.as_ref().map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read the offsets of {topic}-{}: {error}",
+                partition.partition
+            )
+        })?;
+        let (start, end) = (offsets.log_start_offset, offsets.high_watermark);
+        let current = committed
+            .get(&(topic.to_string(), partition.partition))
+            .copied();
+        let new = match target {
+            Target::Earliest => start,
+            Target::Latest => end,
+            Target::Offset(offset) => offset,
+            Target::Shift(shift) => current.unwrap_or(start).saturating_add(shift),
+        }
+        .clamp(start, end);
+        plan.push((partition.partition, current, new));
+    }
+    if execute {
+        let offsets: Vec<((String, i32), i64)> = plan
+            .iter()
+            .map(|&(partition, _, new)| ((topic.to_string(), partition), new))
+            .collect();
+        admin
+            .alter_group_offsets(group, &offsets)
+            .await
+            .with_context(|| format!("cannot reset the offsets of group '{group}'"))?;
+    }
+    match format {
+        Format::Json => print_json(&json!({
+            "group": group,
+            "topic": topic,
+            "executed": execute,
+            "partitions": plan.iter().map(|(partition, current, new)| json!({
+                "partition": partition,
+                "current_offset": current,
+                "new_offset": new,
+            })).collect::<Vec<_>>(),
+        })),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = plan
+                .iter()
+                .map(|(partition, current, new)| {
+                    vec![
+                        topic.to_string(),
+                        partition.to_string(),
+                        current.map_or_else(|| "-".to_string(), |offset| offset.to_string()),
+                        new.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
+            if execute {
+                println!("committed the new offsets of group {group}");
+            } else {
+                println!("dry run: nothing changed; add --execute to commit these offsets");
+            }
+        }
+    }
+    Ok(())
+}
