@@ -165,6 +165,10 @@ impl Broker {
             .map_err(dir_error)?;
         replicas.reconcile(&metadata);
 
+        let groups = Arc::new(GroupCoordinator::new(Arc::clone(&replicas), config.group));
+        tasks.push(tokio::spawn(
+            Arc::clone(&groups).run_timers(shutdown.clone()),
+        ));
         let metrics_addr = match config.metrics_listen {
             Some(address) => {
                 let listener = bind(address).await?;
@@ -174,6 +178,7 @@ impl Broker {
                     Arc::clone(&metrics),
                     controller.clone(),
                     Arc::clone(&replicas),
+                    Arc::clone(&groups),
                     shutdown.clone(),
                 );
                 tasks.push(tokio::spawn(serve));
@@ -182,10 +187,6 @@ impl Broker {
             None => None,
         };
         let metrics_for_isr = Arc::clone(&metrics);
-        let groups = Arc::new(GroupCoordinator::new(Arc::clone(&replicas), config.group));
-        tasks.push(tokio::spawn(
-            Arc::clone(&groups).run_timers(shutdown.clone()),
-        ));
         let context = Arc::new(Context {
             broker_id: config.node_id,
             advertised_host,

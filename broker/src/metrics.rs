@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::controller::client::ControllerClient;
+use crate::group::GroupCoordinator;
 use crate::replica::replica_manager::ReplicaManager;
 
 /// Upper bounds of the request latency buckets, in microseconds.
@@ -103,8 +104,14 @@ impl Metrics {
             .fetch_add(bytes, Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition of everything.
-    pub fn render(&self, controller: &ControllerClient, replicas: &ReplicaManager) -> String {
+    /// The Prometheus text exposition of everything. `committed` holds the
+    /// committed offsets of the groups this broker coordinates.
+    pub fn render(
+        &self,
+        controller: &ControllerClient,
+        replicas: &ReplicaManager,
+        committed: &[CommittedOffset],
+    ) -> String {
         let mut out = String::new();
         out.push_str("# TYPE strata_request_latency_seconds histogram\n");
         for (api_key, histogram) in self.requests.lock().expect("metrics lock").iter() {
@@ -225,8 +232,68 @@ impl Metrics {
                 );
             }
         }
+        // What consumers can read of each partition led here.
+        out.push_str("# TYPE strata_partition_high_watermark gauge\n");
+        for partition in partitions
+            .iter()
+            .filter(|partition| partition.leader_epoch().is_some())
+        {
+            let _ = writeln!(
+                out,
+                "strata_partition_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
+                partition.topic,
+                partition.index,
+                partition.high_watermark()
+            );
+        }
+        // Per group this broker coordinates: the committed offset of each
+        // partition, and the lag where a replica here knows the high
+        // watermark (elsewhere, join with strata_partition_high_watermark).
+        out.push_str("# TYPE strata_consumer_group_committed_offset gauge\n");
+        for committed in committed {
+            let _ = writeln!(
+                out,
+                "strata_consumer_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+                escape(&committed.group),
+                committed.topic,
+                committed.partition,
+                committed.offset
+            );
+        }
+        out.push_str("# TYPE strata_consumer_group_lag_records gauge\n");
+        for committed in committed {
+            let Some(partition) = replicas.partition(&committed.topic, committed.partition) else {
+                continue;
+            };
+            let lag = (partition.high_watermark() - committed.offset).max(0);
+            let _ = writeln!(
+                out,
+                "strata_consumer_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}",
+                escape(&committed.group),
+                committed.topic,
+                committed.partition
+            );
+        }
         out
     }
+}
+
+/// A group's committed offset of one partition, for `render`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// A label value as the text format wants it (group ids are free text;
+/// topic names are restricted to `[a-zA-Z0-9._-]`).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `GET /metrics` until `shutdown`.
@@ -235,6 +302,7 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     controller: ControllerClient,
     replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -245,7 +313,8 @@ pub async fn serve(
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let body = metrics.render(&controller, &replicas);
+        let committed = groups.committed_offsets().await;
+        let body = metrics.render(&controller, &replicas, &committed);
         tokio::spawn(async move {
             let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await;
             let Ok(Ok(request)) = read else { return };

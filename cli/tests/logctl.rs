@@ -420,6 +420,17 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
         ["10", "13", "3"],
         "committed, log end, lag: {table}"
     );
+    assert_eq!(
+        logd.metric(
+            r#"strata_consumer_group_lag_records{group="billing",topic="orders",partition="2"}"#
+        ),
+        Some(3.0),
+        "the coordinator exports the same lag"
+    );
+    assert_eq!(
+        logd.metric(r#"strata_partition_high_watermark{topic="orders",partition="2"}"#),
+        Some(13.0)
+    );
 
     // reset-offsets: a dry run changes nothing; --execute commits.
     let dry = logctl.ok(&[

@@ -31,6 +31,7 @@ use super::records::Key;
 use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::handler::now_ms;
+use crate::metrics::CommittedOffset;
 use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::error_code;
@@ -614,6 +615,35 @@ impl GroupCoordinator {
         (0..OFFSETS_TOPIC_PARTITIONS as i32)
             .filter_map(|index| self.led(index).ok())
             .collect()
+    }
+
+    /// The committed offsets of every group this broker coordinates.
+    pub async fn committed_offsets(&self) -> Vec<CommittedOffset> {
+        let mut committed = Vec::new();
+        for led in self.all_led() {
+            let read = led
+                .read(|groups| {
+                    groups
+                        .shard
+                        .groups()
+                        .flat_map(|(group, records)| {
+                            records.offsets.iter().map(|((topic, partition), offset)| {
+                                CommittedOffset {
+                                    group: group.clone(),
+                                    topic: topic.clone(),
+                                    partition: *partition,
+                                    offset: offset.value.offset,
+                                }
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            // A partition whose leadership moved meanwhile is reported by
+            // its new coordinator.
+            committed.extend(read.unwrap_or_default());
+        }
+        committed
     }
 
     /// Every `TICK_INTERVAL` until `shutdown`: expires sessions, ends
