@@ -386,6 +386,9 @@ async fn enforce_retention(replicas: Arc<ReplicaManager>, shutdown: Cancellation
             if let Err(error) = partition.enforce_retention(now_ms()) {
                 error!(partition = ?partition, %error, "retention failed");
             }
+            if let Err(error) = partition.compact(now_ms()) {
+                error!(partition = ?partition, %error, "compaction failed");
+            }
         }
     }
 }

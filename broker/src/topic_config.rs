@@ -15,6 +15,7 @@ pub const FLUSH_MS: &str = "flush.ms";
 pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
 pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
+pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -41,6 +42,12 @@ pub struct TopicConfig {
     /// `unclean.leader.election.enable`: a partition whose in-sync replicas
     /// are all fenced may be led by another replica, losing what only they had.
     pub unclean_leader_election_enable: bool,
+    /// `cleanup.policy`: `delete` (retention), `compact` (the latest record
+    /// of each key stays), or both.
+    pub cleanup_delete: bool,
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a compacted topic keeps tombstones.
+    pub delete_retention_ms: i64,
 }
 
 impl Default for TopicConfig {
@@ -54,6 +61,9 @@ impl Default for TopicConfig {
             min_insync_replicas: 1,
             max_message_bytes: 1_048_588,
             unclean_leader_election_enable: false,
+            cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -141,15 +151,28 @@ impl TopicConfig {
                         parse(key, value, |_: &bool| true, "must be true or false")?
                 }
                 CLEANUP_POLICY => {
-                    if value != "delete" {
-                        let reason =
-                            "only 'delete' is supported (compaction is not built yet)".into();
+                    let policies: Vec<&str> = value.split(',').map(str::trim).collect();
+                    if policies.is_empty()
+                        || !policies
+                            .iter()
+                            .all(|policy| matches!(*policy, "delete" | "compact"))
+                    {
                         return Err(ConfigError {
                             key: key.clone(),
                             value: value.clone(),
-                            reason,
+                            reason: "must be delete, compact, or compact,delete".into(),
                         });
                     }
+                    config.cleanup_delete = policies.contains(&"delete");
+                    config.cleanup_compact = policies.contains(&"compact");
+                }
+                DELETE_RETENTION_MS => {
+                    config.delete_retention_ms = parse(
+                        key,
+                        value,
+                        |v: &i64| *v >= 0,
+                        "must be a non-negative number of milliseconds",
+                    )?
                 }
                 _ => {
                     let reason = "unknown or unsupported topic config".into();
@@ -164,21 +187,37 @@ impl TopicConfig {
         Ok(config)
     }
 
-    /// The storage settings these map to.
+    /// The storage settings these map to. Retention applies only under the
+    /// `delete` policy.
     pub fn log_config(&self) -> LogConfig {
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
-            retention_bytes: u64::try_from(self.retention_bytes).ok(),
-            retention_ms: (self.retention_ms >= 0).then_some(self.retention_ms),
+            retention_bytes: u64::try_from(self.retention_bytes)
+                .ok()
+                .filter(|_| self.cleanup_delete),
+            retention_ms: (self.retention_ms >= 0 && self.cleanup_delete)
+                .then_some(self.retention_ms),
+            compact: self.cleanup_compact,
+            delete_retention_ms: self.delete_retention_ms,
             ..LogConfig::default()
+        }
+    }
+
+    /// `cleanup.policy` as Kafka spells it.
+    fn cleanup_policy(&self) -> &'static str {
+        match (self.cleanup_compact, self.cleanup_delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
         }
     }
 
     /// Every key with its effective value, for DescribeConfigs.
     pub fn entries(&self) -> Vec<(&'static str, String)> {
         vec![
-            (CLEANUP_POLICY, "delete".into()),
+            (CLEANUP_POLICY, self.cleanup_policy().into()),
+            (DELETE_RETENTION_MS, self.delete_retention_ms.to_string()),
             (FLUSH_MS, self.flush_ms.to_string()),
             (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
             (MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string()),
@@ -218,8 +257,19 @@ mod tests {
             TopicConfig::from_overrides(&overrides(&[("compression.type", "zstd")])).unwrap_err();
         assert_eq!(error.key, "compression.type");
         let error =
-            TopicConfig::from_overrides(&overrides(&[("cleanup.policy", "compact")])).unwrap_err();
-        assert!(error.reason.contains("only 'delete'"));
+            TopicConfig::from_overrides(&overrides(&[("cleanup.policy", "shred")])).unwrap_err();
+        assert!(error.reason.contains("delete, compact"));
+        let compacted = TopicConfig::from_overrides(&overrides(&[("cleanup.policy", "compact")]))
+            .unwrap()
+            .log_config();
+        assert!(compacted.compact);
+        assert_eq!(
+            compacted.retention_ms, None,
+            "compact alone deletes nothing by age"
+        );
+        let both = overrides(&[("cleanup.policy", "compact,delete")]);
+        let both = TopicConfig::from_overrides(&both).unwrap().log_config();
+        assert!(both.compact && both.retention_ms.is_some());
         assert!(TopicConfig::from_overrides(&overrides(&[("flush.ms", "soon")])).is_err());
         let unclean = overrides(&[("unclean.leader.election.enable", "true")]);
         assert!(

@@ -32,6 +32,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compaction;
 pub mod compression;
 pub mod error;
 mod index;

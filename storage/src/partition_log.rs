@@ -32,6 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::batch::{BatchHeader, BatchIter, Compression, ValidatedBatches};
 use crate::checkpoint::{self, Durability, Loaded, PayloadReader};
+use crate::compaction::{self, CompactionOutcome};
 use crate::error::{io_error, Result, StorageError};
 use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::record::RecordIter;
@@ -62,6 +63,12 @@ pub struct LogConfig {
     /// Bytes the active segment's file grows by at a time (disk space is
     /// claimed ahead of the writes, so a full disk is an error, not SIGBUS).
     pub preallocate_bytes: u64,
+    /// `cleanup.policy=compact`: sealed segments keep only the latest
+    /// record of each key (see `compaction.rs`).
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a compacted log keeps a tombstone
+    /// after its batch's newest timestamp.
+    pub delete_retention_ms: i64,
     /// Durable bytes at the end of the log kept in the page cache; older
     /// durable pages are unmapped and handed back to the kernel after each
     /// flush, so new appends reuse warm pages (writing into never-used memory
@@ -78,6 +85,8 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             retention_bytes: None,
             retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
             preallocate_bytes: 32 << 20,
             page_cache_window_bytes: Some(1 << 30),
         }
@@ -201,6 +210,9 @@ pub struct PartitionLog {
     /// Set when a flush failed: the page cache can no longer be trusted, so the
     /// log refuses everything until the process restarts and recovers.
     failure: Option<String>,
+    /// Base of the newest sealed segment the last compaction covered: the
+    /// next one runs once another segment is sealed below the bound.
+    compacted_through: Option<i64>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -238,6 +250,7 @@ impl PartitionLog {
             dir_needs_sync: true,
             truncations: 0,
             failure: None,
+            compacted_through: None,
         };
         log.recover(&bases)?;
         if let Some(reason) = epoch_damage {
@@ -754,6 +767,113 @@ impl PartitionLog {
             bytes_deleted,
             log_start_offset: new_start,
         })
+    }
+
+    /// Compacts the sealed segments wholly below `upper_bound_offset` (the
+    /// high watermark) and the recovery point, once a segment was sealed
+    /// there since the last compaction: each keeps only the records no later
+    /// record with the same key (up to the bound) replaces. A cleaned
+    /// segment is written to a new file and renamed over the old one, so
+    /// readers keep the bytes they hold and a crash leaves one or the other.
+    pub fn compact(&mut self, upper_bound_offset: i64, now_ms: i64) -> Result<CompactionOutcome> {
+        self.check_alive()?;
+        let bound = upper_bound_offset.min(self.recovery_point);
+        let bases: Vec<i64> = self.segments.keys().copied().collect();
+        let candidates: Vec<i64> = bases
+            .windows(2)
+            .take_while(|pair| pair[1] <= bound)
+            .map(|pair| pair[0])
+            .collect();
+        if !self.config.compact || candidates.last().copied() == self.compacted_through {
+            return Ok(CompactionOutcome::default());
+        }
+        let mut latest = compaction::LatestOffsets::new();
+        for segment in self.segments.values() {
+            if segment.base_offset >= bound {
+                break;
+            }
+            compaction::note_latest_offsets(segment.data(), bound, &mut latest)
+                .map_err(|error| self.corrupt(segment, error.to_string()))?;
+        }
+        let tombstones_before_ms = now_ms.saturating_sub(self.config.delete_retention_ms);
+        let mut outcome = CompactionOutcome::default();
+        for base in &candidates {
+            let segment = &self.segments[base];
+            let cleaned = compaction::clean_segment(segment.data(), &latest, tombstones_before_ms)
+                .map_err(|error| self.corrupt(segment, error.to_string()))?;
+            let Some((bytes, removed)) = cleaned else {
+                continue;
+            };
+            outcome.segments_cleaned += 1;
+            outcome.records_removed += removed;
+            outcome.bytes_before += segment.state.size_bytes as u64;
+            outcome.bytes_after += bytes.len() as u64;
+            self.replace_segment(*base, &bytes)?;
+        }
+        self.compacted_through = candidates.last().copied();
+        Ok(outcome)
+    }
+
+    fn corrupt(&self, segment: &Segment, reason: String) -> StorageError {
+        StorageError::Corrupt {
+            segment: segment.path().to_path_buf(),
+            position: 0,
+            reason,
+        }
+    }
+
+    /// Swaps sealed segment `base` for `bytes` (the same offsets, fewer
+    /// records). A failure half way stops the log: a restart recovers it
+    /// from whichever file the rename left.
+    fn replace_segment(&mut self, base: i64, bytes: &[u8]) -> Result<()> {
+        let path = segment::log_path(&self.dir, base);
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
+        fs::write(&tmp, bytes).map_err(io_error("write compacted segment", &tmp))?;
+        fs::File::open(&tmp)
+            .and_then(|file| file.sync_all())
+            .map_err(io_error("fsync", &tmp))?;
+        let replaced = self.swap_segment_file(base, &tmp, &path);
+        if let Err(error) = &replaced {
+            error!(segment = %path.display(), %error, "cannot swap in a compacted segment; the log stops until a restart recovers it");
+            self.failure = Some(format!("compaction of {} failed: {error}", path.display()));
+        }
+        replaced
+    }
+
+    fn swap_segment_file(&mut self, base: i64, tmp: &Path, path: &Path) -> Result<()> {
+        let previous_last_offset = self
+            .segments
+            .range(..base)
+            .next_back()
+            .and_then(|(_, segment)| segment.state.last_offset)
+            .unwrap_or(i64::MIN);
+        // Readers of the old file keep its map (and so its bytes) alive.
+        drop(self.segments.remove(&base).expect("a sealed segment"));
+        segment::remove_index_files(&self.dir, base)?;
+        fs::rename(tmp, path).map_err(io_error("rename compacted segment", path))?;
+        checkpoint::sync_dir(&self.dir)?;
+        let (handle, file_len) = Segment::map_for_recovery(&self.dir, base)?;
+        let (state, stop) = segment::scan(
+            handle.data(file_len),
+            base,
+            previous_last_offset,
+            i64::MIN,
+            self.config.index_interval_bytes,
+            &mut |_| {},
+        );
+        if let ScanStop::Invalid { position, reason } = stop {
+            return Err(StorageError::Corrupt {
+                segment: path.to_path_buf(),
+                position: u64::from(position),
+                reason: format!("compacted segment does not read back: {reason}"),
+            });
+        }
+        let segment =
+            Segment::sealed_from_recovery(&self.dir, base, handle, file_len, state, false)?;
+        self.segments.insert(base, segment);
+        Ok(())
     }
 
     fn advance_log_start(&mut self, offset: i64) -> Result<()> {

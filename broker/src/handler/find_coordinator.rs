@@ -14,7 +14,7 @@ use crate::group::{
     partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICATION_FACTOR,
 };
 use crate::server::error_code;
-use crate::topic_config::{RETENTION_MS, SEGMENT_BYTES};
+use crate::topic_config::{CLEANUP_POLICY, SEGMENT_BYTES};
 
 /// `key_type` of a consumer group (1 is a transactional id).
 const GROUP_KEY_TYPE: i8 = 0;
@@ -102,10 +102,11 @@ async fn ensure_offsets_topic(context: &Context) -> Result<(), (i16, String)> {
         }
         metadata.alive_brokers().len()
     };
-    // Offsets are kept until a newer commit or a deleted group replaces
-    // them; 100 MiB segments as in Kafka's offsets.topic.segment.bytes.
+    // Compacted: a commit or group record stays until a newer one for its
+    // key (or a deleted group's tombstone) replaces it; 100 MiB segments
+    // as in Kafka's offsets.topic.segment.bytes.
     let configs = BTreeMap::from([
-        (RETENTION_MS.to_string(), "-1".to_string()),
+        (CLEANUP_POLICY.to_string(), "compact".to_string()),
         (SEGMENT_BYTES.to_string(), (100 << 20).to_string()),
     ]);
     let create = MetadataCommand::CreateTopic {

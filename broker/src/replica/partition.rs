@@ -486,6 +486,16 @@ impl Partition {
         Ok(())
     }
 
+    /// Compacts the log if its topic is compacted (below the high watermark).
+    pub fn compact(&self, now_ms: i64) -> Result<(), StorageError> {
+        let high_watermark = self.high_watermark();
+        let outcome = self.log().compact(high_watermark, now_ms)?;
+        if outcome.segments_cleaned > 0 {
+            tracing::info!(partition = ?self, segments = outcome.segments_cleaned, records_removed = outcome.records_removed, bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, "compacted");
+        }
+        Ok(())
+    }
+
     /// Stops the flusher, flushes and checkpoints the log, so the next start
     /// recovers nothing.
     pub fn close(&self) {

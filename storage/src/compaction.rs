@@ -1,0 +1,260 @@
+//! Log compaction (`cleanup.policy=compact`): a sealed segment keeps, of
+//! each key, only the record no later one with the same key replaces.
+//! Pure functions over segment bytes; `PartitionLog::compact` decides which
+//! segments and swaps the files.
+//!
+//! - Offsets never change: a batch keeps its base offset and offset range
+//!   (`last_offset_delta`), only some of its records go, so consumers and
+//!   followers see gaps, never renumbered records. A batch left with no
+//!   record goes entirely, except a segment's last batch, which is kept
+//!   whole so every segment keeps its end offset.
+//! - A tombstone (a keyed record without value) is the latest record of its
+//!   key until `delete.retention.ms` after its batch's newest timestamp;
+//!   then it goes too, so a consumer that reads the log within that time
+//!   sees the deletion.
+//! - Records without a key, control batches and the last batch of a segment
+//!   are kept as they are.
+//! - A rewritten batch is stored uncompressed with a new CRC; the fields
+//!   outside the records (timestamps, producer id, epoch and sequence)
+//!   stay.
+
+use std::collections::HashMap;
+
+use crate::batch::{self, BatchError, BatchHeader, BatchIter, BATCH_HEADER_BYTES, LOG_OVERHEAD};
+use crate::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
+use crate::record::{get_varint, RecordIter};
+
+/// The latest offset of each key.
+pub(crate) type LatestOffsets = HashMap<Vec<u8>, i64>;
+
+/// Position of the record count in a batch header.
+const RECORD_COUNT_POSITION: usize = 57;
+/// Position of the attributes; bits 0-2 hold the compression codec.
+const ATTRIBUTES_POSITION: usize = 21;
+const COMPRESSION_BITS: u16 = 0b111;
+
+/// What one compaction did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactionOutcome {
+    pub segments_cleaned: usize,
+    pub records_removed: u64,
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Notes in `latest` the offset of every keyed record in `data` (whole
+/// batches) below `upper_bound_offset`; later offsets win.
+pub(crate) fn note_latest_offsets(
+    data: &[u8],
+    upper_bound_offset: i64,
+    latest: &mut LatestOffsets,
+) -> Result<(), BatchError> {
+    for (header, batch) in BatchIter::new(data) {
+        if header.last_offset() >= upper_bound_offset {
+            break;
+        }
+        if header.is_control() {
+            continue;
+        }
+        let records = batch_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)?;
+        for record in RecordIter::from_records(&records, header.record_count) {
+            let record = record.map_err(|reason| BatchError::Record {
+                record_index: 0,
+                reason,
+            })?;
+            if let Some(key) = record.key {
+                let offset = header.base_offset + record.offset_delta;
+                match latest.get_mut(key) {
+                    Some(known) => *known = (*known).max(offset),
+                    None => {
+                        latest.insert(key.to_vec(), offset);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `data` (a sealed segment's batches) without the records `latest` says
+/// are replaced and the tombstones of batches whose newest timestamp is
+/// before `tombstones_before_ms`; `None` when nothing would go.
+pub(crate) fn clean_segment(
+    data: &[u8],
+    latest: &LatestOffsets,
+    tombstones_before_ms: i64,
+) -> Result<Option<(Vec<u8>, u64)>, BatchError> {
+    let batches: Vec<(BatchHeader, &[u8])> = BatchIter::new(data).collect();
+    let mut out = Vec::with_capacity(data.len());
+    let mut removed_total = 0u64;
+    for (index, (header, batch)) in batches.iter().enumerate() {
+        let last_of_segment = index + 1 == batches.len();
+        if header.is_control() || last_of_segment {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let records = batch_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)?;
+        let mut kept = Vec::with_capacity(records.len());
+        let (mut kept_count, mut removed) = (0i32, 0u64);
+        let mut rest: &[u8] = &records;
+        for _ in 0..header.record_count {
+            let (length, prefix) = get_varint(rest).ok_or(BatchError::Record {
+                record_index: 0,
+                reason: "record length is not a varint",
+            })?;
+            let end = prefix + usize::try_from(length).unwrap_or(usize::MAX);
+            if end > rest.len() {
+                return Err(BatchError::Record {
+                    record_index: 0,
+                    reason: "record length exceeds the batch",
+                });
+            }
+            let (raw, tail) = rest.split_at(end);
+            rest = tail;
+            let record = RecordIter::from_records(raw, 1)
+                .next()
+                .expect("one record")
+                .map_err(|reason| BatchError::Record {
+                    record_index: 0,
+                    reason,
+                })?;
+            let offset = header.base_offset + record.offset_delta;
+            let keep = match record.key {
+                None => true,
+                Some(key) => {
+                    latest.get(key).is_none_or(|&newest| newest <= offset)
+                        && (record.value.is_some() || header.max_timestamp >= tombstones_before_ms)
+                }
+            };
+            if keep {
+                kept.extend_from_slice(raw);
+                kept_count += 1;
+            } else {
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        removed_total += removed;
+        if kept_count == 0 {
+            continue;
+        }
+        let start = out.len();
+        out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
+        out.extend_from_slice(&kept);
+        let rebuilt = &mut out[start..];
+        let batch_length = (rebuilt.len() - LOG_OVERHEAD) as i32;
+        rebuilt[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        let attributes = u16::from_be_bytes([
+            rebuilt[ATTRIBUTES_POSITION],
+            rebuilt[ATTRIBUTES_POSITION + 1],
+        ]) & !COMPRESSION_BITS;
+        rebuilt[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2]
+            .copy_from_slice(&attributes.to_be_bytes());
+        rebuilt[RECORD_COUNT_POSITION..RECORD_COUNT_POSITION + 4]
+            .copy_from_slice(&kept_count.to_be_bytes());
+        batch::seal_crc(rebuilt);
+    }
+    Ok((removed_total > 0).then_some((out, removed_total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::{stamp, Compression};
+    use crate::record::{BatchBuilder, Record};
+
+    /// A batch at `base_offset` of (key, value) records.
+    fn batch(base_offset: i64, records: &[(&str, Option<&str>)], codec: Compression) -> Vec<u8> {
+        let mut builder = BatchBuilder::new(1_000).compression(codec);
+        for (key, value) in records {
+            builder.push(Record {
+                key: Some(key.as_bytes()),
+                value: value.map(str::as_bytes),
+                headers: &[],
+                timestamp_ms: None,
+            });
+        }
+        let mut bytes = builder.build();
+        stamp(&mut bytes, base_offset, 0);
+        bytes
+    }
+
+    /// (offset, key, value) of every record of `data`, checking each batch.
+    fn contents(data: &[u8]) -> Vec<(i64, String, Option<String>)> {
+        let mut out = Vec::new();
+        for (header, bytes) in BatchIter::new(data) {
+            BatchHeader::validate(bytes, usize::MAX).expect("a valid batch");
+            let records = batch_records(bytes, usize::MAX).unwrap();
+            for record in RecordIter::from_records(&records, header.record_count) {
+                let record = record.unwrap();
+                out.push((
+                    header.base_offset + record.offset_delta,
+                    String::from_utf8(record.key.unwrap().to_vec()).unwrap(),
+                    record
+                        .value
+                        .map(|value| String::from_utf8(value.to_vec()).unwrap()),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_latest_record_of_each_key_stays_at_its_offset() {
+        let segment = [
+            batch(0, &[("a", Some("1")), ("b", Some("1"))], Compression::None),
+            batch(2, &[("a", Some("2")), ("c", Some("1"))], Compression::Lz4),
+            batch(4, &[("b", None)], Compression::None),
+            batch(5, &[("a", Some("old-but-last"))], Compression::None),
+        ]
+        .concat();
+        // A later segment replaces "a" again.
+        let later = batch(6, &[("a", Some("3"))], Compression::None);
+        let mut latest = LatestOffsets::new();
+        note_latest_offsets(&segment, i64::MAX, &mut latest).unwrap();
+        note_latest_offsets(&later, i64::MAX, &mut latest).unwrap();
+        assert_eq!(latest[&b"a".to_vec()], 6);
+
+        let (cleaned, removed) = clean_segment(&segment, &latest, 0).unwrap().unwrap();
+        assert_eq!(removed, 3, "a@0, b@1 and a@2");
+        assert_eq!(
+            contents(&cleaned),
+            [
+                (3, "c".to_string(), Some("1".to_string())),
+                (4, "b".to_string(), None),
+                (5, "a".to_string(), Some("old-but-last".to_string())),
+            ],
+            "offsets kept; the segment's last batch kept whole; the tombstone is recent"
+        );
+        let ends: Vec<i64> = BatchIter::new(&cleaned)
+            .map(|(h, _)| h.last_offset())
+            .collect();
+        assert_eq!(
+            ends,
+            [3, 4, 5],
+            "the batch that lost a record keeps its range"
+        );
+
+        // Once the tombstone is old enough it goes; cleaning again changes
+        // nothing else.
+        let (again, removed) = clean_segment(&cleaned, &latest, 2_000).unwrap().unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(contents(&again).len(), 2);
+        assert_eq!(clean_segment(&again, &latest, 2_000).unwrap(), None);
+    }
+
+    #[test]
+    fn the_upper_bound_limits_what_counts_as_later() {
+        let data = [
+            batch(0, &[("k", Some("1"))], Compression::None),
+            batch(1, &[("k", Some("2"))], Compression::None),
+        ]
+        .concat();
+        let mut latest = LatestOffsets::new();
+        note_latest_offsets(&data, 1, &mut latest).unwrap();
+        assert_eq!(latest[&b"k".to_vec()], 0, "offset 1 is not below the bound");
+    }
+}
