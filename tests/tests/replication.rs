@@ -333,15 +333,27 @@ fn wait_for_state(
     what: &str,
     done: impl Fn(&PartitionView) -> bool,
 ) -> PartitionView {
-    let witness = cluster.node(witness);
-    wait_for(Duration::from_secs(20), what, || {
-        let state = witness
-            .view()?
-            .partitions
-            .get(&(topic.to_string(), partition))?
-            .clone();
-        done(&state).then_some(state)
-    })
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last_seen = None;
+    loop {
+        let state = cluster.node(witness).view().and_then(|view| {
+            view.partitions
+                .get(&(topic.to_string(), partition))
+                .cloned()
+        });
+        match state {
+            Some(state) if done(&state) => return state,
+            Some(state) => last_seen = Some(state),
+            None => {}
+        }
+        // The brokers' logs say why, when the cluster does not get there.
+        assert!(
+            Instant::now() < deadline,
+            "timed out after 20 s waiting for {what}; broker {witness} last saw {last_seen:?}\n{}",
+            cluster.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Sends `count` records `{prefix}-{i}`, one per request, to broker `to`
