@@ -167,8 +167,6 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
         bail!("group '{group}' does not exist; `logctl group list` shows the groups there are");
     }
     let lags = partition_lags(admin, &description).await?;
-    let text =
-        |value: Option<i64>| value.map_or_else(|| "-".to_string(), |value| value.to_string());
     match format {
         Format::Json => print_json(&json!({
             "group": description.group_id,
@@ -226,9 +224,9 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
                     vec![
                         lag.topic.clone(),
                         lag.partition.to_string(),
-                        text(lag.committed),
-                        text(lag.log_end),
-                        text(lag.lag()),
+                        dash(lag.committed),
+                        dash(lag.log_end),
+                        dash(lag.lag()),
                         lag.member.clone().unwrap_or_else(|| "-".to_string()),
                         client_id.to_string(),
                         host.to_string(),
@@ -251,6 +249,11 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
         }
     }
     Ok(())
+}
+
+/// An offset for a table cell; `-` when there is none.
+fn dash(value: Option<i64>) -> String {
+    value.map_or_else(|| "-".to_string(), |value| value.to_string())
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -328,7 +331,7 @@ async fn reset_offsets(
                     vec![
                         topic.to_string(),
                         partition.to_string(),
-                        current.map_or_else(|| "-".to_string(), |offset| offset.to_string()),
+                        dash(*current),
                         new.to_string(),
                     ]
                 })

@@ -38,25 +38,25 @@ pub const BATCH_HEADER_BYTES: usize = 61;
 pub const MAGIC_V2: i8 = 2;
 
 const BASE_OFFSET_POSITION: usize = 0;
-const BATCH_LENGTH_POSITION: usize = 8;
+pub(crate) const BATCH_LENGTH_POSITION: usize = 8;
 const PARTITION_LEADER_EPOCH_POSITION: usize = 12;
 const MAGIC_POSITION: usize = 16;
 const CRC_POSITION: usize = 17;
 /// The CRC covers everything from the attributes to the end of the batch.
 const CRC_COVERED_FROM: usize = 21;
-const ATTRIBUTES_POSITION: usize = 21;
+pub(crate) const ATTRIBUTES_POSITION: usize = 21;
 const LAST_OFFSET_DELTA_POSITION: usize = 23;
 const BASE_TIMESTAMP_POSITION: usize = 27;
 const MAX_TIMESTAMP_POSITION: usize = 35;
 const PRODUCER_ID_POSITION: usize = 43;
 const PRODUCER_EPOCH_POSITION: usize = 51;
 const BASE_SEQUENCE_POSITION: usize = 53;
-const RECORD_COUNT_POSITION: usize = 57;
+pub(crate) const RECORD_COUNT_POSITION: usize = 57;
 
 /// Smallest legal `batch_length`: a header with no records.
 const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
 
-const COMPRESSION_MASK: i16 = 0x07;
+pub(crate) const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;

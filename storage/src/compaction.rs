@@ -20,18 +20,15 @@
 
 use std::collections::HashMap;
 
-use crate::batch::{self, BatchError, BatchHeader, BatchIter, BATCH_HEADER_BYTES, LOG_OVERHEAD};
+use crate::batch::{
+    self, BatchError, BatchHeader, BatchIter, ATTRIBUTES_POSITION, BATCH_HEADER_BYTES,
+    BATCH_LENGTH_POSITION, COMPRESSION_MASK, LOG_OVERHEAD, RECORD_COUNT_POSITION,
+};
 use crate::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use crate::record::{get_varint, RecordIter};
 
 /// The latest offset of each key.
 pub(crate) type LatestOffsets = HashMap<Vec<u8>, i64>;
-
-/// Position of the record count in a batch header.
-const RECORD_COUNT_POSITION: usize = 57;
-/// Position of the attributes; bits 0-2 hold the compression codec.
-const ATTRIBUTES_POSITION: usize = 21;
-const COMPRESSION_BITS: u16 = 0b111;
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -146,11 +143,12 @@ pub(crate) fn clean_segment(
         out.extend_from_slice(&kept);
         let rebuilt = &mut out[start..];
         let batch_length = (rebuilt.len() - LOG_OVERHEAD) as i32;
-        rebuilt[8..12].copy_from_slice(&batch_length.to_be_bytes());
-        let attributes = u16::from_be_bytes([
+        rebuilt[BATCH_LENGTH_POSITION..BATCH_LENGTH_POSITION + 4]
+            .copy_from_slice(&batch_length.to_be_bytes());
+        let attributes = i16::from_be_bytes([
             rebuilt[ATTRIBUTES_POSITION],
             rebuilt[ATTRIBUTES_POSITION + 1],
-        ]) & !COMPRESSION_BITS;
+        ]) & !COMPRESSION_MASK;
         rebuilt[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2]
             .copy_from_slice(&attributes.to_be_bytes());
         rebuilt[RECORD_COUNT_POSITION..RECORD_COUNT_POSITION + 4]

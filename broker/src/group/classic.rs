@@ -353,10 +353,6 @@ impl ClassicGroup {
         self.protocol.as_deref().unwrap_or_default()
     }
 
-    pub fn has_members(&self) -> bool {
-        !self.members.is_empty()
-    }
-
     /// No members and no member ids handed out: nothing to keep in memory
     /// beyond what the group's records say.
     pub fn is_idle(&self) -> bool {
@@ -1333,7 +1329,7 @@ mod tests {
         assert_eq!(group.state(), GroupState::Empty);
         assert_eq!(group.generation(), 2);
         assert!(effects.contains(&Effect::Persist));
-        assert!(!group.has_members());
+        assert!(group.describe().is_empty());
         assert_eq!(group.record().members, Vec::new());
     }
 

@@ -25,7 +25,6 @@ pub async fn dispatch(
     );
     let api_version = request.api_version;
     let api_key = request.api_key;
-    let client_id = request.client_id().to_string();
     let started = std::time::Instant::now();
     let response = async move {
         Some(match request.body {
@@ -70,7 +69,7 @@ pub async fn dispatch(
             ),
             RequestKind::JoinGroup(body) => {
                 let client = handler::join_group::Client {
-                    client_id: &client_id,
+                    client_id: request.header.client_id.as_deref().unwrap_or_default(),
                     client_host,
                 };
                 ResponseKind::JoinGroup(
