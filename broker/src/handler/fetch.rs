@@ -19,6 +19,8 @@ use tokio::time::Instant;
 use super::Context;
 use crate::controller::metadata::BrokerId;
 use crate::limits::FETCH_WAIT_MAX;
+use crate::replica::fetcher;
+use crate::replica::in_sync::FollowerPosition;
 use crate::replica::partition::FollowerRead;
 use crate::server::error_code;
 
@@ -133,13 +135,15 @@ fn read_for_follower(
                 Ok(led) => led,
                 Err(code) => return (response.with_error_code(code), 0),
             };
+        let Some(durable_end) = fetcher::durable_end_of(fetch) else {
+            return (response.with_error_code(error_code::INVALID_REQUEST), 0);
+        };
+        let position = FollowerPosition {
+            log_end: fetch.fetch_offset,
+            durable_end,
+        };
         let served = (!spent).then(|| {
-            partition.serve_follower(
-                follower,
-                fetch.fetch_offset,
-                fetch.last_fetched_epoch,
-                max_bytes,
-            )
+            partition.serve_follower(follower, position, fetch.last_fetched_epoch, max_bytes)
         });
         let high_watermark = partition.high_watermark();
         let response = response

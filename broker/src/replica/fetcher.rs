@@ -6,9 +6,16 @@
 //! last batch, and long-polls on the leader until something is appended.
 //! What comes back is appended; where the leader says the logs diverge
 //! (KIP-101/320: the end of the largest epoch both know), the divergent
-//! suffix is truncated. Everything appended is flushed before the next
-//! fetch, so the offset a fetch reports is durable here: that is what lets
-//! the leader count it in the high watermark.
+//! suffix is truncated.
+//!
+//! Copying and flushing overlap: what a round appended is flushed by the
+//! partition's flusher while the next round already fetches. Each fetch
+//! reports the partition's durable end next to its log end (tagged field
+//! [`DURABLE_END_TAG`]), and only the durable end counts towards the
+//! leader's high watermark. While a flush runs, a round does not long-poll:
+//! if the leader has nothing new, the fetcher waits for the flush and
+//! reports its end at once, so an acks=all producer waits for one fsync
+//! here, not for a fetch timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -35,17 +42,23 @@ use crate::controller::metadata::BrokerId;
 use crate::handler::now_ms;
 
 const FETCH_VERSION: i16 = 12;
+/// The tagged field of a fetched partition (`FetchPartition`) in which a
+/// Strata follower reports its durable log end. Kafka defines tags 0 and 1;
+/// a fetch without this one counts its fetch offset as durable.
+pub const DURABLE_END_TAG: i32 = 10_000;
 /// How long a fetch waits on the leader for something to be appended.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 /// How long a whole exchange may take before the connection is dropped.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-const PARTITION_FETCH_BYTES: i32 = 1 << 20;
+/// Bytes one round copies per partition: large enough that a busy
+/// partition is not held to one small copy per round trip.
+const PARTITION_FETCH_BYTES: i32 = 8 << 20;
 const FETCH_BYTES: i32 = 16 << 20;
 /// Largest response a fetcher reads.
 const RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// Pause after a failed round.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a flush of what a round appended may take.
+/// How long a flush of what was appended may take.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a failing fetcher says so.
 const WARN_INTERVAL: Duration = Duration::from_secs(5);
@@ -144,7 +157,7 @@ async fn run(
     mut assignment: watch::Receiver<Assignment>,
     stop: CancellationToken,
 ) {
-    let mut connection: Option<(TcpStream, i32)> = None;
+    let mut connection: Option<Connection> = None;
     let mut failing_since: Option<Instant> = None;
     loop {
         let partitions = assignment.borrow_and_update().clone();
@@ -155,6 +168,20 @@ async fn run(
             }
             continue;
         }
+        // Appended here but not yet durable: the leader learns of the
+        // flush's end from the next fetch, so that one must not long-poll.
+        let flushing: Vec<(Arc<Partition>, i64)> = partitions
+            .values()
+            .filter_map(|(_, partition)| {
+                let log_end = partition.log_end_offset();
+                (partition.durable_end() < log_end).then(|| (Arc::clone(partition), log_end))
+            })
+            .collect();
+        let wait = if flushing.is_empty() {
+            FETCH_WAIT
+        } else {
+            Duration::ZERO
+        };
         let round = async {
             if connection.is_none() {
                 let stream = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(&address))
@@ -163,17 +190,19 @@ async fn run(
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                     })??;
                 stream.set_nodelay(true)?;
-                connection = Some((stream, 0));
+                connection = Some(Connection {
+                    stream,
+                    correlation_id: 0,
+                    buffer: BytesMut::new(),
+                });
             }
-            let (stream, correlation_id) = connection.as_mut().expect("connected above");
-            *correlation_id += 1;
-            let request = fetch_request(me, &partitions);
-            let response = tokio::time::timeout(
-                EXCHANGE_TIMEOUT,
-                exchange(stream, *correlation_id, &request),
-            )
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out"))??;
+            let connection = connection.as_mut().expect("connected above");
+            let request = fetch_request(me, &partitions, wait);
+            let response = tokio::time::timeout(EXCHANGE_TIMEOUT, connection.exchange(&request))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out")
+                })??;
             Ok::<_, std::io::Error>(response)
         };
         let response = tokio::select! {
@@ -181,7 +210,17 @@ async fn run(
             response = round => response,
         };
         let healthy = match response {
-            Ok(response) => copy(leader, &partitions, response).await,
+            Ok(response) => {
+                let copied = copy(leader, &partitions, response);
+                if copied.healthy && !copied.appended && !flushing.is_empty() {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        flushed = wait_flushed(&flushing) => flushed,
+                    }
+                } else {
+                    copied.healthy
+                }
+            }
             Err(error) => {
                 connection = None;
                 debug!(leader, %address, %error, "replica fetch failed");
@@ -204,18 +243,34 @@ async fn run(
     }
 }
 
-fn fetch_request(me: BrokerId, partitions: &Assignment) -> FetchRequest {
+/// Waits until each partition is durable up to its offset; false if one
+/// was not within the flush timeout.
+async fn wait_flushed(flushing: &[(Arc<Partition>, i64)]) -> bool {
+    for (partition, offset) in flushing {
+        if !partition.wait_flushed(*offset, FLUSH_TIMEOUT).await {
+            warn!(partition = ?partition, "copied records not flushed in time");
+            return false;
+        }
+    }
+    true
+}
+
+fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> FetchRequest {
     let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
     for ((topic, index), (leader_epoch, partition)) in partitions {
-        topics.entry(topic).or_default().push(
-            FetchPartition::default()
-                .with_partition(*index)
-                .with_current_leader_epoch(*leader_epoch)
-                .with_fetch_offset(partition.log_end_offset())
-                .with_last_fetched_epoch(partition.latest_leader_epoch().unwrap_or(-1))
-                .with_log_start_offset(partition.log_start_offset())
-                .with_partition_max_bytes(PARTITION_FETCH_BYTES),
-        );
+        // Read the durable end first: it never passes the log end read after.
+        let durable_end = partition.durable_end();
+        let fetch = FetchPartition::default()
+            .with_partition(*index)
+            .with_current_leader_epoch(*leader_epoch)
+            .with_fetch_offset(partition.log_end_offset())
+            .with_last_fetched_epoch(partition.latest_leader_epoch().unwrap_or(-1))
+            .with_log_start_offset(partition.log_start_offset())
+            .with_partition_max_bytes(PARTITION_FETCH_BYTES);
+        topics
+            .entry(topic)
+            .or_default()
+            .push(with_durable_end(fetch, durable_end));
     }
     let topics = topics
         .into_iter()
@@ -227,79 +282,133 @@ fn fetch_request(me: BrokerId, partitions: &Assignment) -> FetchRequest {
         .collect();
     FetchRequest::default()
         .with_replica_id(WireBrokerId(me))
-        .with_max_wait_ms(FETCH_WAIT.as_millis() as i32)
+        .with_max_wait_ms(wait.as_millis() as i32)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_BYTES)
         .with_session_epoch(-1)
         .with_topics(topics)
 }
 
-async fn exchange(
-    stream: &mut TcpStream,
+/// A fetcher's connection to its leader.
+struct Connection {
+    stream: TcpStream,
     correlation_id: i32,
-    request: &FetchRequest,
-) -> std::io::Result<FetchResponse> {
-    let invalid = |error: anyhow::Error| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
-    };
-    let header = RequestHeader::default()
-        .with_request_api_key(ApiKey::Fetch as i16)
-        .with_request_api_version(FETCH_VERSION)
-        .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("strata-replica-fetcher")));
-    let mut frame = BytesMut::new();
-    frame.extend_from_slice(&[0; 4]);
-    header
-        .encode(
-            &mut frame,
-            ApiKey::Fetch.request_header_version(FETCH_VERSION),
-        )
-        .map_err(invalid)?;
-    request.encode(&mut frame, FETCH_VERSION).map_err(invalid)?;
-    let length = (frame.len() - 4) as u32;
-    frame[..4].copy_from_slice(&length.to_be_bytes());
-    stream.write_all(&frame).await?;
-
-    let length = stream.read_u32().await? as usize;
-    if length > RESPONSE_BYTES_MAX {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("fetch response of {length} bytes exceeds {RESPONSE_BYTES_MAX}"),
-        ));
-    }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await?;
-    let mut body = Bytes::from(body);
-    let header = ResponseHeader::decode(
-        &mut body,
-        ApiKey::Fetch.response_header_version(FETCH_VERSION),
-    )
-    .map_err(invalid)?;
-    if header.correlation_id != correlation_id {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "response to request {} while waiting for {correlation_id}",
-                header.correlation_id
-            ),
-        ));
-    }
-    FetchResponse::decode(&mut body, FETCH_VERSION).map_err(invalid)
+    /// Holds each response while it is copied, then takes the next: the
+    /// same warm memory round after round.
+    buffer: BytesMut,
 }
 
-/// Applies one fetch response; false if the round went wrong (the caller
-/// backs off).
-async fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> bool {
+impl Connection {
+    async fn exchange(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
+        let invalid = |error: anyhow::Error| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
+        };
+        self.correlation_id += 1;
+        let correlation_id = self.correlation_id;
+        let header = RequestHeader::default()
+            .with_request_api_key(ApiKey::Fetch as i16)
+            .with_request_api_version(FETCH_VERSION)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("strata-replica-fetcher")));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0; 4]);
+        header
+            .encode(
+                &mut frame,
+                ApiKey::Fetch.request_header_version(FETCH_VERSION),
+            )
+            .map_err(invalid)?;
+        request.encode(&mut frame, FETCH_VERSION).map_err(invalid)?;
+        let length = (frame.len() - 4) as u32;
+        frame[..4].copy_from_slice(&length.to_be_bytes());
+        self.stream.write_all(&frame).await?;
+
+        let length = self.stream.read_u32().await? as usize;
+        if length > RESPONSE_BYTES_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("fetch response of {length} bytes exceeds {RESPONSE_BYTES_MAX}"),
+            ));
+        }
+        // The last response's records were appended and dropped: this
+        // reclaims their memory rather than allocating anew.
+        self.buffer.clear();
+        self.buffer.reserve(length);
+        while self.buffer.len() < length {
+            let read = (&mut self.stream)
+                .take((length - self.buffer.len()) as u64)
+                .read_buf(&mut self.buffer)
+                .await?;
+            if read == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let mut body = self.buffer.split().freeze();
+        let header = ResponseHeader::decode(
+            &mut body,
+            ApiKey::Fetch.response_header_version(FETCH_VERSION),
+        )
+        .map_err(invalid)?;
+        if header.correlation_id != correlation_id {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "response to request {} while waiting for {correlation_id}",
+                    header.correlation_id
+                ),
+            ));
+        }
+        FetchResponse::decode(&mut body, FETCH_VERSION).map_err(invalid)
+    }
+}
+
+/// Reports `durable_end` in a fetched partition.
+fn with_durable_end(mut fetch: FetchPartition, durable_end: i64) -> FetchPartition {
+    fetch.unknown_tagged_fields.insert(
+        DURABLE_END_TAG,
+        Bytes::copy_from_slice(&durable_end.to_be_bytes()),
+    );
+    fetch
+}
+
+/// The durable end a follower reports in a fetched partition: its fetch
+/// offset when it reports none (it flushed before fetching), never more;
+/// `None` if the field is malformed.
+pub fn durable_end_of(fetch: &FetchPartition) -> Option<i64> {
+    match fetch.unknown_tagged_fields.get(&DURABLE_END_TAG) {
+        None => Some(fetch.fetch_offset),
+        Some(field) => {
+            let durable_end = i64::from_be_bytes(field.as_ref().try_into().ok()?);
+            (0..=fetch.fetch_offset)
+                .contains(&durable_end)
+                .then_some(durable_end)
+        }
+    }
+}
+
+/// What applying one fetch response did.
+struct Copied {
+    /// False if the round went wrong (the caller backs off).
+    healthy: bool,
+    /// Whether any records were appended.
+    appended: bool,
+}
+
+/// Applies one fetch response.
+fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> Copied {
     if response.error_code != 0 {
         debug!(
             leader,
             error_code = response.error_code,
             "replica fetch refused"
         );
-        return false;
+        return Copied {
+            healthy: false,
+            appended: false,
+        };
     }
     let mut healthy = true;
-    let mut appended = Vec::new();
+    let mut appended = false;
     for topic in response.responses {
         for data in topic.partitions {
             let key = (topic.topic.0.to_string(), data.partition_index);
@@ -325,9 +434,7 @@ async fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse
                     let had_records = !records.is_empty();
                     let outcome =
                         partition.append_from_leader(&records, data.high_watermark, now_ms());
-                    if had_records && outcome.is_ok() {
-                        appended.push(Arc::clone(partition));
-                    }
+                    appended |= had_records && outcome.is_ok();
                     outcome
                 }
                 Some(ResponseError::OffsetOutOfRange) => {
@@ -351,12 +458,5 @@ async fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse
             }
         }
     }
-    for partition in appended {
-        let end = partition.log_end_offset();
-        if !partition.wait_flushed(end, FLUSH_TIMEOUT).await {
-            warn!(partition = ?partition, "copied records not flushed in time");
-            healthy = false;
-        }
-    }
-    healthy
+    Copied { healthy, appended }
 }

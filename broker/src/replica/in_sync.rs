@@ -6,8 +6,9 @@
 //!
 //! The high watermark is the minimum, over the ISR, of each member's
 //! durable log end offset (the leader's own from its flushes, a follower's
-//! from the offset it fetches at, since a follower flushes what it copied
-//! before it fetches again). While an expansion is in flight its new member
+//! as its fetches report it: a follower fetches again while its flush of
+//! what it copied still runs, so its log end runs ahead of what is durable
+//! there). While an expansion is in flight its new member
 //! counts too (Kafka's "maximal ISR"): a replica must never join the ISR
 //! behind the high watermark, or electing it could lose acknowledged records.
 
@@ -18,11 +19,20 @@ use tokio::time::Instant;
 
 use crate::controller::metadata::BrokerId;
 
+/// Where a follower stands when it fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowerPosition {
+    /// Its log end: the offset it fetches at.
+    pub log_end: i64,
+    /// How much of its log is durable (at most `log_end`).
+    pub durable_end: i64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Progress {
-    /// The durable log end offset the follower last fetched at; `None`
-    /// until it fetches from this leader.
-    offset: Option<i64>,
+    /// The durable log end offset the follower last reported; `None` until
+    /// it fetches from this leader.
+    durable_end: Option<i64>,
     /// When it last had everything the leader had at its previous fetch.
     caught_up_at: Instant,
     last_fetch_at: Instant,
@@ -83,7 +93,7 @@ impl InSync {
         self.partition_epoch = partition_epoch;
         for &replica in replicas.iter().filter(|&&replica| replica != self.me) {
             self.followers.entry(replica).or_insert(Progress {
-                offset: None,
+                durable_end: None,
                 caught_up_at: now,
                 last_fetch_at: now,
                 leader_end_at_last_fetch: i64::MAX,
@@ -97,20 +107,25 @@ impl InSync {
         &self.isr
     }
 
-    /// A follower fetched at `offset` (its durable log end) while the
-    /// leader's log ended at `leader_end`. Kafka's rule: it was caught up at
-    /// its previous fetch if it now asks for at least what the leader had
-    /// then.
-    pub fn record_fetch(&mut self, follower: BrokerId, offset: i64, leader_end: i64, now: Instant) {
+    /// A follower fetched from `position` while the leader's log ended at
+    /// `leader_end`. Kafka's rule: it was caught up at its previous fetch if
+    /// its log now ends at least where the leader's did then.
+    pub fn record_fetch(
+        &mut self,
+        follower: BrokerId,
+        position: FollowerPosition,
+        leader_end: i64,
+        now: Instant,
+    ) {
         let Some(progress) = self.followers.get_mut(&follower) else {
             return;
         };
-        if offset >= leader_end {
+        if position.log_end >= leader_end {
             progress.caught_up_at = now;
-        } else if offset >= progress.leader_end_at_last_fetch {
+        } else if position.log_end >= progress.leader_end_at_last_fetch {
             progress.caught_up_at = progress.caught_up_at.max(progress.last_fetch_at);
         }
-        progress.offset = Some(offset);
+        progress.durable_end = Some(position.durable_end);
         progress.last_fetch_at = now;
         progress.leader_end_at_last_fetch = leader_end;
     }
@@ -124,7 +139,7 @@ impl InSync {
             .into_iter()
             .filter(|&member| member != self.me)
             .try_fold(durable_end, |low, member| {
-                Some(low.min(self.followers.get(&member)?.offset?))
+                Some(low.min(self.followers.get(&member)?.durable_end?))
             })
     }
 
@@ -157,8 +172,8 @@ impl InSync {
             let reached = self
                 .followers
                 .get(replica)
-                .and_then(|progress| progress.offset)
-                .is_some_and(|offset| offset >= high_watermark);
+                .and_then(|progress| progress.durable_end)
+                .is_some_and(|durable_end| durable_end >= high_watermark);
             if !isr.contains(replica) && reached && recently_caught_up(replica) {
                 isr.push(*replica);
             }
@@ -175,13 +190,14 @@ impl InSync {
         })
     }
 
-    /// How far the furthest-behind follower that has fetched trails
-    /// `leader_end`, in offsets; `None` with no follower heard from.
+    /// How far the durable log of the furthest-behind follower that has
+    /// fetched trails `leader_end`, in offsets; `None` with no follower
+    /// heard from.
     pub fn max_lag(&self, leader_end: i64) -> Option<i64> {
         self.followers
             .values()
-            .filter_map(|progress| progress.offset)
-            .map(|offset| (leader_end - offset).max(0))
+            .filter_map(|progress| progress.durable_end)
+            .map(|durable_end| (leader_end - durable_end).max(0))
             .max()
     }
 
@@ -198,6 +214,14 @@ mod tests {
 
     const LAG: Duration = Duration::from_secs(10);
 
+    /// A follower that holds its whole log durably.
+    fn flushed(log_end: i64) -> FollowerPosition {
+        FollowerPosition {
+            log_end,
+            durable_end: log_end,
+        }
+    }
+
     fn leader_of_three(now: Instant) -> InSync {
         let mut in_sync = InSync::new(1);
         in_sync.assign(&[1, 2, 3], &[1, 2, 3], 0, true, now);
@@ -213,9 +237,9 @@ mod tests {
             None,
             "followers not heard from yet"
         );
-        in_sync.record_fetch(2, 80, 100, now);
+        in_sync.record_fetch(2, flushed(80), 100, now);
         assert_eq!(in_sync.high_watermark(100), None);
-        in_sync.record_fetch(3, 90, 100, now);
+        in_sync.record_fetch(3, flushed(90), 100, now);
         assert_eq!(in_sync.high_watermark(100), Some(80));
         assert_eq!(
             in_sync.high_watermark(70),
@@ -228,10 +252,10 @@ mod tests {
     fn a_lagging_follower_leaves_and_a_caught_up_one_returns() {
         let start = Instant::now();
         let mut in_sync = leader_of_three(start);
-        in_sync.record_fetch(2, 100, 100, start);
-        in_sync.record_fetch(3, 100, 100, start);
+        in_sync.record_fetch(2, flushed(100), 100, start);
+        in_sync.record_fetch(3, flushed(100), 100, start);
         let later = start + LAG + Duration::from_secs(1);
-        in_sync.record_fetch(2, 150, 150, later);
+        in_sync.record_fetch(2, flushed(150), 150, later);
         let change = in_sync.change_due(100, later, LAG).expect("3 is lagging");
         assert_eq!(change.isr, vec![1, 2]);
         assert_eq!(
@@ -246,10 +270,20 @@ mod tests {
             "3 no longer holds it back"
         );
 
-        in_sync.record_fetch(3, 140, 150, later);
+        in_sync.record_fetch(3, flushed(140), 150, later);
         let rejoin = in_sync.change_due(150, later, LAG);
         assert_eq!(rejoin, None, "behind the high watermark: not yet");
-        in_sync.record_fetch(3, 150, 150, later);
+        let unflushed = FollowerPosition {
+            log_end: 150,
+            durable_end: 140,
+        };
+        in_sync.record_fetch(3, unflushed, 150, later);
+        let rejoin = in_sync.change_due(150, later, LAG);
+        assert_eq!(
+            rejoin, None,
+            "its log reached the high watermark, not yet durably"
+        );
+        in_sync.record_fetch(3, flushed(150), 150, later);
         let rejoin = in_sync.change_due(150, later, LAG).expect("caught up");
         assert_eq!(rejoin.isr, vec![1, 2, 3]);
         assert_eq!(rejoin.partition_epoch, 1);
@@ -268,8 +302,33 @@ mod tests {
         for second in 0..30 {
             let now = start + Duration::from_secs(second);
             // Each fetch asks for what the leader had at the previous one.
-            in_sync.record_fetch(2, leader_end, leader_end + 50, now);
-            in_sync.record_fetch(3, leader_end, leader_end + 50, now);
+            in_sync.record_fetch(2, flushed(leader_end), leader_end + 50, now);
+            in_sync.record_fetch(3, flushed(leader_end), leader_end + 50, now);
+            leader_end += 50;
+            assert_eq!(in_sync.change_due(0, now, LAG), None, "second {second}");
+        }
+    }
+
+    #[test]
+    fn a_follower_still_flushing_counts_as_caught_up_but_holds_the_high_watermark() {
+        let start = Instant::now();
+        let mut in_sync = leader_of_three(start);
+        let mut leader_end = 0;
+        for second in 0..30 {
+            let now = start + Duration::from_secs(second);
+            // Each fetch asks for what the leader had at the previous one,
+            // with only the round before that flushed.
+            let position = FollowerPosition {
+                log_end: leader_end,
+                durable_end: (leader_end - 50).max(0),
+            };
+            in_sync.record_fetch(2, position, leader_end + 50, now);
+            in_sync.record_fetch(3, position, leader_end + 50, now);
+            assert_eq!(
+                in_sync.high_watermark(leader_end + 50),
+                Some(position.durable_end),
+                "second {second}"
+            );
             leader_end += 50;
             assert_eq!(in_sync.change_due(0, now, LAG), None, "second {second}");
         }

@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::in_sync::{InSync, IsrChange};
+use super::in_sync::{FollowerPosition, InSync, IsrChange};
 use crate::controller::metadata::BrokerId;
 use crate::topic_config::TopicConfig;
 
@@ -258,16 +258,17 @@ impl Partition {
         self.in_sync().change_settled();
     }
 
-    /// Serves follower `follower` fetching at `offset` (its durable log end)
+    /// Serves follower `follower` fetching from `position` (at its log end)
     /// whose last batch was of `last_fetched_epoch`: records up to the log
     /// end, or where its log diverges from this one.
     pub fn serve_follower(
         &self,
         follower: BrokerId,
-        offset: i64,
+        position: FollowerPosition,
         last_fetched_epoch: i32,
         max_bytes: usize,
     ) -> Result<FollowerRead, StorageError> {
+        let offset = position.log_end;
         let read = {
             let log = self.log();
             if last_fetched_epoch >= 0 {
@@ -289,7 +290,7 @@ impl Partition {
             let log_end_offset = log.log_end_offset();
             self.in_sync().record_fetch(
                 follower,
-                offset,
+                position,
                 log_end_offset,
                 tokio::time::Instant::now(),
             );
@@ -300,7 +301,8 @@ impl Partition {
     }
 
     /// Appends batches fetched from the leader, with the high watermark the
-    /// leader reported.
+    /// leader reported, and asks for a flush at once: the leader's high
+    /// watermark waits for this replica's durable end.
     pub fn append_from_leader(
         &self,
         records: &Bytes,
@@ -312,6 +314,7 @@ impl Partition {
         if !records.is_empty() {
             let batches = ValidatedBatches::validate(records, Source::Replica, usize::MAX)?;
             self.log().append_as_follower(&batches, now_ms)?;
+            self.flush_wanted.notify_one();
         }
         self.refresh_high_watermark();
         Ok(())
@@ -372,6 +375,11 @@ impl Partition {
         tokio::time::timeout(timeout, durable.wait_for(|&durable| durable >= offset))
             .await
             .is_ok_and(|changed| changed.is_ok())
+    }
+
+    /// Everything below this offset is durable here.
+    pub fn durable_end(&self) -> i64 {
+        *self.durable.borrow()
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
