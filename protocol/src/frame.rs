@@ -6,9 +6,9 @@
 //! buffer for an accepted frame grows only as its bytes arrive: a client that
 //! announces 100 MiB and sends ten bytes costs ten bytes.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use thiserror::Error;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 /// Bytes of the size prefix.
 pub const SIZE_PREFIX_BYTES: usize = 4;
@@ -70,23 +70,10 @@ impl Decoder for FrameCodec {
     }
 }
 
-/// Encodes an already size-prefixed frame (see [`crate::response`]) as is.
-impl Encoder<Bytes> for FrameCodec {
-    type Error = FrameError;
-
-    fn encode(&mut self, frame: Bytes, dst: &mut BytesMut) -> Result<(), FrameError> {
-        debug_assert!(
-            frame.len() >= SIZE_PREFIX_BYTES,
-            "frames carry their size prefix"
-        );
-        dst.put(frame);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BufMut;
     use proptest::prelude::*;
 
     fn frame(body: &[u8]) -> Vec<u8> {

@@ -10,17 +10,20 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use std::io::IoSlice;
+
 use futures::stream::FuturesOrdered;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use strata_protocol::frame::FrameCodec;
 use strata_protocol::request::{self, Request, RequestError};
-use strata_protocol::{response, versions};
-use tokio::net::tcp::OwnedReadHalf;
+use strata_protocol::response::{self, Frame};
+use strata_protocol::versions;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -34,7 +37,7 @@ use crate::limits::{
 
 /// A response being prepared: its frame, `None` when the client expects no
 /// response, or an error that closes the connection.
-type Answer = Pin<Box<dyn Future<Output = Result<Option<Bytes>, response::EncodeError>> + Send>>;
+type Answer = Pin<Box<dyn Future<Output = Result<Option<Frame>, response::EncodeError>> + Send>>;
 
 /// What the reading half hands to the serving half.
 enum Incoming {
@@ -63,7 +66,7 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
         .unwrap_or_default()
         .into();
     let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let (reader, mut writer) = stream.into_split();
     let codec = FrameCodec::new(REQUEST_BYTES_MAX);
     let (incoming_sender, mut incoming) = mpsc::channel(DECODED_AHEAD_MAX);
     let misbehaved = CancellationToken::new();
@@ -73,7 +76,6 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
         misbehaved.clone(),
         peer.clone(),
     )));
-    let mut responses = FramedWrite::new(writer, codec);
     let mut in_flight: FuturesOrdered<Answer> = FuturesOrdered::new();
     let mut client_done = false;
     loop {
@@ -84,7 +86,7 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
             Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
                 match answer {
                     Ok(Some(frame)) => {
-                        if let Err(error) = responses.send(frame).await {
+                        if let Err(error) = write_frame(&mut writer, &frame).await {
                             debug!(%peer, %error, "cannot write response; closing");
                             return;
                         }
@@ -168,6 +170,25 @@ async fn read_requests(
         }
     }
     misbehaved.cancel();
+}
+
+/// Writes a response frame, chunk after chunk, with vectored writes (its
+/// record sets go from where they lie straight to the socket).
+async fn write_frame(writer: &mut OwnedWriteHalf, frame: &Frame) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = frame
+        .chunks()
+        .iter()
+        .map(|chunk| IoSlice::new(chunk))
+        .collect();
+    let mut remaining = &mut slices[..];
+    while !remaining.is_empty() {
+        let written = writer.write_vectored(remaining).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut remaining, written);
+    }
+    Ok(())
 }
 
 /// Aborts the task when dropped, so a connection's reader never outlives it.
