@@ -88,7 +88,7 @@ impl Default for LogConfig {
             compact: false,
             delete_retention_ms: 24 * 60 * 60 * 1000,
             preallocate_bytes: 32 << 20,
-            page_cache_window_bytes: Some(1 << 30),
+            page_cache_window_bytes: Some(128 << 20),
         }
     }
 }
