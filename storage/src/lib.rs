@@ -37,6 +37,7 @@ pub mod compression;
 pub mod error;
 mod index;
 pub mod leader_epoch;
+pub mod page_cache;
 mod partition_log;
 pub mod record;
 mod segment;

@@ -29,6 +29,7 @@ use crate::batch::{self, BatchHeader, BatchIter, LOG_OVERHEAD};
 use crate::checkpoint::{self, Durability, Loaded, PayloadReader};
 use crate::error::{io_error, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
+use crate::page_cache::page_size;
 
 const INDEX_MAGIC: [u8; 4] = *b"SOIX";
 const TIME_INDEX_MAGIC: [u8; 4] = *b"STIX";
@@ -233,12 +234,6 @@ impl Drop for SegmentFile {
             }
         }
     }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).unwrap_or(4096)
 }
 
 /// Whole batches from one segment, read without copying. Holding it keeps the

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use harness::{append, batch, read_all, small_config, values};
 use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::record::{BatchBuilder, Record, RecordIter};
-use strata_storage::{EpochEntry, LogConfig, PartitionLog, StorageError};
+use strata_storage::{page_cache, EpochEntry, LogConfig, PartitionLog, StorageError};
 
 fn open(dir: &tempfile::TempDir) -> PartitionLog {
     PartitionLog::open(dir.path().join("t-0"), small_config()).unwrap()
@@ -394,6 +394,12 @@ fn pages_behind_the_cache_window_are_released_and_read_back_intact() {
         cached < 16,
         "{cached} of the first 16 pages still cached after the release"
     );
+    assert!(
+        !page_cache::is_resident(&held),
+        "the held slice is on disk only"
+    );
+    page_cache::load(&held);
+    assert!(page_cache::is_resident(&held), "loaded back");
     assert_eq!(
         &held[..],
         &copy[..],

@@ -14,6 +14,7 @@ use kafka_protocol::messages::fetch_response::{
     EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strata_storage::page_cache;
 use tokio::time::Instant;
 
 use super::Context;
@@ -45,7 +46,7 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
             read_once(context, request, api_version)
         }
     };
-    loop {
+    let response = loop {
         // Register for wake-ups before reading, so a flush (or, for a
         // follower, an append) between the read and the wait is not missed.
         let visible = context.replicas.visible().notified();
@@ -53,7 +54,7 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
         let (response, bytes) = read(context, &request);
         // min_bytes 0 asks for an immediate answer, data or not.
         if bytes >= min_bytes || Instant::now() >= deadline {
-            return response;
+            break response;
         }
         let woken = async {
             if follower >= 0 {
@@ -66,8 +67,34 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
             }
         };
         if tokio::time::timeout_at(deadline, woken).await.is_err() {
-            return read(context, &request).0;
+            break read(context, &request).0;
         }
+    };
+    load_cold_records(&response).await;
+    response
+}
+
+/// Records not in the page cache (a reader far behind the log end) would
+/// make writing the response fault and wait for the disk on this runtime
+/// thread: they are read in on a blocking thread first.
+async fn load_cold_records(response: &FetchResponse) {
+    let cold: Vec<Bytes> = response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .filter_map(|partition| partition.records.clone())
+        .filter(|records| !page_cache::is_resident(records))
+        .collect();
+    if cold.is_empty() {
+        return;
+    }
+    let loading = tokio::task::spawn_blocking(move || {
+        for records in &cold {
+            page_cache::load(records);
+        }
+    });
+    if let Err(error) = loading.await {
+        tracing::warn!(%error, "loading records from disk failed; the response faults them in");
     }
 }
 
