@@ -220,7 +220,7 @@ impl Partition {
     /// what every ISR member has durably; as follower, to the leader's,
     /// capped by what is durable here.
     fn refresh_high_watermark(&self) {
-        let durable = *self.durable.borrow();
+        let durable = self.durable_end();
         let target = if self.leader_epoch().is_some() {
             self.in_sync().high_watermark(durable)
         } else {
