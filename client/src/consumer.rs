@@ -167,7 +167,9 @@ impl ConsumerBuilder {
         self.config.group.heartbeat_interval = interval;
         self
     }
-    /// The longest processing between two polls (`max.poll.interval.ms`).
+    /// The longest processing between two polls (`max.poll.interval.ms`,
+    /// default 5 minutes): a member that does not poll for this long leaves
+    /// the group, and its next poll finds its partitions lost and rejoins.
     pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
         self.config.group.rebalance_timeout = timeout;
         self
@@ -474,6 +476,13 @@ impl Consumer {
         let Some(membership) = self.membership.clone() else {
             return Ok(());
         };
+        if membership.take_fenced() {
+            // Out of the group already: nothing to commit or leave.
+            let lost = self.assignment();
+            membership.reset();
+            self.notify(Rebalance::Lost(lost));
+            return Ok(());
+        }
         if !self.subscription.is_empty() && membership.generation() >= 0 {
             if self.config.auto_commit_interval.is_some() {
                 self.commit_positions(None).await;
@@ -482,6 +491,14 @@ impl Consumer {
             self.notify(Rebalance::Revoked(owned));
         }
         membership.leave().await
+    }
+
+    /// Waiting in poll is polling: only time spent outside it counts
+    /// towards the maximum poll interval.
+    fn mark_polled(&self) {
+        if let Some(membership) = &self.membership {
+            membership.polled();
+        }
     }
 
     fn membership(&self) -> Result<&Arc<Membership>> {
@@ -617,9 +634,11 @@ impl Consumer {
     /// Returns the next records, waiting up to `timeout` for some; an empty
     /// vector when none arrived in time.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        self.mark_polled();
         self.maintain_group().await?;
         let deadline = Instant::now() + timeout;
         loop {
+            self.mark_polled();
             self.resolve_seeks().await?;
             self.start_fetches().await;
             while let Some(buffered) = self.buffered.pop_front() {

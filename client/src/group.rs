@@ -6,11 +6,19 @@
 //! The consumer drives it from `poll`: the heartbeat task only raises flags
 //! (`rejoin`: the group is rebalancing; `fenced`: this member is no longer
 //! one, its partitions are lost) that the next `poll` acts on.
+//!
+//! A consumer that stops polling for `rebalance_timeout`
+//! (`max.poll.interval.ms`, KIP-62) is stuck, however well its heartbeats
+//! go: the heartbeat task then leaves the group for it (a static member
+//! just stops heartbeating), so its partitions move to members that
+//! consume, and the next `poll` finds them lost and joins again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -53,8 +61,9 @@ pub struct GroupConfig {
     /// long (`session.timeout.ms`).
     pub session_timeout: Duration,
     pub heartbeat_interval: Duration,
-    /// How long a rebalance waits for this member to rejoin: the longest
-    /// processing between two polls (`max.poll.interval.ms`).
+    /// The longest processing between two polls (`max.poll.interval.ms`):
+    /// how long a rebalance waits for this member to rejoin, and how long
+    /// the member stays in the group without polling.
     pub rebalance_timeout: Duration,
     /// In order of preference; the group uses one every member offers.
     pub assignors: Vec<Assignor>,
@@ -95,6 +104,8 @@ pub(crate) struct Membership {
     state: Mutex<MemberState>,
     signals: Arc<Signals>,
     heartbeat: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// When the consumer last polled.
+    polled_at: Arc<Mutex<Instant>>,
 }
 
 impl Drop for Membership {
@@ -128,7 +139,13 @@ impl Membership {
             }),
             signals: Arc::default(),
             heartbeat: Mutex::new(None),
+            polled_at: Arc::new(Mutex::new(Instant::now())),
         })
+    }
+
+    /// The consumer is polling: it is not stuck.
+    pub(crate) fn polled(&self) {
+        *self.polled_at.lock().expect("poll time") = Instant::now();
     }
 
     pub(crate) fn group_id(&self) -> &str {
@@ -383,6 +400,8 @@ impl Membership {
 
     fn start_heartbeat(&self, member_id: String, generation: i32) {
         self.stop_heartbeat();
+        // Joining is part of polling.
+        self.polled();
         let beat = Heartbeat {
             cluster: Arc::clone(&self.cluster),
             group_id: self.config.group_id.clone(),
@@ -390,6 +409,8 @@ impl Membership {
             member_id,
             generation,
             interval: self.config.heartbeat_interval,
+            poll_interval_max: self.config.rebalance_timeout,
+            polled_at: Arc::clone(&self.polled_at),
             signals: Arc::clone(&self.signals),
         };
         *self.heartbeat.lock().expect("heartbeat") = Some(tokio::spawn(beat.run()));
@@ -523,17 +544,15 @@ impl Membership {
             return Ok(());
         }
         let connection = self.coordinator().await?;
-        let request = LeaveGroupRequest::default()
-            .with_group_id(self.group())
-            .with_members(vec![
-                MemberIdentity::default().with_member_id(str_bytes(&member_id))
-            ]);
-        let response = self
-            .cluster
-            .timed("LeaveGroup", connection.send(&request))
-            .await?;
+        let error_code = send_leave(
+            &self.cluster,
+            &connection,
+            &self.config.group_id,
+            &member_id,
+        )
+        .await?;
         self.reset();
-        self.check("LeaveGroup", response.error_code).await
+        self.check("LeaveGroup", error_code).await
     }
 
     fn group(&self) -> GroupId {
@@ -549,6 +568,8 @@ struct Heartbeat {
     member_id: String,
     generation: i32,
     interval: Duration,
+    poll_interval_max: Duration,
+    polled_at: Arc<Mutex<Instant>>,
     signals: Arc<Signals>,
 }
 
@@ -562,6 +583,11 @@ impl Heartbeat {
         let mut coordinator: Option<i32> = None;
         loop {
             tokio::time::sleep(self.interval).await;
+            let polled_at = *self.polled_at.lock().expect("poll time");
+            if polled_at.elapsed() > self.poll_interval_max {
+                self.leave_stuck(coordinator).await;
+                return;
+            }
             let beat = async {
                 let id = match coordinator {
                     Some(id) => id,
@@ -601,6 +627,55 @@ impl Heartbeat {
             }
         }
     }
+}
+
+impl Heartbeat {
+    /// The consumer has not polled for `poll_interval_max`: leaves the
+    /// group for it and flags its partitions lost.
+    async fn leave_stuck(&self, coordinator: Option<i32>) {
+        warn!(
+            group = %self.group_id,
+            member_id = %self.member_id,
+            max_poll_interval = ?self.poll_interval_max,
+            "the consumer has not polled within the maximum poll interval (processing between polls takes too long); leaving the group so its partitions move to members that consume"
+        );
+        self.signals.fenced.store(true, Ordering::Release);
+        if self.group_instance_id.is_some() {
+            // A static member keeps its place until its session lapses.
+            return;
+        }
+        let left = async {
+            let id = match coordinator {
+                Some(id) => id,
+                None => find_coordinator(&self.cluster, &self.group_id).await?,
+            };
+            let connection = self.cluster.connection(id).await?;
+            send_leave(&self.cluster, &connection, &self.group_id, &self.member_id).await
+        }
+        .await;
+        if let Err(error) = left {
+            // The session lapses instead.
+            debug!(group = %self.group_id, %error, "leaving the group failed");
+        }
+    }
+}
+
+/// Asks the coordinator to remove `member_id` from `group`; its error code.
+async fn send_leave(
+    cluster: &Cluster,
+    connection: &Connection,
+    group: &str,
+    member_id: &str,
+) -> Result<i16> {
+    let request = LeaveGroupRequest::default()
+        .with_group_id(GroupId(str_bytes(group)))
+        .with_members(vec![
+            MemberIdentity::default().with_member_id(str_bytes(member_id))
+        ]);
+    let response = cluster
+        .timed("LeaveGroup", connection.send(&request))
+        .await?;
+    Ok(response.error_code)
 }
 
 /// The coordinator of `group`, as any broker names it.

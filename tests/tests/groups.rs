@@ -3,7 +3,8 @@
 //! consumer's restart (kafka-python) and the coordinator's kill -9; group
 //! members (kafka-python and Strata's consumer) sharing partitions, taking
 //! over a killed member's partitions, following the group to a new
-//! coordinator, and rebalancing cooperatively (only moved partitions stop).
+//! coordinator, rebalancing cooperatively (only moved partitions stop), and
+//! giving up the partitions of a member that stopped polling.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -949,5 +950,152 @@ fn a_member_leaving_a_group_of_ten_moves_only_its_partitions() {
         for index in (0..10).filter(|&index| index != 4) {
             members.stop(&format!("reader-{index}")).await;
         }
+    });
+}
+
+/// Each member's partitions, as its rebalance listener reports them.
+type Owned = Arc<Mutex<BTreeMap<String, BTreeSet<i32>>>>;
+
+fn track(owned: &Owned, member: &str, event: &Rebalance) {
+    let mut owned = owned.lock().unwrap();
+    let mine = owned.entry(member.to_string()).or_default();
+    match event {
+        Rebalance::Assigned(partitions) => mine.extend(partitions.iter().map(|(_, p)| *p)),
+        Rebalance::Revoked(partitions) | Rebalance::Lost(partitions) => {
+            for (_, partition) in partitions {
+                mine.remove(partition);
+            }
+        }
+    }
+}
+
+fn owned_by(owned: &Owned, member: &str) -> BTreeSet<i32> {
+    owned
+        .lock()
+        .unwrap()
+        .get(member)
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_member_that_stops_polling_leaves_and_rejoins_when_it_polls_again() {
+    // KIP-62: heartbeats come from a task of their own, so only a consumer
+    // that stops polling for max.poll.interval (rebalance_timeout) is taken
+    // to be stuck; it leaves, and its partitions move to one that consumes.
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let (topic, group, partitions) = ("stuck-orders", "stuck-processors", 4);
+    create_replicated_topic(cluster.node(1), topic, partitions, 3);
+    let bootstrap = cluster.bootstrap();
+    let poll_interval_max = Duration::from_secs(2);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let owned: Owned = Arc::default();
+        let processed: Arc<Mutex<BTreeSet<(i32, i64)>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let steady = {
+            let mut consumer = Consumer::builder(&bootstrap)
+                .client_id("steady")
+                .group_id(group)
+                .session_timeout(Duration::from_millis(STRATA_SESSION_MS))
+                .heartbeat_interval(Duration::from_millis(STRATA_SESSION_MS / 10))
+                .offset_reset(OffsetReset::Earliest)
+                .build()
+                .await
+                .expect("consumer");
+            let owned = Arc::clone(&owned);
+            consumer.on_rebalance(move |event| track(&owned, "steady", event));
+            consumer.subscribe(&[topic]).expect("subscribe");
+            let (processed, stop) = (Arc::clone(&processed), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Acquire) {
+                    let records = consumer.poll(Duration::from_millis(100)).await;
+                    let records = records.expect("steady member polls");
+                    processed
+                        .lock()
+                        .unwrap()
+                        .extend(records.iter().map(|r| (r.partition, r.offset)));
+                }
+                consumer.close().await.expect("leave the group");
+            })
+        };
+        let mut stuck = Consumer::builder(&bootstrap)
+            .client_id("stuck")
+            .group_id(group)
+            .session_timeout(Duration::from_millis(STRATA_SESSION_MS))
+            .heartbeat_interval(Duration::from_millis(STRATA_SESSION_MS / 10))
+            .rebalance_timeout(poll_interval_max)
+            .offset_reset(OffsetReset::Earliest)
+            .build()
+            .await
+            .expect("consumer");
+        let lost: Arc<Mutex<Vec<i32>>> = Arc::default();
+        {
+            let (owned, lost) = (Arc::clone(&owned), Arc::clone(&lost));
+            stuck.on_rebalance(move |event| {
+                if let Rebalance::Lost(partitions) = event {
+                    lost.lock().unwrap().extend(partitions.iter().map(|(_, p)| *p));
+                }
+                track(&owned, "stuck", event)
+            });
+        }
+        stuck.subscribe(&[topic]).expect("subscribe");
+
+        let shared = || {
+            let (mine, theirs) = (owned_by(&owned, "stuck"), owned_by(&owned, "steady"));
+            mine.len() == 2 && theirs.len() == 2 && mine.is_disjoint(&theirs)
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !shared() {
+            assert!(Instant::now() < deadline, "not shared: {:?}", owned.lock().unwrap());
+            stuck.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        let stuck_partitions = owned_by(&owned, "stuck");
+
+        // Stuck in processing: no poll from here on.
+        let stuck_at = Instant::now();
+        while owned_by(&owned, "steady").len() < partitions as usize {
+            assert!(
+                stuck_at.elapsed() < Duration::from_secs(20),
+                "the stuck member's partitions did not move: {:?}",
+                owned.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let moved_after = stuck_at.elapsed();
+        eprintln!(
+            "a member that stopped polling lost its partitions to the other {:.2} s later (max poll interval {poll_interval_max:?})",
+            moved_after.as_secs_f64()
+        );
+        assert!(
+            moved_after >= poll_interval_max,
+            "its partitions moved before the maximum poll interval was up: {moved_after:?}"
+        );
+        // What is produced now reaches the steady member, on every partition.
+        let acknowledged = produce_each_async(&bootstrap, topic, partitions, 20).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !acknowledged
+            .iter()
+            .all(|record| processed.lock().unwrap().contains(record))
+        {
+            assert!(Instant::now() < deadline, "records not processed in time");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Back to polling: its partitions are reported lost, and it rejoins.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !shared() {
+            assert!(Instant::now() < deadline, "not shared again: {:?}", owned.lock().unwrap());
+            stuck.poll(Duration::from_millis(100)).await.expect("poll");
+        }
+        assert_eq!(
+            lost.lock().unwrap().iter().copied().collect::<BTreeSet<_>>(),
+            stuck_partitions,
+            "the next poll reports the partitions it had as lost"
+        );
+        stuck.close().await.expect("leave the group");
+        stop.store(true, Ordering::Release);
+        steady.await.expect("steady member");
     });
 }
