@@ -23,7 +23,6 @@ use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
 use crate::handler::{now_ms, Context};
-use crate::limits::RETENTION_CHECK_INTERVAL;
 use crate::metrics::{self, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::listener;
@@ -210,6 +209,7 @@ impl Broker {
         )));
         tasks.push(tokio::spawn(enforce_retention(
             Arc::clone(&replicas),
+            config.retention_check_interval,
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(maintain_isr(
@@ -376,11 +376,15 @@ async fn maintain_isr(
     }
 }
 
-async fn enforce_retention(replicas: Arc<ReplicaManager>, shutdown: CancellationToken) {
+async fn enforce_retention(
+    replicas: Arc<ReplicaManager>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(RETENTION_CHECK_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
         for partition in replicas.all() {
             if let Err(error) = partition.enforce_retention(now_ms()) {

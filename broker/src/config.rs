@@ -37,6 +37,9 @@ pub struct BrokerConfig {
     /// A follower not caught up for this long leaves the ISR of a partition
     /// this broker leads (Kafka's `replica.lag.time.max.ms`).
     pub replica_lag_time_max: Duration,
+    /// How often retention and compaction run over every partition
+    /// (Kafka's `log.retention.check.interval.ms`).
+    pub retention_check_interval: Duration,
     /// Consumer groups: session timeout bounds, the initial rebalance delay.
     pub group: GroupConfig,
 }
@@ -56,6 +59,7 @@ impl BrokerConfig {
             broker_session_timeout: Duration::from_millis(9_000),
             auto_leader_rebalance: true,
             replica_lag_time_max: Duration::from_millis(30_000),
+            retention_check_interval: Duration::from_millis(30_000),
             group: GroupConfig::default(),
         }
     }

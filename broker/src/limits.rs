@@ -18,8 +18,6 @@ pub const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// Longest a Produce with acks=all may wait for durability.
 pub const PRODUCE_TIMEOUT_MAX: Duration = Duration::from_secs(300);
-/// How often retention is enforced (`log.retention.check.interval.ms`).
-pub const RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(30);
 /// `group.max.size`: members of one consumer group (with the member ids
 /// handed out and not yet used). Kafka has no default bound; a thousand
 /// consumers in one group is past any partition count worth sharing.

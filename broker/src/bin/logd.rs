@@ -63,6 +63,10 @@ struct Flags {
     /// A follower not caught up for this long leaves the ISR [default: 30000].
     #[arg(long, value_name = "MS")]
     replica_lag_time_max_ms: Option<u64>,
+    /// How often retention and compaction run over every partition
+    /// [default: 30000].
+    #[arg(long, value_name = "MS")]
+    log_retention_check_interval_ms: Option<u64>,
     /// Shortest session a consumer group member may ask for [default: 6000].
     #[arg(long, value_name = "MS")]
     group_min_session_timeout_ms: Option<i32>,
@@ -102,6 +106,9 @@ impl Flags {
             replica_lag_time_max_ms: self
                 .replica_lag_time_max_ms
                 .or(file.replica_lag_time_max_ms),
+            log_retention_check_interval_ms: self
+                .log_retention_check_interval_ms
+                .or(file.log_retention_check_interval_ms),
             group_min_session_timeout_ms: self
                 .group_min_session_timeout_ms
                 .or(file.group_min_session_timeout_ms),
@@ -182,6 +189,11 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(config.auto_leader_rebalance);
     if let Some(ms) = flags.replica_lag_time_max_ms {
         config.replica_lag_time_max = Duration::from_millis(ms);
+    }
+    match flags.log_retention_check_interval_ms {
+        Some(0) => bail!("--log-retention-check-interval-ms must be positive"),
+        Some(ms) => config.retention_check_interval = Duration::from_millis(ms),
+        None => {}
     }
     let group = &mut config.group;
     group.session_timeout_ms_min = flags
