@@ -6,14 +6,16 @@
 //! - Offsets never change: a batch keeps its base offset and offset range
 //!   (`last_offset_delta`), only some of its records go, so consumers and
 //!   followers see gaps, never renumbered records. A batch left with no
-//!   record goes entirely, except a segment's last batch, which is kept
-//!   whole so every segment keeps its end offset.
+//!   record goes entirely, except a segment's last batch, which stays as an
+//!   empty batch (as Kafka's cleaner leaves them) so every segment keeps its
+//!   end offset.
 //! - A tombstone (a keyed record without value) is the latest record of its
 //!   key until `delete.retention.ms` after its batch's newest timestamp;
 //!   then it goes too, so a consumer that reads the log within that time
-//!   sees the deletion.
-//! - Records without a key, control batches and the last batch of a segment
-//!   are kept as they are.
+//!   sees the deletion. Dropping it is safe because no older record of its
+//!   key survives a pass: `PartitionLog::compact` cleans every sealed
+//!   segment, oldest first, against the same key map.
+//! - Records without a key and control batches are kept as they are.
 //! - A rewritten batch is stored uncompressed with a new CRC; the fields
 //!   outside the records (timestamps, producer id, epoch and sequence)
 //!   stay.
@@ -86,7 +88,7 @@ pub(crate) fn clean_segment(
     let mut removed_total = 0u64;
     for (index, (header, batch)) in batches.iter().enumerate() {
         let last_of_segment = index + 1 == batches.len();
-        if header.is_control() || last_of_segment {
+        if header.is_control() {
             out.extend_from_slice(batch);
             continue;
         }
@@ -135,7 +137,7 @@ pub(crate) fn clean_segment(
             continue;
         }
         removed_total += removed;
-        if kept_count == 0 {
+        if kept_count == 0 && !last_of_segment {
             continue;
         }
         let start = out.len();
@@ -217,30 +219,29 @@ mod tests {
         assert_eq!(latest[&b"a".to_vec()], 6);
 
         let (cleaned, removed) = clean_segment(&segment, &latest, 0).unwrap().unwrap();
-        assert_eq!(removed, 3, "a@0, b@1 and a@2");
+        assert_eq!(removed, 4, "a@0, b@1, a@2 and a@5");
         assert_eq!(
             contents(&cleaned),
             [
                 (3, "c".to_string(), Some("1".to_string())),
                 (4, "b".to_string(), None),
-                (5, "a".to_string(), Some("old-but-last".to_string())),
             ],
-            "offsets kept; the segment's last batch kept whole; the tombstone is recent"
+            "offsets kept; the tombstone is recent"
         );
-        let ends: Vec<i64> = BatchIter::new(&cleaned)
-            .map(|(h, _)| h.last_offset())
+        let ranges: Vec<(i64, i64, i32)> = BatchIter::new(&cleaned)
+            .map(|(h, _)| (h.base_offset, h.last_offset(), h.record_count))
             .collect();
         assert_eq!(
-            ends,
-            [3, 4, 5],
-            "the batch that lost a record keeps its range"
+            ranges,
+            [(2, 3, 1), (4, 4, 1), (5, 5, 0)],
+            "batches keep their range; the segment's last one stays, empty"
         );
 
         // Once the tombstone is old enough it goes; cleaning again changes
         // nothing else.
         let (again, removed) = clean_segment(&cleaned, &latest, 2_000).unwrap().unwrap();
         assert_eq!(removed, 1);
-        assert_eq!(contents(&again).len(), 2);
+        assert_eq!(contents(&again).len(), 1);
         assert_eq!(clean_segment(&again, &latest, 2_000).unwrap(), None);
     }
 

@@ -98,17 +98,17 @@ fn compaction_keeps_the_latest_record_of_each_key_at_its_offset() {
         let latest = before.iter().rev().find(|record| record.1 == key).unwrap();
         assert!(after.contains(latest), "{key} lost its latest record");
     }
-    // Of the compacted segments, a key appears only in a segment's last
-    // batch besides its latest record.
+    // The compacted segments hold no superseded record.
     let active_base = *log.segment_base_offsets().last().unwrap();
     let superseded = after
         .iter()
         .filter(|record| record.0 < active_base)
         .filter(|record| before.iter().rev().find(|r| r.1 == record.1) != Some(record))
         .count();
-    assert!(
-        superseded <= 2 * (log.segment_count() - 1),
-        "{superseded} superseded records left in {} sealed segments",
+    assert_eq!(
+        superseded,
+        0,
+        "superseded records left in {} sealed segments",
         log.segment_count() - 1
     );
 

@@ -95,7 +95,14 @@ impl Logd {
 
     /// Starts a single-node broker and waits until it answers.
     pub fn start() -> Logd {
+        Logd::start_with(&[])
+    }
+
+    /// Starts a single-node broker with `args` added to the defaults and
+    /// waits until it answers.
+    pub fn start_with(args: &[&str]) -> Logd {
         let mut logd = Logd::new(1);
+        logd.args.extend(args.iter().map(|arg| arg.to_string()));
         // A picked port may be taken before logd binds it: pick again.
         for _ in 0..5 {
             match logd.try_spawn() {
