@@ -18,8 +18,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -33,6 +31,7 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::StrBytes;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::assignor::{self, Assignor, Subscription, TopicPartition};
@@ -627,9 +626,7 @@ impl Heartbeat {
             }
         }
     }
-}
 
-impl Heartbeat {
     /// The consumer has not polled for `poll_interval_max`: leaves the
     /// group for it and flags its partitions lost.
     async fn leave_stuck(&self, coordinator: Option<i32>) {
