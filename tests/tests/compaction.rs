@@ -25,34 +25,24 @@ async fn produce(bootstrap: &str) -> Produced {
         .build()
         .await
         .expect("producer");
-    let mut sent = Vec::new();
     let padding = "x".repeat(200);
+    let mut records: Vec<(String, Option<String>)> = Vec::new();
     for round in 0..ROUNDS {
-        for key in 0..KEYS {
-            let (key, value) = (format!("sku-{key}"), format!("{round}-{padding}"));
-            let record = ProducerRecord::new(TOPIC)
-                .partition(0)
-                .key(key.as_bytes())
-                .value(value.as_bytes());
-            let delivery = producer.send(record).await.expect("send");
-            sent.push((key, Some(value), delivery));
+        records.extend(
+            (0..KEYS).map(|key| (format!("sku-{key}"), Some(format!("{round}-{padding}")))),
+        );
+    }
+    // Tombstones, then unique keys so the segments holding them seal.
+    records.extend((0..DELETED).map(|key| (format!("sku-{key}"), None)));
+    records.extend((0..400).map(|filler| (format!("filler-{filler}"), Some(padding.clone()))));
+    let mut sent = Vec::new();
+    for (key, value) in records {
+        let mut record = ProducerRecord::new(TOPIC).partition(0).key(key.as_bytes());
+        if let Some(value) = &value {
+            record = record.value(value.as_bytes());
         }
-    }
-    for key in 0..DELETED {
-        let key = format!("sku-{key}");
-        let record = ProducerRecord::new(TOPIC).partition(0).key(key.as_bytes());
         let delivery = producer.send(record).await.expect("send");
-        sent.push((key, None, delivery));
-    }
-    // Unique keys after the tombstones, so the segments holding them seal.
-    for filler in 0..400 {
-        let (key, value) = (format!("filler-{filler}"), padding.clone());
-        let record = ProducerRecord::new(TOPIC)
-            .partition(0)
-            .key(key.as_bytes())
-            .value(value.as_bytes());
-        let delivery = producer.send(record).await.expect("send");
-        sent.push((key, Some(value), delivery));
+        sent.push((key, value, delivery));
     }
     let mut produced = Produced::new();
     for (key, value, delivery) in sent {
