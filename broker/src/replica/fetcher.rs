@@ -208,6 +208,18 @@ async fn run(
         let response = tokio::select! {
             _ = stop.cancelled() => return,
             response = round => response,
+            // A partition to copy was added (or its epoch changed) while
+            // the leader holds the fetch: waiting out the long-poll would
+            // hold up its first acks=all writes, so drop the fetch (and
+            // with it the connection, whose reply would now be out of
+            // step) and fetch anew.
+            changed = assignment.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                connection = None;
+                continue;
+            }
         };
         let healthy = match response {
             Ok(response) => {
