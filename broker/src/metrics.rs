@@ -313,13 +313,20 @@ pub async fn serve(
         let Ok((mut stream, _)) = accepted else {
             continue;
         };
-        let committed = groups.committed_offsets().await;
-        let body = metrics.render(&controller, &replicas, &committed);
+        let (metrics, controller, replicas, groups) = (
+            Arc::clone(&metrics),
+            controller.clone(),
+            Arc::clone(&replicas),
+            Arc::clone(&groups),
+        );
+        // Rendered for a complete GET /metrics only, off the accept loop.
         tokio::spawn(async move {
             let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await;
             let Ok(Ok(request)) = read else { return };
             let request = String::from_utf8_lossy(&request);
             let response = if request.starts_with("GET /metrics ") {
+                let committed = groups.committed_offsets().await;
+                let body = metrics.render(&controller, &replicas, &committed);
                 format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
             } else {
                 "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"

@@ -152,10 +152,9 @@ impl TopicConfig {
                 }
                 CLEANUP_POLICY => {
                     let policies: Vec<&str> = value.split(',').map(str::trim).collect();
-                    if policies.is_empty()
-                        || !policies
-                            .iter()
-                            .all(|policy| matches!(*policy, "delete" | "compact"))
+                    if !policies
+                        .iter()
+                        .all(|policy| matches!(*policy, "delete" | "compact"))
                     {
                         return Err(ConfigError {
                             key: key.clone(),

@@ -327,6 +327,21 @@ fn group_partitions(described: &serde_json::Value) -> Vec<(i64, i64, i64)> {
         .collect()
 }
 
+/// `logctl consume orders -g billing -n COUNT`.
+fn consume_billing(logctl: &Logctl, count: usize) -> String {
+    let count = count.to_string();
+    logctl.ok(&[
+        "consume",
+        "orders",
+        "-g",
+        "billing",
+        "-n",
+        &count,
+        "--timeout-ms",
+        "10000",
+    ])
+}
+
 #[test]
 fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
     let logd = Logd::start();
@@ -340,16 +355,7 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
     }
 
     // A group consumer prints 12 records and commits exactly those.
-    let out = logctl.ok(&[
-        "consume",
-        "orders",
-        "-g",
-        "billing",
-        "-n",
-        "12",
-        "--timeout-ms",
-        "10000",
-    ]);
+    let out = consume_billing(&logctl, 12);
     assert_eq!(out.lines().count(), 12, "{out}");
     let listed = logctl.ok(&["group", "list"]);
     assert!(
@@ -462,16 +468,7 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
         &logctl.ok(&["group", "describe", "billing", "--format", "json"]),
     ));
     assert_eq!(partitions, [(6, 10, 4), (8, 12, 4), (6, 13, 7)]);
-    let out = logctl.ok(&[
-        "consume",
-        "orders",
-        "-g",
-        "billing",
-        "-n",
-        "15",
-        "--timeout-ms",
-        "10000",
-    ]);
+    let out = consume_billing(&logctl, 15);
     assert_eq!(
         out.lines().count(),
         15,

@@ -40,23 +40,6 @@ impl Frame {
     pub fn chunks(&self) -> &[Bytes] {
         &self.chunks
     }
-
-    /// Bytes of the whole frame.
-    pub fn len(&self) -> usize {
-        self.chunks.iter().map(Bytes::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
-    }
-
-    /// The frame in one piece (a copy, unless it is one chunk).
-    pub fn to_bytes(&self) -> Bytes {
-        match self.chunks.as_slice() {
-            [chunk] => chunk.clone(),
-            chunks => chunks.concat().into(),
-        }
-    }
 }
 
 /// Encodes a whole response frame, size prefix included.
@@ -112,7 +95,6 @@ fn encode_fetch(
         chunks: Vec::with_capacity(2 * shared.len() + 1),
         shared: &shared,
         next_shared: 0,
-        before_owned: 0,
     };
     buf.put_i32(i32::try_from(size)?);
     header.encode(&mut buf, header_version)?;
@@ -131,8 +113,13 @@ struct SharingBuf<'a> {
     chunks: Vec<Bytes>,
     shared: &'a [&'a Bytes],
     next_shared: usize,
+}
+
+impl SharingBuf<'_> {
     /// Bytes in `chunks`: offsets count from the frame's start.
-    before_owned: usize,
+    fn before_owned(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
 }
 
 // SAFETY: every method but `put_slice` forwards to the owned buffer, whose
@@ -158,11 +145,8 @@ unsafe impl BufMut for SharingBuf<'_> {
             Some(records) if records.as_ptr() == src.as_ptr() && records.len() == src.len() => {
                 self.next_shared += 1;
                 if !self.owned.is_empty() {
-                    let owned = self.owned.split().freeze();
-                    self.before_owned += owned.len();
-                    self.chunks.push(owned);
+                    self.chunks.push(self.owned.split().freeze());
                 }
-                self.before_owned += records.len();
                 self.chunks.push(Bytes::clone(records));
             }
             _ => self.owned.extend_from_slice(src),
@@ -174,22 +158,23 @@ unsafe impl BufMut for SharingBuf<'_> {
 /// since the last shared record set.
 impl ByteBufMut for SharingBuf<'_> {
     fn offset(&self) -> usize {
-        self.before_owned + self.owned.len()
+        self.before_owned() + self.owned.len()
     }
 
     fn seek(&mut self, offset: usize) {
         let owned_offset = offset
-            .checked_sub(self.before_owned)
+            .checked_sub(self.before_owned())
             .expect("seek into a shared record set");
         self.owned.resize(owned_offset, 0);
     }
 
     fn range(&mut self, range: Range<usize>) -> &mut [u8] {
+        let before_owned = self.before_owned();
         let start = range
             .start
-            .checked_sub(self.before_owned)
+            .checked_sub(before_owned)
             .expect("range in a shared record set");
-        &mut self.owned[start..range.end - self.before_owned]
+        &mut self.owned[start..range.end - before_owned]
     }
 }
 
@@ -197,6 +182,11 @@ impl ByteBufMut for SharingBuf<'_> {
 mod tests {
     use super::*;
     use crate::versions;
+
+    /// The frame in one piece.
+    fn whole(frame: &Frame) -> Bytes {
+        frame.chunks().concat().into()
+    }
 
     #[test]
     fn fetch_responses_share_large_record_sets_and_encode_as_kafka_does() {
@@ -245,7 +235,7 @@ mod tests {
             body.encode(&mut expected, api_version).unwrap();
             let size = (expected.len() - SIZE_PREFIX_BYTES) as i32;
             expected[..SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
-            assert_eq!(frame.to_bytes(), expected.freeze(), "v{api_version}");
+            assert_eq!(whole(&frame), expected.freeze(), "v{api_version}");
         }
     }
 
@@ -253,9 +243,7 @@ mod tests {
     fn api_versions_always_uses_header_v0_and_the_size_is_right() {
         let body = ResponseKind::ApiVersions(versions::api_versions_response(0));
         for api_version in 0..=3 {
-            let frame = encode(ApiKey::ApiVersions, api_version, 5, &body)
-                .unwrap()
-                .to_bytes();
+            let frame = whole(&encode(ApiKey::ApiVersions, api_version, 5, &body).unwrap());
             let size = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
             assert_eq!(size, frame.len() - 4);
             assert_eq!(i32::from_be_bytes(frame[4..8].try_into().unwrap()), 5);
