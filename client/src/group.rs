@@ -588,12 +588,7 @@ impl Heartbeat {
                 return;
             }
             let beat = async {
-                let id = match coordinator {
-                    Some(id) => id,
-                    None => find_coordinator(&self.cluster, &self.group_id).await?,
-                };
-                coordinator = Some(id);
-                let connection = self.cluster.connection(id).await?;
+                let connection = self.coordinator(&mut coordinator).await?;
                 let response = self
                     .cluster
                     .timed("Heartbeat", connection.send(&request))
@@ -627,9 +622,19 @@ impl Heartbeat {
         }
     }
 
+    /// The coordinator's connection; `known` is found first if unknown.
+    async fn coordinator(&self, known: &mut Option<i32>) -> Result<Arc<Connection>> {
+        let id = match *known {
+            Some(id) => id,
+            None => find_coordinator(&self.cluster, &self.group_id).await?,
+        };
+        *known = Some(id);
+        self.cluster.connection(id).await
+    }
+
     /// The consumer has not polled for `poll_interval_max`: leaves the
     /// group for it and flags its partitions lost.
-    async fn leave_stuck(&self, coordinator: Option<i32>) {
+    async fn leave_stuck(&self, mut coordinator: Option<i32>) {
         warn!(
             group = %self.group_id,
             member_id = %self.member_id,
@@ -642,11 +647,7 @@ impl Heartbeat {
             return;
         }
         let left = async {
-            let id = match coordinator {
-                Some(id) => id,
-                None => find_coordinator(&self.cluster, &self.group_id).await?,
-            };
-            let connection = self.cluster.connection(id).await?;
+            let connection = self.coordinator(&mut coordinator).await?;
             send_leave(&self.cluster, &connection, &self.group_id, &self.member_id).await
         }
         .await;
