@@ -618,6 +618,18 @@ impl Connection {
         api_version: i16,
         body: &RequestKind,
     ) -> std::io::Result<ResponseKind> {
+        let correlation_id = self.write_request(api_key, api_version, body)?;
+        self.read_response(api_key, api_version, correlation_id)
+    }
+
+    /// Writes `body` as `api_key` v`api_version` without waiting for its
+    /// response (pipelining); returns its correlation id.
+    pub fn write_request(
+        &mut self,
+        api_key: ApiKey,
+        api_version: i16,
+        body: &RequestKind,
+    ) -> std::io::Result<i32> {
         self.correlation_id += 1;
         let header = RequestHeader::default()
             .with_request_api_key(api_key as i16)
@@ -634,7 +646,17 @@ impl Connection {
         let size = (frame.len() - 4) as i32;
         frame[..4].copy_from_slice(&size.to_be_bytes());
         self.stream.write_all(&frame)?;
+        Ok(self.correlation_id)
+    }
 
+    /// Reads the next response, which must be the one to the request with
+    /// `correlation_id` (Kafka answers a connection's requests in order).
+    pub fn read_response(
+        &mut self,
+        api_key: ApiKey,
+        api_version: i16,
+        correlation_id: i32,
+    ) -> std::io::Result<ResponseKind> {
         let mut size = [0u8; 4];
         self.stream.read_exact(&mut size)?;
         let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
@@ -647,10 +669,10 @@ impl Connection {
         };
         let header =
             ResponseHeader::decode(&mut body, header_version).map_err(std::io::Error::other)?;
-        if header.correlation_id != self.correlation_id {
+        if header.correlation_id != correlation_id {
             return Err(std::io::Error::other(format!(
-                "response for correlation id {} while waiting for {}",
-                header.correlation_id, self.correlation_id
+                "response for correlation id {} while waiting for {correlation_id}",
+                header.correlation_id
             )));
         }
         ResponseKind::decode(api_key, &mut body, api_version).map_err(std::io::Error::other)
@@ -778,6 +800,16 @@ pub fn produce(
     acks: i16,
     values: &[Vec<u8>],
 ) -> std::io::Result<Result<i64, i16>> {
+    let request = produce_request(topic, partition, acks, values);
+    produce_outcome(connection.send(ApiKey::Produce, PRODUCE_VERSION, &request)?)
+}
+
+/// The Produce version the harness speaks.
+pub const PRODUCE_VERSION: i16 = 7;
+
+/// A Produce request of one batch of `values` to `topic`/`partition`, with a
+/// 30 s timeout.
+pub fn produce_request(topic: &str, partition: i32, acks: i16, values: &[Vec<u8>]) -> RequestKind {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     use strata_storage::record::{BatchBuilder, Record};
@@ -791,11 +823,18 @@ pub fn produce(
     let topic = TopicProduceData::default()
         .with_name(TopicName(StrBytes::from_string(topic.to_string())))
         .with_partition_data(vec![data]);
-    let request = ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(30_000)
-        .with_topic_data(vec![topic]);
-    match connection.send(ApiKey::Produce, 7, &RequestKind::Produce(request))? {
+    RequestKind::Produce(
+        ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![topic]),
+    )
+}
+
+/// The base offset a Produce response of one partition reports, or its
+/// error code.
+pub fn produce_outcome(response: ResponseKind) -> std::io::Result<Result<i64, i16>> {
+    match response {
         ResponseKind::Produce(response) => {
             let partition = &response.responses[0].partition_responses[0];
             Ok(if partition.error_code == 0 {

@@ -109,6 +109,17 @@ fn leader_connection(
     topic: &str,
     partition: i32,
 ) -> Option<Connection> {
+    leader_connection_waiting(addresses, topic, partition, Duration::from_secs(5))
+}
+
+/// A connection to the leader of `topic`/`partition` that waits up to
+/// `read_timeout` for each response.
+fn leader_connection_waiting(
+    addresses: &[std::net::SocketAddr],
+    topic: &str,
+    partition: i32,
+    read_timeout: Duration,
+) -> Option<Connection> {
     let leader = addresses.iter().find_map(|address| {
         let view = View::of(*address)?;
         let leader = view.partitions.get(&(topic.to_string(), partition))?.leader;
@@ -117,9 +128,110 @@ fn leader_connection(
     let mut connection = Connection::open(addresses[leader as usize - 1]).ok()?;
     connection
         .stream()
-        .set_read_timeout(Some(Duration::from_secs(5)))
+        .set_read_timeout(Some(read_timeout))
         .ok()?;
     Some(connection)
+}
+
+/// Requests a [`PipelinedWriter`] keeps in flight, as librdkafka does.
+const WRITER_IN_FLIGHT: usize = 16;
+
+/// Writes records `PREFIX-N` with acks=all to partition 0 of a topic, one
+/// per request, up to `WRITER_IN_FLIGHT` requests in flight on one
+/// connection to the leader, and waits as long as a request's timeout for
+/// each answer, so answers a frozen leader gives after it thaws are seen.
+/// After an error it reads the answers still due, then reconnects to the
+/// leader the brokers now report and goes on with new values: nothing is
+/// sent twice.
+struct PipelinedWriter {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<Vec<(String, i64)>>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PipelinedWriter {
+    fn start(cluster: &Cluster, topic: &'static str, prefix: &'static str) -> PipelinedWriter {
+        use std::collections::VecDeque;
+        use strata_tests::{produce_outcome, produce_request, PRODUCE_VERSION};
+        let addresses: Vec<_> = cluster.nodes.iter().map(|node| node.address).collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, acknowledged) = (Arc::clone(&stop), Arc::clone(&acknowledged));
+            std::thread::spawn(move || {
+                let produce_kind = kafka_protocol::messages::ApiKey::Produce;
+                let mut next = 0u64;
+                let mut connection: Option<Connection> = None;
+                let mut in_flight: VecDeque<(i32, String)> = VecDeque::new();
+                let mut draining = false;
+                loop {
+                    let stopping = stop.load(Ordering::Relaxed);
+                    if stopping && in_flight.is_empty() {
+                        return;
+                    }
+                    let Some(open) = connection.as_mut() else {
+                        if stopping {
+                            return;
+                        }
+                        in_flight.clear();
+                        draining = false;
+                        connection = leader_connection_waiting(
+                            &addresses,
+                            topic,
+                            0,
+                            Duration::from_secs(60),
+                        );
+                        if connection.is_none() {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        continue;
+                    };
+                    if !stopping && !draining && in_flight.len() < WRITER_IN_FLIGHT {
+                        let value = format!("{prefix}-{next}");
+                        next += 1;
+                        let request = produce_request(topic, 0, -1, &[value.clone().into_bytes()]);
+                        match open.write_request(produce_kind, PRODUCE_VERSION, &request) {
+                            Ok(correlation_id) => in_flight.push_back((correlation_id, value)),
+                            Err(_) => connection = None,
+                        }
+                        continue;
+                    }
+                    if in_flight.is_empty() {
+                        // Drained after an error: find the leader again.
+                        connection = None;
+                        continue;
+                    }
+                    let (correlation_id, value) = in_flight.pop_front().expect("one in flight");
+                    let outcome = open
+                        .read_response(produce_kind, PRODUCE_VERSION, correlation_id)
+                        .and_then(produce_outcome);
+                    match outcome {
+                        Ok(Ok(offset)) => acknowledged.lock().unwrap().push((value, offset)),
+                        Ok(Err(_)) => draining = true,
+                        Err(_) => connection = None,
+                    }
+                }
+            })
+        };
+        PipelinedWriter {
+            stop,
+            acknowledged,
+            thread,
+        }
+    }
+
+    fn acknowledged(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    fn finish(self) -> Vec<(String, i64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("writer");
+        Arc::try_unwrap(self.acknowledged)
+            .unwrap()
+            .into_inner()
+            .unwrap()
+    }
 }
 
 /// Reads every partition back from its leader and checks the history:
@@ -198,6 +310,100 @@ fn killing_the_leader_under_acks_all_load_loses_no_acknowledged_record() {
     check_history(&mut cluster, "history", &acknowledged);
     println!(
         "{total} records acknowledged, leader {leader} killed after {killed_at}; all read back"
+    );
+}
+
+/// Followers frozen, so the leader holds records nobody copied and waits
+/// to acknowledge them; then the leader frozen and the followers thawed, so
+/// one of them leads and a second writer writes to it; then the old leader
+/// thawed: it learns it lost leadership, truncates its uncopied tail and
+/// copies the new leader's records into the same offsets. The answers it
+/// still owed must be errors, not acknowledgements of records it dropped.
+#[test]
+fn a_thawed_leader_never_acknowledges_records_its_successor_overwrote() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    let topic = "frozen";
+    create_configured_topic(
+        cluster.node(1),
+        topic,
+        1,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    let old_leader = cluster.leader_of(topic, 0, Duration::from_secs(5));
+    let followers: Vec<i32> = (1..=3).filter(|&id| id != old_leader).collect();
+    let first = PipelinedWriter::start(&cluster, topic, "a");
+    wait_for(
+        Duration::from_secs(10),
+        "records acknowledged by the first leader",
+        || (first.acknowledged() >= 200).then_some(()),
+    );
+
+    for &follower in &followers {
+        cluster.node(follower).pause();
+    }
+    // Long enough for the leader to append what the writer has in flight,
+    // short of the session timeout and the replica lag limit.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let before_freeze = first.acknowledged();
+    cluster.node(old_leader).pause();
+    for &follower in &followers {
+        cluster.node(follower).resume();
+    }
+    let new_leader = wait_for_state(
+        &mut cluster,
+        followers[0],
+        topic,
+        0,
+        "a new leader",
+        |state| state.leader > 0 && state.leader != old_leader,
+    )
+    .leader;
+
+    // A second writer, on the new leader's side of the fault.
+    let second = send(&mut cluster, new_leader, topic, 0, -1, "b", 200);
+
+    cluster.node(old_leader).resume();
+    wait_for_state(
+        &mut cluster,
+        followers[0],
+        topic,
+        0,
+        "the old leader back in the ISR",
+        |state| state.isr.len() == 3,
+    );
+    // The first writer goes on, now to the new leader.
+    let after_thaw = first.acknowledged();
+    wait_for(
+        Duration::from_secs(20),
+        "the first writer acknowledged by the new leader",
+        || (first.acknowledged() >= after_thaw + 100).then_some(()),
+    );
+    let first = first.finish();
+
+    let stored: std::collections::HashMap<i64, String> =
+        fetch_all(&mut cluster.node(new_leader).connect(), topic, 0)
+            .into_iter()
+            .map(|(offset, value)| (offset, String::from_utf8_lossy(&value).into_owned()))
+            .collect();
+    let mut lost = Vec::new();
+    for (value, offset) in first.iter().chain(&second) {
+        if stored.get(offset) != Some(value) {
+            lost.push(format!("{value}@{offset} (holds {:?})", stored.get(offset)));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged records are not at their offsets: {:?}",
+        lost.len(),
+        first.len() + second.len(),
+        &lost[..lost.len().min(20)]
+    );
+    println!(
+        "{} records acknowledged ({before_freeze} by the old leader before the fault, {} by the new leader to the second writer), all at their offsets",
+        first.len() + second.len(),
+        second.len()
     );
 }
 

@@ -32,10 +32,9 @@ use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::handler::now_ms;
 use crate::metrics::CommittedOffset;
-use crate::replica::partition::Partition;
+use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::error_code;
-use strata_storage::AppendInfo;
 
 /// Bytes read per step when loading a partition's groups.
 const LOAD_READ_BYTES: usize = 4 << 20;
@@ -163,7 +162,7 @@ impl<T> Pending<T> {
 /// released: the group record appended (awaited durable), then the answers.
 #[must_use]
 struct Delivery {
-    written: Option<Result<(Vec<KeyedRecord>, AppendInfo), i16>>,
+    written: Option<Result<(Vec<KeyedRecord>, LeaderAppend), i16>>,
     joins: Vec<Answering<Joined>>,
     syncs: Vec<Answering<Bytes>>,
 }
@@ -241,7 +240,7 @@ impl Led {
         self.await_durable(&records, appended).await
     }
 
-    fn append(&self, records: &[KeyedRecord], now: i64) -> Result<AppendInfo, i16> {
+    fn append(&self, records: &[KeyedRecord], now: i64) -> Result<LeaderAppend, i16> {
         let mut builder = BatchBuilder::new(now);
         for (key, value) in records {
             builder.push(Record {
@@ -253,27 +252,37 @@ impl Led {
         }
         let batch = Bytes::from(builder.build());
         self.partition
-            .append(&batch, self.leader_epoch, now)
-            .map_err(|error| {
-                warn!(partition = ?self.partition, %error, "cannot write to the offsets topic");
-                error_code::COORDINATOR_NOT_AVAILABLE
+            .append_as_leader(&batch, Acks::All, Some(self.leader_epoch), now)
+            .map_err(|error| match error {
+                AppendError::NotLeader => error_code::NOT_COORDINATOR,
+                error => {
+                    warn!(partition = ?self.partition, %error, "cannot write to the offsets topic");
+                    error_code::COORDINATOR_NOT_AVAILABLE
+                }
             })
     }
 
-    /// Waits until `records`, appended at `appended`, are durable on the
+    /// Waits until `records`, appended as `appended`, are durable on the
     /// ISR, then applies them to the loaded groups (a reload replays them).
+    /// Leadership lost meanwhile is `NOT_COORDINATOR`: the records may be
+    /// gone, and the member must find the new coordinator.
     async fn await_durable(
         &self,
         records: &[KeyedRecord],
-        appended: AppendInfo,
+        appended: LeaderAppend,
     ) -> Result<(), i16> {
         // Writes to one partition wait for durability together.
-        if !self
+        match self
             .partition
-            .wait_committed(appended.log_end_offset, COMMIT_TIMEOUT)
+            .wait_committed(&appended, COMMIT_TIMEOUT)
             .await
         {
-            return Err(error_code::REQUEST_TIMED_OUT);
+            Commit::Committed => {}
+            Commit::LeadershipLost => return Err(error_code::NOT_COORDINATOR),
+            Commit::TimedOut => return Err(error_code::REQUEST_TIMED_OUT),
+            Commit::CommittedBelowMinIsr { .. } => {
+                return Err(error_code::COORDINATOR_NOT_AVAILABLE)
+            }
         }
         let mut loaded = self.loaded.lock().await;
         if let Some(loaded) = loaded
@@ -284,7 +293,11 @@ impl Led {
                 loaded
                     .groups
                     .shard
-                    .apply(key, value.as_deref(), appended.first_offset + index as i64)
+                    .apply(
+                        key,
+                        value.as_deref(),
+                        appended.info.first_offset + index as i64,
+                    )
                     .expect("records this coordinator encoded decode");
             }
         }

@@ -52,8 +52,10 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
         let visible = context.replicas.visible().notified();
         let appended = context.replicas.appended().notified();
         let (response, bytes) = read(context, &request);
-        // min_bytes 0 asks for an immediate answer, data or not.
-        if bytes >= min_bytes || Instant::now() >= deadline {
+        // min_bytes 0 asks for an immediate answer, data or not. An error
+        // (this broker stopped leading a partition, say) is answered at
+        // once, as Kafka does, so the client finds the new leader.
+        if bytes >= min_bytes || has_error(&response) || Instant::now() >= deadline {
             break response;
         }
         let woken = async {
@@ -72,6 +74,14 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
     };
     load_cold_records(&response).await;
     response
+}
+
+fn has_error(response: &FetchResponse) -> bool {
+    response
+        .responses
+        .iter()
+        .flat_map(|topic| &topic.partitions)
+        .any(|partition| partition.error_code != 0)
 }
 
 /// Records not in the page cache (a reader far behind the log end) would
@@ -249,45 +259,37 @@ fn read_once(
             Ok((partition, _)) => partition,
             Err(code) => return (response.with_error_code(code), 0),
         };
-        let high_watermark = partition.high_watermark();
-        let response = response
-            .with_high_watermark(high_watermark)
-            .with_last_stable_offset(high_watermark);
-        // The log start offset is a field from v5 on.
-        let with_log_start = |response: PartitionData, log_start_offset| {
+        let with_offsets = |response: PartitionData, high_watermark, log_start_offset| {
+            let response = response
+                .with_high_watermark(high_watermark)
+                .with_last_stable_offset(high_watermark);
+            // The log start offset is a field from v5 on.
             if api_version >= 5 {
                 response.with_log_start_offset(log_start_offset)
             } else {
                 response
             }
         };
-        let at_high_watermark = partition.mark_reader_at(fetch.fetch_offset);
-        if spent {
-            if at_high_watermark {
-                partition.want_visible_after_read(fetch.fetch_offset, partition.log_end_offset());
-            }
-            let response = with_log_start(response, partition.log_start_offset());
-            return (response.with_records(Some(Bytes::new())), 0);
-        }
-        // One read under the log's lock answers everything else: the
-        // records, the log start offset and the log end offset.
-        match partition.read(fetch.fetch_offset, max_bytes) {
-            Ok(read) => {
-                if at_high_watermark {
-                    partition.want_visible_after_read(fetch.fetch_offset, read.log_end_offset);
+        // One read under the log's lock answers everything: the records,
+        // the high watermark they stop at and the log start offset.
+        let read =
+            match partition.read_for_consumer(fetch.fetch_offset, (!spent).then_some(max_bytes)) {
+                Ok(read) => read,
+                Err(error) => {
+                    let response = with_offsets(
+                        response,
+                        partition.high_watermark(),
+                        partition.log_start_offset(),
+                    );
+                    return (response.with_error_code(error_code::for_storage(&error)), 0);
                 }
-                let response = with_log_start(response, read.log_start_offset);
-                let len = read.records.len();
-                context.metrics.record_fetch(topic, len as u64);
-                (
-                    response.with_records(Some(Bytes::from_owner(read.records))),
-                    len,
-                )
-            }
-            Err(error) => {
-                let response = with_log_start(response, partition.log_start_offset());
-                (response.with_error_code(error_code::for_storage(&error)), 0)
-            }
-        }
+            };
+        let response = with_offsets(response, read.high_watermark, read.log_start_offset);
+        let records = read
+            .records
+            .map_or_else(Bytes::new, |read| Bytes::from_owner(read.records));
+        let len = records.len();
+        context.metrics.record_fetch(topic, len as u64);
+        (response.with_records(Some(records)), len)
     })
 }

@@ -10,6 +10,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use super::{now_ms, str_bytes, Context};
 use crate::group::OFFSETS_TOPIC;
 use crate::limits::PRODUCE_TIMEOUT_MAX;
+use crate::replica::partition::{Acks, Commit};
 use crate::server::error_code;
 
 const ACKS_NONE: i16 = 0;
@@ -21,9 +22,13 @@ pub async fn handle(
     request: ProduceRequest,
     api_version: i16,
 ) -> Option<ProduceResponse> {
-    let acks = request.acks;
+    let acks = match request.acks {
+        ACKS_NONE => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        ACKS_ALL => Some(Acks::All),
+        _ => None,
+    };
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MAX);
-    let valid_acks = matches!(acks, ACKS_NONE | 1 | ACKS_ALL);
     // Every partition of every topic appends, then all wait together, so an
     // acks=all request with many topics costs one round of flushes.
     let topics = request.topic_data.into_iter().map(|topic| async move {
@@ -31,54 +36,53 @@ pub async fn handle(
             let name = topic.name.0.to_string();
             async move {
                 let response = PartitionProduceResponse::default().with_index(data.index).with_log_append_time_ms(-1);
-                if !valid_acks {
+                let Some(acks) = acks else {
                     return response.with_error_code(error_code::INVALID_REQUIRED_ACKS);
-                }
+                };
                 if name == OFFSETS_TOPIC {
                     return response.with_error_code(error_code::INVALID_TOPIC).with_error_message(Some(str_bytes(
                         "__consumer_offsets is written by group coordinators only",
                     )));
                 }
-                let (partition, leader_epoch) = match context.leader_of(&name, data.index) {
+                let (partition, _) = match context.leader_of(&name, data.index) {
                     Ok(led) => led,
                     Err(code) => return response.with_error_code(code),
                 };
                 let Some(records) = data.records else {
                     return response.with_error_code(error_code::INVALID_RECORD);
                 };
-                let min_insync = partition.config().min_insync_replicas as usize;
-                if acks == ACKS_ALL && partition.isr_len() < min_insync {
-                    return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS).with_error_message(Some(
-                        str_bytes(format!("the ISR {:?} has fewer than min.insync.replicas={min_insync} members", partition.isr())),
-                    ));
-                }
                 let record_bytes = records.len() as u64;
-                let appended = match partition.append(&records, leader_epoch, now_ms()) {
+                let appended = match partition.append_as_leader(&records, acks, None, now_ms()) {
                     Ok(appended) => appended,
                     Err(error) => {
                         return response
-                            .with_error_code(error_code::for_storage(&error))
+                            .with_error_code(error_code::for_append(&error))
                             .with_error_message(Some(str_bytes(error.to_string())));
                     }
                 };
-                let record_count = (appended.last_offset - appended.first_offset + 1) as u64;
+                let info = appended.info;
+                let record_count = (info.last_offset - info.first_offset + 1) as u64;
                 context.metrics.record_produce(&name, record_bytes, record_count);
-                let response = response.with_base_offset(appended.first_offset).with_log_start_offset(partition.log_start_offset());
-                if acks == ACKS_ALL {
-                    if !partition.wait_committed(appended.log_end_offset, timeout).await {
-                        return response.with_error_code(error_code::REQUEST_TIMED_OUT).with_error_message(Some(str_bytes(
-                            "the records were appended but not durable on every in-sync replica within the request timeout",
-                        )));
-                    }
-                    // The ISR may have shrunk while this waited.
-                    if partition.isr_len() < min_insync {
-                        let isr = partition.isr();
-                        return response.with_error_code(error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND).with_error_message(Some(
-                            str_bytes(format!("appended, but the ISR shrank to {isr:?}, fewer than min.insync.replicas={min_insync}")),
-                        ));
-                    }
+                let response = response.with_base_offset(info.first_offset).with_log_start_offset(partition.log_start_offset());
+                if acks != Acks::All {
+                    return response;
                 }
-                response
+                let (code, message) = match partition.wait_committed(&appended, timeout).await {
+                    Commit::Committed => return response,
+                    Commit::CommittedBelowMinIsr { isr, min_insync_replicas } => (
+                        error_code::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+                        format!("appended, but the ISR shrank to {isr:?}, fewer than min.insync.replicas={min_insync_replicas}"),
+                    ),
+                    Commit::LeadershipLost => (
+                        error_code::NOT_LEADER_OR_FOLLOWER,
+                        format!("appended in leader epoch {}, but this broker stopped leading before every in-sync replica had the records", appended.leader_epoch),
+                    ),
+                    Commit::TimedOut => (
+                        error_code::REQUEST_TIMED_OUT,
+                        "the records were appended but not durable on every in-sync replica within the request timeout".to_string(),
+                    ),
+                };
+                response.with_error_code(code).with_error_message(Some(str_bytes(message)))
             }
         });
         let partition_responses = join_all(partitions).await;
@@ -91,7 +95,7 @@ pub async fn handle(
             .with_partition_responses(partition_responses)
     });
     let topics = join_all(topics).await;
-    (acks != ACKS_NONE).then(|| ProduceResponse::default().with_responses(topics))
+    (acks != Some(Acks::None)).then(|| ProduceResponse::default().with_responses(topics))
 }
 
 /// Clears the fields `api_version` does not have.

@@ -14,6 +14,16 @@
 //! whenever someone waits for one (an acks=all producer, a consumer waiting
 //! at the high watermark) or `flush.ms` has passed, covering every append
 //! made before it began.
+//!
+//! The partition owns the acks policy. A leader's append reads the role and
+//! leader epoch under the log's lock, and a wait for its records ends in one
+//! of three ways: committed (the high watermark passed them while this
+//! broker still led in that epoch), leadership lost, or timed out.
+//! Invariant: an append made in one leadership is never reported committed
+//! after that leadership ended. Every change of role and every truncation
+//! starts a new leadership (`leadership`), under the log's lock, before the
+//! log or the high watermark can change for the new role: records a
+//! successor overwrote at the same offsets are therefore never acknowledged.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
@@ -47,6 +57,67 @@ pub enum Role<'a> {
     Idle,
 }
 
+/// When a leader's append is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// Never: the producer asked for no answer.
+    None,
+    /// Once on the leader's log.
+    Leader,
+    /// Once durable on every ISR member; refused while the ISR is smaller
+    /// than `min.insync.replicas`.
+    All,
+}
+
+/// Records a leader appended, and the leadership it appended them in.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaderAppend {
+    pub info: AppendInfo,
+    pub leader_epoch: i32,
+    leadership: u64,
+}
+
+/// Why a leader's append was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("this broker does not lead the partition in the leader epoch asked for")]
+    NotLeader,
+    #[error("the ISR {isr:?} has fewer than min.insync.replicas={min_insync_replicas} members")]
+    NotEnoughReplicas {
+        isr: Vec<BrokerId>,
+        min_insync_replicas: u16,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// How a wait for a leader's append ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Commit {
+    /// Durable on every ISR member, and the ISR is at least
+    /// `min.insync.replicas`.
+    Committed,
+    /// Durable on every ISR member, but the ISR shrank below
+    /// `min.insync.replicas` meanwhile.
+    CommittedBelowMinIsr {
+        isr: Vec<BrokerId>,
+        min_insync_replicas: u16,
+    },
+    /// This broker stopped leading (or truncated) before the records were
+    /// committed: they may be gone.
+    LeadershipLost,
+    TimedOut,
+}
+
+/// What a consumer's read gets.
+pub struct ConsumerRead {
+    /// `None` when the caller asked for offsets only.
+    pub records: Option<ReadResult>,
+    /// The high watermark the read stopped at.
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
 /// What a follower's fetch gets.
 pub enum FollowerRead {
     Records(ReadResult),
@@ -64,8 +135,13 @@ pub struct Partition {
     pub index: i32,
     pub topic_id: Uuid,
     /// The leader epoch in which this broker leads the partition, or
-    /// `NOT_LEADING` (it follows, or its controller session lapsed).
+    /// `NOT_LEADING` (it follows, or its controller session lapsed). Changed
+    /// under the log's lock, so an append sees one role throughout.
     leading_epoch: AtomicI32,
+    /// Bumped, under the log's lock, by every change of role or leader
+    /// epoch and by every truncation: a wait for an append ends when it
+    /// moves (see the module's invariant).
+    leadership: watch::Sender<u64>,
     /// Followers' progress and the ISR, while this broker leads.
     in_sync: Mutex<InSync>,
     /// The log's recovery point, as the flusher last published it.
@@ -134,6 +210,7 @@ impl Partition {
             index,
             topic_id,
             leading_epoch: AtomicI32::new(NOT_LEADING),
+            leadership: watch::channel(0).0,
             in_sync: Mutex::new(InSync::new(me)),
             durable,
             leader_high_watermark: AtomicI64::new(0),
@@ -173,15 +250,27 @@ impl Partition {
     }
 
     /// Takes the role the metadata gives this broker. Leading in a new
-    /// epoch starts the followers' progress afresh.
+    /// epoch starts the followers' progress afresh; any change of role ends
+    /// every wait for an earlier leadership's appends.
     pub fn set_role(&self, role: Role<'_>) {
         let epoch = match role {
             Role::Leader { leader_epoch, .. } => leader_epoch,
             Role::Follower | Role::Idle => NOT_LEADING,
         };
-        let previous = self.leading_epoch.swap(epoch, Ordering::AcqRel);
+        let previous = {
+            let _log = self.log();
+            let previous = self.leading_epoch.swap(epoch, Ordering::AcqRel);
+            if previous != epoch {
+                self.leadership.send_modify(|leadership| *leadership += 1);
+            }
+            previous
+        };
         if previous != epoch {
             info!(partition = ?self, leader_epoch = epoch, previous, "partition leadership changed (-1: not leading)");
+            // Fetches long-polling here assumed the old role: they answer
+            // now (NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH).
+            self.visible.notify_waiters();
+            self.appended.notify_waiters();
         }
         if let Role::Leader {
             replicas,
@@ -214,6 +303,14 @@ impl Partition {
     /// How many replicas the committed ISR holds.
     pub fn isr_len(&self) -> usize {
         self.in_sync().isr().len()
+    }
+
+    /// The ISR, if it has fewer than `min.insync.replicas` members.
+    fn isr_below_min(&self) -> Option<(Vec<BrokerId>, u16)> {
+        let min_insync_replicas = self.config().min_insync_replicas;
+        let in_sync = self.in_sync();
+        (in_sync.isr().len() < min_insync_replicas as usize)
+            .then(|| (in_sync.isr().to_vec(), min_insync_replicas))
     }
 
     /// Moves the high watermark as far as the role allows: as leader, to
@@ -336,6 +433,7 @@ impl Partition {
     pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
         let log_end_offset = {
             let mut log = self.log();
+            self.leadership.send_modify(|leadership| *leadership += 1);
             log.truncate_to(offset)?;
             log.log_end_offset()
         };
@@ -347,7 +445,11 @@ impl Partition {
     /// As a follower whose leader's log starts at `offset`, past everything
     /// here: empties the log and restarts it there.
     pub fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
-        self.log().truncate_fully_and_start_at(offset)?;
+        {
+            let mut log = self.log();
+            self.leadership.send_modify(|leadership| *leadership += 1);
+            log.truncate_fully_and_start_at(offset)?;
+        }
         warn!(partition = ?self, offset, "the leader's log starts past this one: restarted empty");
         self.durable.send_replace(offset);
         self.high_watermark.send_replace(offset);
@@ -398,19 +500,41 @@ impl Partition {
         self.log().log_end_offset()
     }
 
-    /// Validates and appends a producer's record batches, stamped with
-    /// `leader_epoch` (the epoch the caller saw this broker lead in).
-    pub fn append(
+    /// Validates and appends a producer's (or a coordinator's) record
+    /// batches as leader, stamped with the leader epoch this broker leads
+    /// in, which must be `leader_epoch` if that is given. With `Acks::All`
+    /// the ISR must have `min.insync.replicas` members. Wait for the
+    /// records with [`Partition::wait_committed`].
+    pub fn append_as_leader(
         &self,
         records: &Bytes,
-        leader_epoch: i32,
+        acks: Acks,
+        leader_epoch: Option<i32>,
         now_ms: i64,
-    ) -> Result<AppendInfo, StorageError> {
+    ) -> Result<LeaderAppend, AppendError> {
         let batches =
-            ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)?;
-        let appended = self
-            .log()
-            .append_as_leader(&batches, leader_epoch, now_ms)?;
+            ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)
+                .map_err(StorageError::from)?;
+        let appended = {
+            let mut log = self.log();
+            let leading = self.leader_epoch().ok_or(AppendError::NotLeader)?;
+            if leader_epoch.is_some_and(|leader_epoch| leader_epoch != leading) {
+                return Err(AppendError::NotLeader);
+            }
+            if acks == Acks::All {
+                if let Some((isr, min_insync_replicas)) = self.isr_below_min() {
+                    return Err(AppendError::NotEnoughReplicas {
+                        isr,
+                        min_insync_replicas,
+                    });
+                }
+            }
+            LeaderAppend {
+                info: log.append_as_leader(&batches, leading, now_ms)?,
+                leader_epoch: leading,
+                leadership: *self.leadership.borrow(),
+            }
+        };
         let unflushed_bytes = self
             .unflushed_bytes
             .fetch_add(records.len() as u64, Ordering::AcqRel);
@@ -423,44 +547,74 @@ impl Partition {
         Ok(appended)
     }
 
-    /// Waits until the high watermark passes `offset` (every ISR member has
-    /// everything below it durably), asking for a flush here; false if
-    /// `timeout` passed first.
-    pub async fn wait_committed(&self, offset: i64, timeout: Duration) -> bool {
+    /// Waits until `appended` is committed (every ISR member has it
+    /// durably), asking for a flush here. Ends early when the leadership it
+    /// was appended in ends.
+    pub async fn wait_committed(&self, appended: &LeaderAppend, timeout: Duration) -> Commit {
+        let mut leadership = self.leadership.subscribe();
         let mut high_watermark = self.high_watermark.subscribe();
         self.flush_wanted.notify_one();
-        tokio::time::timeout(
-            timeout,
-            high_watermark.wait_for(|&durable| durable >= offset),
-        )
-        .await
-        .is_ok_and(|changed| changed.is_ok())
+        let wait = async {
+            loop {
+                let reached = *high_watermark.borrow_and_update() >= appended.info.log_end_offset;
+                // Read after the high watermark: a role change that came
+                // before the value just read is seen here.
+                if *leadership.borrow_and_update() != appended.leadership {
+                    return Commit::LeadershipLost;
+                }
+                if reached {
+                    return match self.isr_below_min() {
+                        None => Commit::Committed,
+                        Some((isr, min_insync_replicas)) => Commit::CommittedBelowMinIsr {
+                            isr,
+                            min_insync_replicas,
+                        },
+                    };
+                }
+                tokio::select! {
+                    _ = leadership.changed() => {}
+                    _ = high_watermark.changed() => {}
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .unwrap_or(Commit::TimedOut)
     }
 
-    /// A reader is about to read at `offset`. If that is the high watermark,
-    /// the next append asks for a flush at once; returns whether it is.
-    /// Called before the read, so an append is either seen by the read (see
-    /// [`Partition::want_visible_after_read`]) or sees the mark.
-    pub fn mark_reader_at(&self, offset: i64) -> bool {
-        let at_high_watermark = offset >= self.high_watermark();
+    /// Reads for a consumer whole batches from `offset`, never past the
+    /// high watermark; only the offsets if `max_bytes` is `None`. A reader
+    /// at the high watermark makes the next append (or an append it missed)
+    /// ask for a flush at once, so it sees new records after one fsync
+    /// rather than `flush.ms`.
+    pub fn read_for_consumer(
+        &self,
+        offset: i64,
+        max_bytes: Option<usize>,
+    ) -> Result<ConsumerRead, StorageError> {
+        let high_watermark = self.high_watermark();
+        // Marked before the read, so an append is either seen by the read
+        // or sees the mark.
+        let at_high_watermark = offset >= high_watermark;
         if at_high_watermark {
             self.reader_waiting.store(true, Ordering::Release);
         }
-        at_high_watermark
-    }
-
-    /// After a read at the high watermark that observed `log_end_offset`:
-    /// records already above the high watermark are flushed at once.
-    pub fn want_visible_after_read(&self, offset: i64, log_end_offset: i64) {
-        if log_end_offset > offset {
+        let log = self.log();
+        let log_start_offset = log.log_start_offset();
+        let log_end_offset = log.log_end_offset();
+        let records = match max_bytes {
+            Some(max_bytes) => Some(log.read(offset, max_bytes, high_watermark)?),
+            None => None,
+        };
+        drop(log);
+        if at_high_watermark && log_end_offset > offset {
             self.flush_wanted.notify_one();
         }
-    }
-
-    /// Reads whole batches from `offset`, never past the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, StorageError> {
-        let high_watermark = self.high_watermark();
-        self.log().read(offset, max_bytes, high_watermark)
+        Ok(ConsumerRead {
+            records,
+            high_watermark,
+            log_start_offset,
+        })
     }
 
     /// Reads whole batches from `offset` up to the log end, above the high
@@ -584,4 +738,154 @@ fn claim_directory(dir: &Path, topic_id: Uuid) -> Result<(), StorageError> {
         .map_err(io("write topic id"))?;
     id_file.sync_all().map_err(io("fsync topic id"))?;
     strata_storage::checkpoint::sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use strata_storage::record::{BatchBuilder, Record};
+
+    use super::*;
+
+    const ME: BrokerId = 1;
+    const FOLLOWER: BrokerId = 2;
+
+    fn open(dir: &Path) -> Arc<Partition> {
+        Partition::open(
+            dir.join("topic-0"),
+            "topic".into(),
+            0,
+            Uuid::new_v4(),
+            ME,
+            TopicConfig::default(),
+            Arc::new(Notify::new()),
+            Arc::new(Notify::new()),
+        )
+        .expect("open partition")
+    }
+
+    fn lead(partition: &Partition, leader_epoch: i32, isr: &[BrokerId]) {
+        partition.set_role(Role::Leader {
+            leader_epoch,
+            replicas: &[ME, FOLLOWER],
+            isr,
+            partition_epoch: leader_epoch,
+        });
+    }
+
+    fn batch(value: &[u8]) -> Bytes {
+        let mut builder = BatchBuilder::new(0);
+        builder.push(Record::value(value));
+        Bytes::from(builder.build())
+    }
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_sole_in_sync_replica_commits_once_its_flush_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 3, &[ME]);
+        let appended = partition
+            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .unwrap();
+        assert_eq!(appended.leader_epoch, 3);
+        assert_eq!(
+            partition.wait_committed(&appended, WAIT).await,
+            Commit::Committed
+        );
+        assert_eq!(partition.high_watermark(), 1);
+    }
+
+    #[tokio::test]
+    async fn losing_leadership_ends_the_wait_before_any_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 3, &[ME, FOLLOWER]);
+        let appended = partition
+            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .unwrap();
+        let waiting = {
+            let partition = Arc::clone(&partition);
+            tokio::spawn(async move { partition.wait_committed(&appended, WAIT).await })
+        };
+        tokio::task::yield_now().await;
+        partition.set_role(Role::Follower);
+        let ended = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(
+            ended.expect("ends at once").unwrap(),
+            Commit::LeadershipLost
+        );
+    }
+
+    #[tokio::test]
+    async fn an_append_of_an_earlier_leadership_is_never_committed_by_a_later_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 3, &[ME]);
+        let earlier = partition
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .unwrap();
+        // Follows, truncates, and leads again in a later epoch: the same
+        // offset now holds another record.
+        partition.set_role(Role::Follower);
+        partition.truncate_to(0).unwrap();
+        lead(&partition, 5, &[ME]);
+        let later = partition
+            .append_as_leader(&batch(b"b"), Acks::All, None, 0)
+            .unwrap();
+        assert_eq!(later.info.first_offset, earlier.info.first_offset);
+        assert_eq!(
+            partition.wait_committed(&later, WAIT).await,
+            Commit::Committed
+        );
+        assert_eq!(
+            partition.wait_committed(&earlier, WAIT).await,
+            Commit::LeadershipLost
+        );
+    }
+
+    #[tokio::test]
+    async fn acks_all_is_refused_below_min_insync_replicas_and_other_epochs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        let mut config = TopicConfig::default();
+        config.min_insync_replicas = 2;
+        partition.update_config(&config).unwrap();
+        lead(&partition, 3, &[ME]);
+        assert!(matches!(
+            partition.append_as_leader(&batch(b"a"), Acks::All, None, 0),
+            Err(AppendError::NotEnoughReplicas {
+                min_insync_replicas: 2,
+                ..
+            })
+        ));
+        assert!(partition
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .is_ok());
+        assert!(matches!(
+            partition.append_as_leader(&batch(b"a"), Acks::Leader, Some(2), 0),
+            Err(AppendError::NotLeader)
+        ));
+        partition.set_role(Role::Idle);
+        assert!(matches!(
+            partition.append_as_leader(&batch(b"a"), Acks::None, None, 0),
+            Err(AppendError::NotLeader)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_consumer_read_stops_at_the_high_watermark_it_reports() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 1, &[ME, FOLLOWER]);
+        partition
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .unwrap();
+        let read = partition.read_for_consumer(0, Some(1 << 20)).unwrap();
+        assert_eq!(read.high_watermark, 0);
+        assert!(read.records.unwrap().records.is_empty());
+        let offsets_only = partition.read_for_consumer(0, None).unwrap();
+        assert!(offsets_only.records.is_none());
+        assert_eq!(offsets_only.log_start_offset, 0);
+    }
 }

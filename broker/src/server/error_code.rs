@@ -5,6 +5,7 @@ use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;
 use crate::group::classic::GroupError;
+use crate::replica::partition::AppendError;
 
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
@@ -49,6 +50,15 @@ pub fn for_storage(error: &StorageError) -> i16 {
         }
     };
     code.code()
+}
+
+/// The code for a leader's append that was refused.
+pub fn for_append(error: &AppendError) -> i16 {
+    match error {
+        AppendError::NotLeader => NOT_LEADER_OR_FOLLOWER,
+        AppendError::NotEnoughReplicas { .. } => NOT_ENOUGH_REPLICAS,
+        AppendError::Storage(error) => for_storage(error),
+    }
 }
 
 /// The code for a group request the coordinator refused.
