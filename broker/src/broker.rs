@@ -26,6 +26,7 @@ use crate::handler::{now_ms, Context};
 use crate::metrics::{self, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::listener;
+use crate::txn::ProducerIds;
 
 const LOCK_FILE: &str = ".lock";
 const CLUSTER_ID_FILE: &str = "cluster-id";
@@ -195,6 +196,7 @@ impl Broker {
             replicas: Arc::clone(&replicas),
             metrics,
             groups,
+            producer_ids: ProducerIds::new(config.node_id, controller.clone()),
         });
         tasks.push(tokio::spawn(listener::run(
             listener,

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod replica;
 pub mod server;
 pub mod topic_config;
+pub mod txn;
 
 pub use broker::{Broker, BrokerError};
 pub use config::BrokerConfig;

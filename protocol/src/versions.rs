@@ -51,6 +51,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::InitProducerId, 0, 5),
     // v2 adds the voters' listeners, which the controller does not track yet.
     api(ApiKey::DescribeQuorum, 0, 1),
 ];

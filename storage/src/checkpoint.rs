@@ -128,6 +128,14 @@ impl<'a> PayloadReader<'a> {
         Some(taken.try_into().expect("N bytes"))
     }
 
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        self.take::<1>().map(|[byte]| byte)
+    }
+
+    pub(crate) fn i16(&mut self) -> Option<i16> {
+        self.take::<2>().map(i16::from_be_bytes)
+    }
+
     pub(crate) fn u32(&mut self) -> Option<u32> {
         self.take::<4>().map(u32::from_be_bytes)
     }

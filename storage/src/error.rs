@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 use crate::batch::InvalidBatch;
+use crate::producer_state::SequenceError;
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -42,6 +43,9 @@ pub enum StorageError {
     },
     #[error("the log in {dir} stopped after a failed flush ({reason}); restart the broker so the log is recovered from what the disk holds")]
     Failed { dir: PathBuf, reason: String },
+    /// A produced batch that idempotence refuses (see `producer_state`).
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
     #[error("invalid log configuration: {0}")]
     Config(String),
 }

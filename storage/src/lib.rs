@@ -39,6 +39,7 @@ mod index;
 pub mod leader_epoch;
 pub mod page_cache;
 mod partition_log;
+pub mod producer_state;
 pub mod record;
 mod segment;
 

@@ -14,6 +14,7 @@
 //! BASE.log BASE.index BASE.timeindex   one segment (see `segment`)
 //! log-checkpoint                       recovery point and log start offset
 //! leader-epoch-checkpoint              leader epoch -> start offset
+//! OFFSET.snapshot                      producer state as of OFFSET (see `producer_state`)
 //! *.deleted                            segments waiting for their last reader
 //! ```
 //!
@@ -35,10 +36,13 @@ use crate::checkpoint::{self, Durability, Loaded, PayloadReader};
 use crate::compaction::{self, CompactionOutcome};
 use crate::error::{io_error, Result, StorageError};
 use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
+use crate::producer_state::{self, ProducerStates, SequenceCheck, SequenceError};
 use crate::record::RecordIter;
 use crate::segment::{self, LogSlice, ScanStop, Segment, SegmentState, Stamp, SyncTarget};
 
 const CHECKPOINT_FILE: &str = "log-checkpoint";
+/// Bytes read per step when replaying batches into the producers' state.
+const REPLAY_READ_BYTES: usize = 8 << 20;
 const CHECKPOINT_MAGIC: [u8; 4] = *b"SLCP";
 
 /// Largest `segment.bytes`: positions in the offset index are 32-bit, and
@@ -75,6 +79,10 @@ pub struct LogConfig {
     /// is several times slower) while a consumer up to this far behind the
     /// tail still reads from memory. `None` leaves the cache to the kernel.
     pub page_cache_window_bytes: Option<u64>,
+    /// `producer.id.expiration.ms`: an idempotent producer whose newest
+    /// batch here is older is forgotten; its next batch must start a new
+    /// sequence (or it is told UNKNOWN_PRODUCER_ID).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -89,6 +97,7 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             preallocate_bytes: 32 << 20,
             page_cache_window_bytes: Some(128 << 20),
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -124,6 +133,9 @@ impl LogConfig {
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
+    /// True when the batch was a retry of one already in the log: nothing
+    /// was written, and the offsets are the original's.
+    pub duplicate: bool,
     pub first_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
@@ -213,6 +225,8 @@ pub struct PartitionLog {
     /// Base of the newest sealed segment the last compaction covered: the
     /// next one runs once another segment is sealed below the bound.
     compacted_through: Option<i64>,
+    /// Idempotent producers' state as of the log end.
+    producers: ProducerStates,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -251,6 +265,7 @@ impl PartitionLog {
             truncations: 0,
             failure: None,
             compacted_through: None,
+            producers: ProducerStates::default(),
         };
         log.recover(&bases)?;
         if let Some(reason) = epoch_damage {
@@ -262,6 +277,8 @@ impl PartitionLog {
         if epochs_changed || epoch_damage.is_some() {
             log.epochs.persist()?;
         }
+        producer_state::remove_snapshots(&log.dir, |offset| offset > log.log_end_offset)?;
+        log.rebuild_producers()?;
         // What recovery validated may still be only in the page cache (the
         // process died, the machine did not): make it durable before trusting it.
         log.flush()?;
@@ -331,14 +348,43 @@ impl PartitionLog {
     }
 
     /// Appends producer batches at the log end, stamping their base offsets
-    /// and `leader_epoch`.
+    /// and `leader_epoch`. A batch of an idempotent producer is checked
+    /// against its state first: a retry of one of its last batches appends
+    /// nothing and answers the original offsets (`duplicate`).
     pub fn append_as_leader(
         &mut self,
         batches: &ValidatedBatches<'_>,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo> {
+        self.check_alive()?;
+        let idempotent = batches
+            .iter()
+            .any(|(header, _)| header.producer_id != producer_state::NO_PRODUCER_ID);
+        if idempotent {
+            if batches.batch_count() != 1 {
+                return Err(SequenceError::ManyBatches {
+                    batch_count: batches.batch_count(),
+                }
+                .into());
+            }
+            let (header, _) = batches.iter().next().expect("one batch");
+            if let SequenceCheck::Duplicate(original) = self.producers.check(&header)? {
+                return Ok(AppendInfo {
+                    duplicate: true,
+                    first_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    max_timestamp: header.max_timestamp,
+                    log_end_offset: original.last_offset + 1,
+                });
+            }
+        }
         self.append(batches, Assign::Leader { leader_epoch }, now_ms)
+    }
+
+    /// Idempotent producers' state as of the log end.
+    pub fn producers(&self) -> &ProducerStates {
+        &self.producers
     }
 
     /// Appends batches fetched from the leader, keeping their offsets, which
@@ -445,8 +491,17 @@ impl PartitionLog {
             let next_offset = active.append_run(run, stamp, index_interval_bytes)?;
             self.log_end_offset = next_offset;
             run_start += run_bytes;
+            let mut base_offset = run_first_offset;
+            for (mut header, _) in BatchIter::new(run) {
+                if stamp.is_some() {
+                    header.base_offset = base_offset;
+                }
+                base_offset = header.last_offset() + 1;
+                self.producers.record(&header);
+            }
         }
         Ok(AppendInfo {
+            duplicate: false,
             first_offset,
             last_offset: self.log_end_offset - 1,
             max_timestamp: batches.max_timestamp(),
@@ -487,6 +542,31 @@ impl PartitionLog {
         let dir = self.dir.clone();
         self.active_mut().seal(&dir)?;
         self.dir_needs_sync = true;
+        // The next segment starts at the log end: replay on open starts
+        // there at the latest.
+        producer_state::write_snapshot(&self.dir, self.log_end_offset, &self.producers)
+    }
+
+    /// Rebuilds the producers' state from the newest snapshot at or below
+    /// the log end and the batches after it.
+    fn rebuild_producers(&mut self) -> Result<()> {
+        let (mut offset, producers) =
+            producer_state::latest_snapshot_at_or_below(&self.dir, self.log_end_offset)?
+                .unwrap_or_default();
+        self.producers = producers;
+        offset = offset.max(self.log_start_offset);
+        while offset < self.log_end_offset {
+            let read = self.read(offset, REPLAY_READ_BYTES, self.log_end_offset)?;
+            if read.records.is_empty() {
+                break;
+            }
+            for (header, _) in BatchIter::new(&read.records) {
+                if header.last_offset() >= offset {
+                    self.producers.record(&header);
+                }
+                offset = header.last_offset() + 1;
+            }
+        }
         Ok(())
     }
 
@@ -679,6 +759,8 @@ impl PartitionLog {
         if self.epochs.truncate_from_end(new_end) {
             self.epochs.persist()?;
         }
+        producer_state::remove_snapshots(&self.dir, |offset| offset > new_end)?;
+        self.rebuild_producers()?;
         self.write_checkpoint()
     }
 
@@ -698,6 +780,8 @@ impl PartitionLog {
         self.truncations += 1;
         self.epochs.clear();
         self.epochs.persist()?;
+        producer_state::remove_snapshots(&self.dir, |_| true)?;
+        self.producers = ProducerStates::default();
         checkpoint::sync_dir(&self.dir)?;
         self.write_checkpoint()
     }
@@ -730,6 +814,12 @@ impl PartitionLog {
         upper_bound_offset: i64,
     ) -> Result<RetentionOutcome> {
         self.check_alive()?;
+        let expired = self
+            .producers
+            .expire(now_ms, self.config.producer_id_expiration_ms);
+        if expired > 0 {
+            info!(dir = %self.dir.display(), producers = expired, "forgot idempotent producers idle past producer.id.expiration.ms");
+        }
         let mut remaining_bytes = self.size_bytes();
         let mut deletable = Vec::new();
         let mut new_start = self.log_start_offset;
@@ -912,6 +1002,13 @@ impl PartitionLog {
             segment.delete(&self.dir)?;
         }
         self.dir_needs_sync = true;
+        // A snapshot at the first segment's base replaces the older ones.
+        let first_base = *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment");
+        producer_state::remove_snapshots(&self.dir, |offset| offset < first_base)?;
         Ok(bytes_deleted)
     }
 

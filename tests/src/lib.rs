@@ -800,20 +800,57 @@ pub fn produce(
     acks: i16,
     values: &[Vec<u8>],
 ) -> std::io::Result<Result<i64, i16>> {
-    let request = produce_request(topic, partition, acks, values);
+    let request = produce_request(topic, partition, acks, None, values);
     produce_outcome(connection.send(ApiKey::Produce, PRODUCE_VERSION, &request)?)
+}
+
+/// The idempotence fields of a produced batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// Asks `connection`'s broker for a producer id (InitProducerId).
+pub fn init_producer_id(connection: &mut Connection) -> std::io::Result<(i64, i16)> {
+    use kafka_protocol::messages::InitProducerIdRequest;
+    let request = RequestKind::InitProducerId(
+        InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+    );
+    match connection.send(ApiKey::InitProducerId, 4, &request)? {
+        ResponseKind::InitProducerId(response) if response.error_code == 0 => {
+            Ok((response.producer_id.0, response.producer_epoch))
+        }
+        other => Err(std::io::Error::other(format!(
+            "InitProducerId failed: {other:?}"
+        ))),
+    }
 }
 
 /// The Produce version the harness speaks.
 pub const PRODUCE_VERSION: i16 = 7;
 
 /// A Produce request of one batch of `values` to `topic`/`partition`, with a
-/// 30 s timeout.
-pub fn produce_request(topic: &str, partition: i32, acks: i16, values: &[Vec<u8>]) -> RequestKind {
+/// 30 s timeout; from an idempotent producer if `producer` is given.
+pub fn produce_request(
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    producer: Option<ProducerFields>,
+    values: &[Vec<u8>],
+) -> RequestKind {
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
     use strata_storage::record::{BatchBuilder, Record};
     let mut builder = BatchBuilder::new(now_ms());
+    if let Some(producer) = producer {
+        builder = builder.producer(
+            producer.producer_id,
+            producer.producer_epoch,
+            producer.base_sequence,
+        );
+    }
     for value in values {
         builder.push(Record::value(value));
     }

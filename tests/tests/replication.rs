@@ -189,7 +189,8 @@ impl PipelinedWriter {
                     if !stopping && !draining && in_flight.len() < WRITER_IN_FLIGHT {
                         let value = format!("{prefix}-{next}");
                         next += 1;
-                        let request = produce_request(topic, 0, -1, &[value.clone().into_bytes()]);
+                        let request =
+                            produce_request(topic, 0, -1, None, &[value.clone().into_bytes()]);
                         match open.write_request(produce_kind, PRODUCE_VERSION, &request) {
                             Ok(correlation_id) => in_flight.push_back((correlation_id, value)),
                             Err(_) => connection = None,

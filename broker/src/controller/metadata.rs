@@ -11,7 +11,10 @@
 //!   (a restart), bumps its leader epoch, so no two brokers ever lead the same
 //!   partition in the same epoch;
 //! - `metadata_version` grows by one with every command that changes anything,
-//!   and only then.
+//!   and only then;
+//! - `next_producer_id` only grows, and every block of producer ids handed
+//!   to a broker lies below it and above every earlier block, so no producer
+//!   id is ever given out twice.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -27,6 +30,20 @@ pub const NO_LEADER: BrokerId = -1;
 
 /// Most partitions one topic may have.
 pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
+
+/// Producer ids per block a broker takes from the controller (Kafka's).
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
+
+/// The producer ids a broker was last given: `[first_producer_id,
+/// first_producer_id + count)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerIdBlock {
+    pub first_producer_id: i64,
+    pub count: i64,
+    /// The allocation that asked for it, so the broker knows the block is
+    /// the one it asked for and not an earlier one.
+    pub request_id: Uuid,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
@@ -67,6 +84,10 @@ pub struct ClusterMetadata {
     pub brokers: BTreeMap<BrokerId, BrokerRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
     pub metadata_version: u64,
+    /// The first producer id no broker has been given.
+    pub next_producer_id: i64,
+    /// Per broker, the block of producer ids it was given last.
+    pub producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
 }
 
 /// A change to the metadata, proposed through Raft.
@@ -137,6 +158,12 @@ pub enum MetadataCommand {
     ElectUncleanLeader {
         topic: String,
         partition: u32,
+    },
+    /// A registered broker takes the next `PRODUCER_ID_BLOCK_SIZE` producer
+    /// ids, for the idempotent producers it starts.
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        request_id: Uuid,
     },
 }
 
@@ -378,6 +405,22 @@ impl ClusterMetadata {
                     .get_mut(partition as usize)
                     .ok_or(MetadataError::UnknownPartition { topic, partition })?;
                 Ok(record.elect_unclean(&alive))
+            }
+            MetadataCommand::AllocateProducerIds {
+                broker_id,
+                request_id,
+            } => {
+                if !self.brokers.contains_key(&broker_id) {
+                    return Err(MetadataError::UnknownBroker(broker_id));
+                }
+                let block = ProducerIdBlock {
+                    first_producer_id: self.next_producer_id,
+                    count: PRODUCER_ID_BLOCK_SIZE,
+                    request_id,
+                };
+                self.next_producer_id += PRODUCER_ID_BLOCK_SIZE;
+                self.producer_id_blocks.insert(broker_id, block);
+                Ok(true)
             }
         }
     }
@@ -676,6 +719,33 @@ mod tests {
             metadata.apply(command).unwrap();
         }
         metadata
+    }
+
+    #[test]
+    fn producer_id_blocks_never_overlap_and_only_registered_brokers_get_one() {
+        let mut metadata = cluster(2);
+        let mut blocks = Vec::new();
+        for (index, broker_id) in [1, 2, 1].into_iter().enumerate() {
+            let request_id = Uuid::from_u128(100 + index as u128);
+            metadata
+                .apply(MetadataCommand::AllocateProducerIds {
+                    broker_id,
+                    request_id,
+                })
+                .unwrap();
+            let block = metadata.producer_id_blocks[&broker_id];
+            assert_eq!(block.request_id, request_id);
+            blocks.push(block.first_producer_id..block.first_producer_id + block.count);
+        }
+        assert_eq!(blocks, [0..1_000, 1_000..2_000, 2_000..3_000]);
+        assert_eq!(
+            metadata.apply(MetadataCommand::AllocateProducerIds {
+                broker_id: 9,
+                request_id: Uuid::from_u128(1),
+            }),
+            Err(MetadataError::UnknownBroker(9))
+        );
+        assert_eq!(metadata.next_producer_id, 3_000);
     }
 
     fn create(name: &str, partition_count: u32, replication_factor: u16) -> MetadataCommand {

@@ -14,6 +14,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
 pub mod incremental_alter_configs;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
@@ -36,6 +37,7 @@ use crate::metrics::Metrics;
 use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::error_code;
+use crate::txn::ProducerIds;
 
 /// What every handler may use.
 pub struct Context {
@@ -48,6 +50,7 @@ pub struct Context {
     pub replicas: Arc<ReplicaManager>,
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
+    pub producer_ids: ProducerIds,
 }
 
 /// How a metadata command went, as a Kafka error code (0 for success) and

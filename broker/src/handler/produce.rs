@@ -61,8 +61,11 @@ pub async fn handle(
                     }
                 };
                 let info = appended.info;
-                let record_count = (info.last_offset - info.first_offset + 1) as u64;
-                context.metrics.record_produce(&name, record_bytes, record_count);
+                // A retry of a batch already written writes nothing.
+                if !info.duplicate {
+                    let record_count = (info.last_offset - info.first_offset + 1) as u64;
+                    context.metrics.record_produce(&name, record_bytes, record_count);
+                }
                 let response = response.with_base_offset(info.first_offset).with_log_start_offset(partition.log_start_offset());
                 if acks != Acks::All {
                     return response;

@@ -1,6 +1,7 @@
 //! The one place internal errors become Kafka error codes.
 
 use kafka_protocol::ResponseError;
+use strata_storage::producer_state::SequenceError;
 use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;
@@ -30,6 +31,9 @@ pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
 pub const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
+pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
+pub const UNKNOWN_PRODUCER_ID: i16 = ResponseError::UnknownProducerId.code();
 
 /// The code for a storage failure on one partition.
 pub fn for_storage(error: &StorageError) -> i16 {
@@ -44,6 +48,14 @@ pub fn for_storage(error: &StorageError) -> i16 {
         StorageError::BatchTooLarge { .. } => ResponseError::RecordListTooLarge,
         StorageError::Io { .. } | StorageError::Corrupt { .. } | StorageError::Failed { .. } => {
             ResponseError::KafkaStorageError
+        }
+        StorageError::Sequence(refused) => {
+            return match refused {
+                SequenceError::OutOfOrderSequence { .. } => OUT_OF_ORDER_SEQUENCE_NUMBER,
+                SequenceError::InvalidProducerEpoch { .. } => INVALID_PRODUCER_EPOCH,
+                SequenceError::UnknownProducerId { .. } => UNKNOWN_PRODUCER_ID,
+                SequenceError::ManyBatches { .. } => INVALID_RECORD,
+            }
         }
         StorageError::OffsetNotIncreasing { .. } | StorageError::Config(_) => {
             ResponseError::UnknownServerError
