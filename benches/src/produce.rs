@@ -45,6 +45,10 @@ pub struct ProduceArgs {
     /// Produce requests in flight per broker and producer.
     #[arg(long, default_value_t = 5)]
     in_flight: usize,
+    /// Idempotent writes: true or false (default: the client's, on with
+    /// --acks all).
+    #[arg(long)]
+    idempotence: Option<bool>,
 }
 
 pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
@@ -53,16 +57,18 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
     let bar = report::progress(args.messages);
     let mut producers = Vec::new();
     for _ in 0..args.producers {
-        let producer = Producer::builder(bootstrap)
+        let mut builder = Producer::builder(bootstrap)
             .client_id("logbench")
             .acks(args.acks)
             .compression(args.compression)
             .batch_bytes(args.batch_bytes)
             .linger(Duration::from_millis(args.linger_ms))
             .buffer_bytes(args.buffer_bytes)
-            .in_flight_max(args.in_flight)
-            .build()
-            .await?;
+            .in_flight_max(args.in_flight);
+        if let Some(idempotence) = args.idempotence {
+            builder = builder.idempotence(idempotence);
+        }
+        let producer = builder.build().await?;
         producer.partitions_for(&args.topic).await?;
         producers.push(producer);
     }

@@ -9,6 +9,7 @@ mod consume;
 mod group;
 mod output;
 mod produce;
+mod producer;
 mod topic;
 
 use std::process::ExitCode;
@@ -53,6 +54,9 @@ enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// List the idempotent producers a topic's partitions know.
+    #[command(subcommand)]
+    Producer(producer::ProducerCommand),
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => produce::run(&cli.bootstrap, cli.format, args).await,
             Command::Consume(args) => consume::run(&cli.bootstrap, cli.format, args).await,
             Command::Group(command) => group::run(&cli.bootstrap, cli.format, command).await,
+            Command::Producer(command) => producer::run(&cli.bootstrap, cli.format, command).await,
             Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }

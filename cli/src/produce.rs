@@ -32,6 +32,10 @@ pub struct ProduceArgs {
     /// Codec for the records: none, gzip, snappy, lz4 or zstd.
     #[arg(long, default_value = "none")]
     compression: Compression,
+    /// Require idempotent writes (a retry is never stored twice). They are
+    /// on by default with --acks all; this refuses other acks.
+    #[arg(long)]
+    idempotent: bool,
 }
 
 #[derive(Default)]
@@ -47,12 +51,14 @@ pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::
         "1" => Acks::Leader,
         _ => Acks::All,
     };
-    let producer = Producer::builder(bootstrap)
+    let mut producer = Producer::builder(bootstrap)
         .client_id("logctl")
         .acks(acks)
-        .compression(args.compression)
-        .build()
-        .await?;
+        .compression(args.compression);
+    if args.idempotent {
+        producer = producer.idempotence(true);
+    }
+    let producer = producer.build().await?;
     // Refuse an unknown topic before reading any input.
     producer.partitions_for(&args.topic).await?;
     let started = Instant::now();

@@ -134,6 +134,30 @@ fn every_logctl_verb_in_table_and_json() {
         &lines,
     );
     assert!(out.starts_with("produced 300 records"), "{out}");
+
+    // producer list: the produce above was idempotent (acks=all); each
+    // partition remembers its producer and the last sequence it wrote.
+    let out = logctl.ok(&["producer", "list", "events", "--format", "json"]);
+    let producers = json(&out);
+    let producers = producers.as_array().expect("a list");
+    assert!(!producers.is_empty(), "{out}");
+    let records: i64 = producers
+        .iter()
+        .map(|producer| producer["last_sequence"].as_i64().unwrap() + 1)
+        .sum();
+    assert_eq!(records, 300, "sequences count every record: {out}");
+    assert!(
+        producers
+            .iter()
+            .all(|producer| producer["producer_id"] == producers[0]["producer_id"]),
+        "one producer: {out}"
+    );
+    let out = logctl.ok(&["producer", "list", "events"]);
+    assert!(out.starts_with("PARTITION"), "{out}");
+    let (_, error) = logctl.fails(&["producer", "list", "nowhere"]);
+    assert!(error.contains("nowhere"), "{error}");
+    let (_, error) = logctl.fails(&["produce", "events", "--acks", "1", "--idempotent"]);
+    assert!(error.contains("idempotence needs acks=all"), "{error}");
     let out = logctl.ok_with_input(
         &[
             "produce", "audit", "-p", "0", "--acks", "1", "--format", "json",

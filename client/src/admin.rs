@@ -80,6 +80,19 @@ pub struct ConfigEntry {
     pub read_only: bool,
 }
 
+/// An idempotent producer as a partition's leader knows it
+/// (DescribeProducers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerDescription {
+    pub partition: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i32,
+    /// The sequence number of its last record in the partition.
+    pub last_sequence: i32,
+    /// The newest timestamp of its last batch.
+    pub last_timestamp_ms: i64,
+}
+
 /// A broker as DescribeCluster reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterBroker {
@@ -595,6 +608,63 @@ impl Admin {
             .first()
             .ok_or_else(|| connection.missing("DeleteGroups"))?;
         check(|| format!("delete group {group}"), result.error_code, None)
+    }
+
+    /// The idempotent producers each partition of `topic` knows, asked of
+    /// each partition's leader, by partition and producer id.
+    pub async fn describe_producers(&self, topic: &str) -> Result<Vec<ProducerDescription>> {
+        use kafka_protocol::messages::describe_producers_request::TopicRequest;
+        use kafka_protocol::messages::DescribeProducersRequest;
+        let info = self.cluster.refresh(&[topic]).await?.remove(0)?;
+        let mut by_leader: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+        for partition in &info.partitions {
+            let leader = partition.leader.ok_or_else(|| {
+                Error::broker(
+                    format!("describe producers of {topic}-{}", partition.partition),
+                    ResponseError::LeaderNotAvailable.code(),
+                    None,
+                )
+            })?;
+            by_leader
+                .entry(leader)
+                .or_default()
+                .push(partition.partition);
+        }
+        let mut producers = Vec::new();
+        for (leader, partitions) in by_leader {
+            let connection = self.cluster.connection(leader).await?;
+            let request =
+                DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_indexes(partitions)]);
+            let response = self
+                .cluster
+                .timed("DescribeProducers", connection.send(&request))
+                .await?;
+            for partition in response.topics.iter().flat_map(|topic| &topic.partitions) {
+                check(
+                    || {
+                        format!(
+                            "describe producers of {topic}-{}",
+                            partition.partition_index
+                        )
+                    },
+                    partition.error_code,
+                    partition.error_message.as_ref(),
+                )?;
+                producers.extend(partition.active_producers.iter().map(|producer| {
+                    ProducerDescription {
+                        partition: partition.partition_index,
+                        producer_id: producer.producer_id.0,
+                        producer_epoch: producer.producer_epoch,
+                        last_sequence: producer.last_sequence,
+                        last_timestamp_ms: producer.last_timestamp,
+                    }
+                }));
+            }
+        }
+        producers.sort_by_key(|producer| (producer.partition, producer.producer_id));
+        Ok(producers)
     }
 
     pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {

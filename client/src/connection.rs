@@ -49,6 +49,8 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 3, 4),
     (ApiKey::DescribeGroups, 3, 5),
     (ApiKey::DeleteGroups, 1, 2),
+    (ApiKey::InitProducerId, 2, 4),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 type Pending = HashMap<i32, oneshot::Sender<Result<Bytes>>>;
@@ -316,6 +318,8 @@ pub(crate) fn api_name(api: ApiKey) -> &'static str {
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::DescribeCluster => "DescribeCluster",
         ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::DescribeProducers => "DescribeProducers",
         _ => "an API",
     }
 }

@@ -13,9 +13,19 @@
 //!
 //! Ordering: batches of one partition are sent in order over one connection
 //! and the broker appends a connection's requests in the order it received
-//! them. A retried batch goes back to the front of its queue, but batches
-//! already in flight behind it may land first: without idempotence (not yet
-//! built) a retry can reorder or duplicate, as in Kafka.
+//! them. A retried batch goes back into its queue in the order it was
+//! closed, and its partition sends nothing else until its backoff is over.
+//!
+//! Idempotence (on by default with acks=all, as in Kafka's clients since
+//! 3.0): the producer takes a producer id (InitProducerId) when it is built,
+//! and each batch gets the partition's next sequence number when it closes.
+//! The broker answers a retry of a batch it already wrote with the original
+//! offsets and writes nothing, so retries neither duplicate nor reorder. A
+//! batch refused as out of order while an earlier batch of its partition is
+//! being retried is retried behind it. A batch that fails for good leaves a
+//! gap in its partition's sequence: the producer then waits until nothing is
+//! in flight, takes a new producer id and numbers every waiting batch again
+//! from 0 (what Kafka's clients do by bumping the epoch).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -28,16 +38,27 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use strata_protocol::batch::Compression;
+use kafka_protocol::messages::{
+    InitProducerIdRequest, ProduceRequest, ProduceResponse, ProducerId,
+};
+use strata_protocol::batch::{restamp_producer, Compression};
 use strata_protocol::record::{BatchBuilder, Header, Record};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::cluster::{topic_name, ClientConfig, Cluster, TopicInfo};
 use crate::connection::Sent;
-use crate::error::{Error, Result};
+use crate::error::{check, Error, Result};
 use crate::partitioner::partition_for_key;
+
+/// Requests in flight per broker an idempotent producer may have: the
+/// broker remembers each producer's last five batches per partition, so a
+/// retry is always among them.
+const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
+
+/// Batches of one partition that may be sent past the oldest one whose
+/// outcome is not known (the broker's duplicate window).
+const SEND_WINDOW_BATCHES: u64 = 5;
 
 /// When a produce request is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +108,11 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// A batch not acknowledged this long after it closed fails.
     pub delivery_timeout: Duration,
+    /// Idempotent writes (see the module docs). `None`: on when the other
+    /// settings allow it (acks=all, at most 5 requests in flight, retries),
+    /// as Kafka's clients decide; `Some(true)` with settings that do not
+    /// allow it is a configuration error.
+    pub idempotence: Option<bool>,
 }
 
 impl ProducerConfig {
@@ -103,7 +129,18 @@ impl ProducerConfig {
             retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
+            idempotence: None,
         }
+    }
+
+    /// Whether this producer writes idempotently.
+    pub fn idempotent(&self) -> bool {
+        self.idempotence
+            .unwrap_or_else(|| self.allows_idempotence())
+    }
+
+    fn allows_idempotence(&self) -> bool {
+        self.acks == Acks::All && self.in_flight_max <= IDEMPOTENT_IN_FLIGHT_MAX && self.retries > 0
     }
 
     fn validate(&self) -> Result<()> {
@@ -116,6 +153,9 @@ impl ProducerConfig {
         }
         if self.in_flight_max == 0 {
             return bad("in_flight_max must be at least 1");
+        }
+        if self.idempotence == Some(true) && !self.allows_idempotence() {
+            return bad("idempotence needs acks=all, retries and at most 5 requests in flight");
         }
         Ok(())
     }
@@ -189,6 +229,12 @@ impl ProducerBuilder {
     }
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.config.client.request_timeout = timeout;
+        self
+    }
+    /// Turns idempotent writes on or off (by default on where the other
+    /// settings allow them).
+    pub fn idempotence(mut self, idempotence: bool) -> Self {
+        self.config.idempotence = Some(idempotence);
         self
     }
 
@@ -357,6 +403,12 @@ struct ClosedBatch {
     closed_at: Instant,
     attempts: u32,
     not_before: Instant,
+    /// Its place among its partition's batches, in the order they closed.
+    order: u64,
+    record_count: i32,
+    /// The producer generation its sequence number belongs to, if
+    /// idempotent.
+    generation: Option<u64>,
 }
 
 impl Drop for ClosedBatch {
@@ -370,29 +422,149 @@ struct OpenBatch {
     ack: Arc<BatchAck>,
     budget: OwnedSemaphorePermit,
     opened_at: Instant,
-}
-
-impl OpenBatch {
-    fn close(self, topic: &Arc<str>, partition: i32, now: Instant) -> ClosedBatch {
-        ClosedBatch {
-            topic: Arc::clone(topic),
-            partition,
-            bytes: Bytes::from(self.builder.build()),
-            ack: self.ack,
-            _budget: self.budget,
-            closed_at: now,
-            attempts: 0,
-            not_before: now,
-        }
-    }
+    /// Its place among its partition's batches (they close in the order
+    /// they open).
+    order: u64,
 }
 
 #[derive(Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
+    /// Closed batches waiting to be sent, in the order they closed.
     ready: VecDeque<ClosedBatch>,
-    /// Batches whose outcome is not known yet, oldest first (pruned lazily).
-    unacked: VecDeque<Arc<BatchAck>>,
+    /// Batches whose outcome is not known yet with their order, oldest
+    /// first (pruned lazily).
+    unacked: VecDeque<(u64, Arc<BatchAck>)>,
+    /// Batches opened so far.
+    opened_count: u64,
+    /// As an idempotent producer: the sequence the next batch starts at,
+    /// in producer generation `generation`.
+    next_sequence: i32,
+    generation: u64,
+}
+
+impl PartitionQueue {
+    /// Closes the open batch, if any, numbering it as `identity` says, and
+    /// queues it behind the others.
+    fn close_open(
+        &mut self,
+        topic: &Arc<str>,
+        partition: i32,
+        now: Instant,
+        identity: Option<ProducerIdentity>,
+    ) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let record_count = open.builder.record_count() as i32;
+        let mut builder = open.builder;
+        if let Some(identity) = identity {
+            let base_sequence = self.take_sequences(identity.generation, record_count);
+            builder =
+                builder.producer(identity.producer_id, identity.producer_epoch, base_sequence);
+        }
+        self.ready.push_back(ClosedBatch {
+            topic: Arc::clone(topic),
+            partition,
+            bytes: Bytes::from(builder.build()),
+            ack: open.ack,
+            _budget: open.budget,
+            closed_at: now,
+            attempts: 0,
+            not_before: now,
+            order: open.order,
+            record_count,
+            generation: identity.map(|identity| identity.generation),
+        });
+    }
+
+    /// The base sequence of the next `record_count` records in producer
+    /// generation `generation` (a new generation starts at 0).
+    fn take_sequences(&mut self, generation: u64, record_count: i32) -> i32 {
+        if self.generation != generation {
+            self.generation = generation;
+            self.next_sequence = 0;
+        }
+        let base_sequence = self.next_sequence;
+        // Sequences wrap at i32::MAX, as the broker expects.
+        self.next_sequence =
+            ((base_sequence as i64 + record_count as i64) % (i32::MAX as i64 + 1)) as i32;
+        base_sequence
+    }
+
+    /// Puts a batch to retry back in the order it closed.
+    fn requeue(&mut self, batch: ClosedBatch) {
+        let position = self
+            .ready
+            .iter()
+            .position(|queued| queued.order > batch.order)
+            .unwrap_or(self.ready.len());
+        self.ready.insert(position, batch);
+    }
+
+    /// The outcome of a new batch and its order.
+    fn open_ack(&mut self) -> (Arc<BatchAck>, u64) {
+        self.prune_unacked();
+        self.opened_count += 1;
+        let ack = Arc::new(BatchAck::default());
+        self.unacked
+            .push_back((self.opened_count, Arc::clone(&ack)));
+        (ack, self.opened_count)
+    }
+
+    fn prune_unacked(&mut self) {
+        while self
+            .unacked
+            .front()
+            .is_some_and(|(_, ack)| ack.is_complete())
+        {
+            self.unacked.pop_front();
+        }
+    }
+
+    /// Whether a batch closed before `ack`'s is still waiting for its
+    /// outcome.
+    fn has_unacked_before(&mut self, ack: &Arc<BatchAck>) -> bool {
+        self.prune_unacked();
+        self.unacked
+            .iter()
+            .take_while(|(_, earlier)| !Arc::ptr_eq(earlier, ack))
+            .any(|(_, earlier)| !earlier.is_complete())
+    }
+
+    /// Whether the batch of `order` may be sent: it is fewer than
+    /// `SEND_WINDOW_BATCHES` behind the oldest batch without an outcome. A
+    /// batch whose answer was lost is then retried before more than four
+    /// later ones were written, so the broker still remembers it.
+    fn may_send(&mut self, order: u64) -> bool {
+        self.prune_unacked();
+        self.unacked
+            .front()
+            .is_none_or(|(oldest, _)| order < oldest + SEND_WINDOW_BATCHES)
+    }
+}
+
+/// The producer id and epoch an idempotent producer writes under, and its
+/// generation: how many times it had to take a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProducerIdentity {
+    producer_id: i64,
+    producer_epoch: i16,
+    generation: u64,
+}
+
+/// An idempotent producer's identity and whether it must start over.
+struct Idempotence {
+    identity: Mutex<ProducerIdentity>,
+    /// A batch failed for good, leaving a gap in its partition's sequence:
+    /// the sender takes a new producer id once nothing is in flight.
+    reset_wanted: AtomicBool,
+}
+
+impl Idempotence {
+    fn identity(&self) -> ProducerIdentity {
+        *self.identity.lock().expect("producer identity")
+    }
 }
 
 struct TopicQueue {
@@ -413,6 +585,8 @@ struct Inner {
     wake: Notify,
     in_flight: Mutex<HashMap<i32, usize>>,
     closed: AtomicBool,
+    /// Set when the producer writes idempotently.
+    idempotence: Option<Idempotence>,
 }
 
 /// An asynchronous, batching producer. Cheap to clone; clones share batches
@@ -441,6 +615,20 @@ impl Producer {
     pub async fn with_config(config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         let cluster = Cluster::connect(config.client.clone()).await?;
+        let idempotence = if config.idempotent() {
+            let (producer_id, producer_epoch) =
+                init_producer_id(&cluster, config.retry_backoff).await?;
+            Some(Idempotence {
+                identity: Mutex::new(ProducerIdentity {
+                    producer_id,
+                    producer_epoch,
+                    generation: 0,
+                }),
+                reset_wanted: AtomicBool::new(false),
+            })
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             cluster,
             budget: Arc::new(Semaphore::new(config.buffer_bytes)),
@@ -449,6 +637,7 @@ impl Producer {
             wake: Notify::new(),
             in_flight: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            idempotence,
         });
         let sender = tokio::spawn(run_sender(Arc::clone(&inner)));
         Ok(Producer {
@@ -516,9 +705,7 @@ impl Producer {
         let mut closed = false;
         if let Some(open) = &queue.open {
             if open.builder.size_bytes() + size_bytes > inner.config.batch_bytes {
-                let full = queue.open.take().expect("checked");
-                let batch = full.close(&topic.name, partition, Instant::now());
-                queue.ready.push_back(batch);
+                queue.close_open(&topic.name, partition, Instant::now(), inner.identity());
                 closed = true;
             }
         }
@@ -529,11 +716,7 @@ impl Producer {
             }
             None => {
                 opened = true;
-                while queue.unacked.front().is_some_and(|ack| ack.is_complete()) {
-                    queue.unacked.pop_front();
-                }
-                let ack = Arc::new(BatchAck::default());
-                queue.unacked.push_back(Arc::clone(&ack));
+                let (ack, order) = queue.open_ack();
                 queue.open.insert(OpenBatch {
                     builder: BatchBuilder::with_capacity(
                         timestamp_ms,
@@ -543,6 +726,7 @@ impl Producer {
                     ack,
                     budget,
                     opened_at: Instant::now(),
+                    order,
                 })
             }
         };
@@ -579,14 +763,12 @@ impl Producer {
         for topic in topics {
             for (partition, queue) in topic.partitions.iter().enumerate() {
                 let mut queue = queue.lock().expect("partition queue");
-                if let Some(open) = queue.open.take() {
-                    let batch = open.close(&topic.name, partition as i32, now);
-                    queue.ready.push_back(batch);
-                }
+                queue.close_open(&topic.name, partition as i32, now, self.inner.identity());
                 waiting.extend(
                     queue
                         .unacked
                         .iter()
+                        .map(|(_, ack)| ack)
                         .filter(|ack| !ack.is_complete())
                         .cloned(),
                 );
@@ -611,8 +793,19 @@ impl Producer {
         if let Some(queue) = self.inner.topics.read().expect("topics").get(topic) {
             return Ok(Arc::clone(queue));
         }
-        let info = self.inner.cluster.topic(topic).await?;
-        Ok(self.inner.topic_queue_for(&info))
+        // A lost metadata answer is asked again, for as long as `send` may
+        // wait; an unknown topic is an answer.
+        let deadline = Instant::now() + self.inner.config.send_wait_max;
+        loop {
+            match self.inner.cluster.topic(topic).await {
+                Ok(info) => return Ok(self.inner.topic_queue_for(&info)),
+                Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                    debug!(topic, %error, "asking for the topic's metadata again");
+                    tokio::time::sleep(self.inner.config.retry_backoff).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 
@@ -652,31 +845,147 @@ impl Inner {
         queue
     }
 
+    /// The producer identity a closing batch is numbered under, if
+    /// idempotent.
+    fn identity(&self) -> Option<ProducerIdentity> {
+        self.idempotence.as_ref().map(Idempotence::identity)
+    }
+
+    fn partition_queue(&self, topic: &str, partition: i32) -> Option<Arc<Mutex<PartitionQueue>>> {
+        self.topics
+            .read()
+            .expect("topics")
+            .get(topic)
+            .map(|topic| Arc::clone(&topic.partitions[partition as usize]))
+    }
+
+    /// Retries `batch` after a backoff if `error` allows it and its time is
+    /// not up; fails it otherwise. An idempotent producer also retries a
+    /// batch refused as out of order behind an earlier one still being
+    /// retried, and one whose producer the broker no longer knows (after
+    /// taking a new producer id).
     fn fail_or_retry(self: &Arc<Self>, mut batch: ClosedBatch, error: Error) {
         let now = Instant::now();
         let expired = now.duration_since(batch.closed_at) >= self.config.delivery_timeout;
-        if error.is_retriable() && batch.attempts < self.config.retries && !expired {
+        let Some(queue) = self.partition_queue(&batch.topic, batch.partition) else {
+            batch.ack.complete(Err(error));
+            return;
+        };
+        let mut queue = queue.lock().expect("partition queue");
+        let retriable = error.is_retriable()
+            || match (&self.idempotence, &error) {
+                (Some(idempotence), Error::Broker { error, .. }) => match error {
+                    ResponseError::OutOfOrderSequenceNumber => {
+                        queue.has_unacked_before(&batch.ack)
+                            || idempotence.reset_wanted.load(Ordering::Acquire)
+                            || batch.generation != Some(idempotence.identity().generation)
+                    }
+                    ResponseError::UnknownProducerId => {
+                        idempotence.reset_wanted.store(true, Ordering::Release);
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            };
+        if retriable && batch.attempts < self.config.retries && !expired {
             batch.attempts += 1;
             batch.not_before = now + self.config.retry_backoff;
             debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
-            let queue = self
-                .topics
-                .read()
-                .expect("topics")
-                .get(&batch.topic)
-                .map(|topic| Arc::clone(&topic.partitions[batch.partition as usize]));
-            if let Some(queue) = queue {
-                queue
-                    .lock()
-                    .expect("partition queue")
-                    .ready
-                    .push_front(batch);
-                self.wake.notify_one();
-                return;
+            queue.requeue(batch);
+            drop(queue);
+            self.wake.notify_one();
+            return;
+        }
+        drop(queue);
+        warn!(topic = %batch.topic, partition = batch.partition, %error, "batch failed");
+        self.failed_for_good();
+        batch.ack.complete(Err(error));
+    }
+
+    /// A batch failed for good: as an idempotent producer, its partition's
+    /// sequence now has a gap, so the producer starts over.
+    fn failed_for_good(&self) {
+        if let Some(idempotence) = &self.idempotence {
+            idempotence.reset_wanted.store(true, Ordering::Release);
+        }
+    }
+
+    /// Whether sending waits for the producer to start over.
+    fn resetting(&self) -> bool {
+        self.idempotence
+            .as_ref()
+            .is_some_and(|idempotence| idempotence.reset_wanted.load(Ordering::Acquire))
+    }
+
+    /// As an idempotent producer whose sequence has a gap, with nothing in
+    /// flight: takes a new producer id and numbers every waiting batch again
+    /// from sequence 0, in the order they closed.
+    async fn start_over(&self) -> Result<()> {
+        let idempotence = self.idempotence.as_ref().expect("idempotent");
+        let (producer_id, producer_epoch) =
+            init_producer_id(&self.cluster, self.config.retry_backoff).await?;
+        let identity = {
+            let mut identity = idempotence.identity.lock().expect("producer identity");
+            *identity = ProducerIdentity {
+                producer_id,
+                producer_epoch,
+                generation: identity.generation + 1,
+            };
+            *identity
+        };
+        let mut renumbered = 0;
+        for topic in self.topic_queues() {
+            for queue in &topic.partitions {
+                let mut queue = queue.lock().expect("partition queue");
+                // Batches that closed since the new identity was taken are
+                // numbered again too, behind the older ones.
+                queue.generation = identity.generation;
+                queue.next_sequence = 0;
+                for index in 0..queue.ready.len() {
+                    let record_count = queue.ready[index].record_count;
+                    let base_sequence = queue.take_sequences(identity.generation, record_count);
+                    let batch = &mut queue.ready[index];
+                    let mut bytes = batch.bytes.to_vec();
+                    restamp_producer(&mut bytes, producer_id, producer_epoch, base_sequence);
+                    batch.bytes = Bytes::from(bytes);
+                    batch.generation = Some(identity.generation);
+                    renumbered += 1;
+                }
             }
         }
-        warn!(topic = %batch.topic, partition = batch.partition, %error, "batch failed");
-        batch.ack.complete(Err(error));
+        idempotence.reset_wanted.store(false, Ordering::Release);
+        info!(producer_id, producer_epoch, renumbered, "idempotent producer started over under a new producer id after a batch failed for good");
+        Ok(())
+    }
+}
+
+/// A producer id for a new idempotent producer (InitProducerId), asked of
+/// any broker; retriable refusals are asked again until the request
+/// timeout.
+async fn init_producer_id(cluster: &Cluster, retry_backoff: Duration) -> Result<(i64, i16)> {
+    let request = InitProducerIdRequest::default()
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
+    let deadline = Instant::now() + cluster.config().request_timeout;
+    loop {
+        let answer: Result<(i64, i16)> = async {
+            let connection = cluster.any_connection().await?;
+            let response = cluster
+                .timed("InitProducerId", connection.send(&request))
+                .await?;
+            check(|| "InitProducerId".to_string(), response.error_code, None)?;
+            Ok((response.producer_id.0, response.producer_epoch))
+        }
+        .await;
+        match answer {
+            Err(error) if error.is_retriable() && Instant::now() < deadline => {
+                debug!(%error, "asking for a producer id again");
+                tokio::time::sleep(retry_backoff).await;
+            }
+            answer => return answer,
+        }
     }
 }
 
@@ -684,6 +993,20 @@ impl Inner {
 async fn run_sender(inner: Arc<Inner>) {
     let mut refresh_at: Option<Instant> = None;
     loop {
+        if inner.resetting()
+            && inner
+                .in_flight
+                .lock()
+                .expect("in flight")
+                .values()
+                .all(|&count| count == 0)
+        {
+            if let Err(error) = inner.start_over().await {
+                warn!(%error, "cannot take a new producer id; trying again");
+                tokio::time::sleep(inner.config.retry_backoff).await;
+                continue;
+            }
+        }
         let now = Instant::now();
         let (requests, next_deadline, missing_leader) = collect(&inner, now);
         let sent = !requests.is_empty();
@@ -745,6 +1068,8 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
     let mut missing_leader = Vec::new();
     let mut due = |at: Instant| next_deadline = Some(next_deadline.map_or(at, |d| d.min(at)));
     let in_flight = inner.in_flight.lock().expect("in flight").clone();
+    // An idempotent producer starting over sends nothing until it has.
+    let resetting = inner.resetting();
     let topics = inner.topic_queues();
     for topic in topics {
         let info = inner.cluster.cached_topic(&topic.name);
@@ -753,12 +1078,7 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
             if let Some(open) = &queue.open {
                 let close_at = open.opened_at + inner.config.linger;
                 if close_at <= now {
-                    let batch = queue.open.take().expect("checked").close(
-                        &topic.name,
-                        partition as i32,
-                        now,
-                    );
-                    queue.ready.push_back(batch);
+                    queue.close_open(&topic.name, partition as i32, now, inner.identity());
                 } else {
                     due(close_at);
                 }
@@ -768,14 +1088,24 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
             };
             if now.duration_since(front.closed_at) >= inner.config.delivery_timeout {
                 let batch = queue.ready.pop_front().expect("checked");
+                inner.failed_for_good();
                 batch.ack.complete(Err(Error::Timeout {
                     operation: "delivering a batch",
                     after: inner.config.delivery_timeout,
                 }));
                 continue;
             }
+            if resetting {
+                continue;
+            }
             if front.not_before > now {
                 due(front.not_before);
+                continue;
+            }
+            let order = front.order;
+            if !queue.may_send(order) {
+                // Sent when an earlier batch's outcome is known (settle
+                // wakes the sender).
                 continue;
             }
             let leader = info
@@ -818,11 +1148,11 @@ async fn settle(
     };
     match outcome {
         Err(error) => {
-            if matches!(error, Error::Io { .. }) {
-                let _ = inner.cluster.refresh(&[]).await;
-            }
             for batch in batches {
                 inner.fail_or_retry(batch, error.clone());
+            }
+            if matches!(error, Error::Io { .. }) {
+                let _ = inner.cluster.refresh(&[]).await;
             }
         }
         Ok(None) => {

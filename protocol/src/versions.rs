@@ -52,6 +52,7 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::DescribeProducers, 0, 0),
     // v2 adds the voters' listeners, which the controller does not track yet.
     api(ApiKey::DescribeQuorum, 0, 1),
 ];

@@ -306,6 +306,24 @@ pub fn stamp(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
         .copy_from_slice(&partition_leader_epoch.to_be_bytes());
 }
 
+/// Rewrites an idempotent producer's fields of a built batch (a producer
+/// that had to start its sequences over under a new producer id) and the
+/// CRC, which covers them.
+pub fn restamp_producer(
+    batch: &mut [u8],
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+) {
+    batch[PRODUCER_ID_POSITION..PRODUCER_ID_POSITION + 8]
+        .copy_from_slice(&producer_id.to_be_bytes());
+    batch[PRODUCER_EPOCH_POSITION..PRODUCER_EPOCH_POSITION + 2]
+        .copy_from_slice(&producer_epoch.to_be_bytes());
+    batch[BASE_SEQUENCE_POSITION..BASE_SEQUENCE_POSITION + 4]
+        .copy_from_slice(&base_sequence.to_be_bytes());
+    seal_crc(batch);
+}
+
 /// Computes and writes the CRC of a batch whose other fields are final.
 pub(crate) fn seal_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
@@ -566,6 +584,21 @@ mod tests {
         let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
         assert_eq!(header.base_offset, 42);
         assert_eq!(header.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn restamping_the_producer_fields_seals_a_new_crc() {
+        let mut bytes = batch(&[b"x", b"y"]);
+        restamp_producer(&mut bytes, 9, 3, 40);
+        let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (9, 3, 40)
+        );
     }
 
     #[test]

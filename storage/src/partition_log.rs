@@ -1102,10 +1102,11 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Flushes and records the recovery point, so the next open scans
-    /// nothing (a clean shutdown).
+    /// Flushes and records the recovery point and the producers' state, so
+    /// the next open scans and replays nothing (a clean shutdown).
     pub fn checkpoint(&mut self) -> Result<()> {
         self.flush()?;
+        producer_state::write_snapshot(&self.dir, self.log_end_offset, &self.producers)?;
         self.write_checkpoint()
     }
 

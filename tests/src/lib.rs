@@ -3,6 +3,8 @@
 //! kill -9, pause and restart, alone or as a cluster; and a minimal blocking
 //! Kafka connection to drive them and read each broker's view.
 
+pub mod proxy;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
+use strata_tests::proxy::FaultProxy;
 use strata_tests::{
     create_configured_topic, create_topic, fetch_all, init_producer_id, one_cluster_at_a_time,
     produce_outcome, produce_request, python, wait_for, Cluster, Connection, Logd, ProducerFields,
@@ -20,6 +21,8 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const RECORDS_PER_BATCH: i32 = 5;
+/// The fault proxy drops one response in this many.
+const DROP_ONE_IN: u64 = 10;
 
 /// Every value of `topic` as kcat reads it, one line each.
 fn kcat_values(bootstrap: &str, topic: &str) -> Vec<String> {
@@ -202,5 +205,177 @@ fn a_retried_batch_is_written_once_across_leader_kills_and_restarts() {
     assert!(
         stored == expected,
         "each batch once, in order, at its offsets"
+    );
+}
+
+/// Sends `count` records `{prefix}-{i}` keyed over `KEYS` keys with Strata's
+/// producer through `proxy`, which drops one response in `DROP_ONE_IN` once
+/// the producer is built; returns each acknowledged value with its
+/// partition and offset.
+async fn send_with_strata(
+    proxy: &FaultProxy,
+    topic: &str,
+    prefix: &str,
+    count: usize,
+    idempotence: bool,
+) -> Vec<(String, i32, i64)> {
+    use strata_client::{Producer, ProducerRecord};
+    const KEYS: usize = 30;
+    proxy.drop_one_response_in(0);
+    let producer = Producer::builder(&proxy.address.to_string())
+        .linger(Duration::from_millis(1))
+        .batch_bytes(4 << 10)
+        .retries(u32::MAX, Duration::from_millis(20))
+        .idempotence(idempotence)
+        .build()
+        .await
+        .expect("producer");
+    proxy.drop_one_response_in(DROP_ONE_IN);
+    let mut deliveries = Vec::with_capacity(count);
+    for index in 0..count {
+        let value = format!("{prefix}-{index}");
+        let key = format!("key-{}", index % KEYS);
+        let record = ProducerRecord::new(topic)
+            .key(key.as_bytes())
+            .value(value.as_bytes());
+        let delivery = producer.send(record).await.expect("buffered");
+        deliveries.push((value, delivery));
+    }
+    let mut acknowledged = Vec::with_capacity(count);
+    for (value, delivery) in deliveries {
+        let metadata = delivery.await.expect("every record is delivered");
+        acknowledged.push((
+            value,
+            metadata.partition,
+            metadata.offset.expect("acks=all"),
+        ));
+    }
+    acknowledged
+}
+
+/// What one producer's records look like in the log, beyond "every
+/// acknowledged record is at its offset" (asserted here).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Anomalies {
+    /// Values stored more than once.
+    duplicates: usize,
+    /// Values stored after a value sent later to the same partition.
+    out_of_order: usize,
+}
+
+/// Checks what the partitions of `topic` hold against what one producer
+/// sent: the values of `prefix` (`{prefix}-{i}`, `i` rising in send order)
+/// should each be stored once, in send order, every acknowledged one at its
+/// offset.
+fn anomalies(
+    logd: &Logd,
+    topic: &str,
+    prefix: &str,
+    acknowledged: &[(String, i32, i64)],
+) -> Anomalies {
+    let mut anomalies = Anomalies::default();
+    for partition in 0..3 {
+        let stored = fetch_all(&mut logd.connect(), topic, partition);
+        let mut seen = BTreeSet::new();
+        let mut last_index = None;
+        for (_, value) in &stored {
+            let value = String::from_utf8_lossy(value).into_owned();
+            let Some(index) = value.strip_prefix(&format!("{prefix}-")) else {
+                continue;
+            };
+            let index: u64 = index.parse().expect("a sequence number");
+            if !seen.insert(index) {
+                anomalies.duplicates += 1;
+            } else if last_index.is_some_and(|last| last > index) {
+                anomalies.out_of_order += 1;
+            }
+            last_index = last_index.max(Some(index));
+        }
+        for (value, acknowledged_partition, offset) in acknowledged {
+            if *acknowledged_partition != partition {
+                continue;
+            }
+            let at = stored
+                .iter()
+                .find(|(stored_offset, _)| stored_offset == offset);
+            assert_eq!(
+                at.map(|(_, value)| String::from_utf8_lossy(value).into_owned()),
+                Some(value.clone()),
+                "acknowledged {value} is at offset {offset} of partition {partition}"
+            );
+        }
+    }
+    anomalies
+}
+
+/// A proxy between the clients and the broker drops one response in ten
+/// after the broker handled the request, so producers retry batches that
+/// were written: with idempotence each is stored once and in order; without
+/// it the same run stores duplicates (and reorders), which shows the check
+/// can fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_responses_make_retries_that_store_nothing_twice() {
+    let proxy = FaultProxy::bind();
+    let advertised = proxy.address.to_string();
+    let logd = Logd::start_with(&["--advertise", &advertised]);
+    proxy.forward_to(logd.address);
+    create_topic(&logd, "retried", 3);
+
+    let acknowledged = send_with_strata(&proxy, "retried", "strata", 20_000, true).await;
+    assert_eq!(acknowledged.len(), 20_000);
+    let dropped_strata = proxy.dropped();
+    assert!(dropped_strata > 0, "the proxy dropped responses");
+    assert_eq!(
+        anomalies(&logd, "retried", "strata", &acknowledged),
+        Anomalies::default()
+    );
+
+    // kafka-python's default producer is idempotent too.
+    let script = r#"
+import sys
+from kafka import KafkaProducer
+producer = KafkaProducer(bootstrap_servers=sys.argv[1], linger_ms=1, batch_size=4096,
+                         retry_backoff_ms=20, request_timeout_ms=5000)
+futures = [producer.send("retried", key=b"key-%d" % (index % 30), value=b"python-%d" % index)
+           for index in range(5000)]
+producer.flush()
+for future in futures:
+    metadata = future.get()
+    print(metadata.partition, metadata.offset)
+"#;
+    let output = tokio::task::spawn_blocking(move || python(script, &[&advertised]))
+        .await
+        .unwrap();
+    let python_acknowledged: Vec<(String, i32, i64)> = output
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let (partition, offset) = line.split_once(' ').expect("partition offset");
+            (
+                format!("python-{index}"),
+                partition.parse().unwrap(),
+                offset.parse().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(python_acknowledged.len(), 5000);
+    assert!(
+        proxy.dropped() > dropped_strata,
+        "kafka-python's responses were dropped too"
+    );
+    assert_eq!(
+        anomalies(&logd, "retried", "python", &python_acknowledged),
+        Anomalies::default()
+    );
+
+    let plain = send_with_strata(&proxy, "retried", "plain", 20_000, false).await;
+    let plain = anomalies(&logd, "retried", "plain", &plain);
+    println!(
+        "{} responses dropped; idempotent: none stored twice or out of order; not idempotent: {plain:?}",
+        proxy.dropped()
+    );
+    assert!(
+        plain.duplicates > 0,
+        "without idempotence the retries store duplicates: {plain:?}"
     );
 }

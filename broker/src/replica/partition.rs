@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_storage::batch::{Source, ValidatedBatches};
+use strata_storage::producer_state::ProducerEntry;
 use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -415,6 +416,15 @@ impl Partition {
         }
         self.refresh_high_watermark();
         Ok(())
+    }
+
+    /// The idempotent producers this replica knows, by producer id.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        self.log()
+            .producers()
+            .iter()
+            .map(|(producer_id, entry)| (producer_id, entry.clone()))
+            .collect()
     }
 
     /// The latest leader epoch in this log, if any batch carried one.

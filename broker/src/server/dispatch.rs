@@ -100,6 +100,9 @@ pub async fn dispatch(
             RequestKind::DeleteGroups(body) => {
                 ResponseKind::DeleteGroups(handler::delete_groups::handle(context, body).await)
             }
+            RequestKind::DescribeProducers(body) => {
+                ResponseKind::DescribeProducers(handler::describe_producers::handle(context, body))
+            }
             RequestKind::InitProducerId(body) => {
                 ResponseKind::InitProducerId(handler::init_producer_id::handle(context, body).await)
             }

@@ -1,0 +1,58 @@
+//! `logctl producer list TOPIC`: the idempotent producers each partition's
+//! leader knows.
+
+use serde_json::json;
+use strata_client::Admin;
+
+use crate::output::{print_json, print_table, Format};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProducerCommand {
+    /// Per partition: producer id, epoch, last sequence and last timestamp
+    /// of every idempotent producer its leader remembers.
+    List { topic: String },
+}
+
+pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> anyhow::Result<()> {
+    let ProducerCommand::List { topic } = command;
+    let admin = Admin::connect(bootstrap).await?;
+    let producers = admin.describe_producers(&topic).await?;
+    match format {
+        Format::Json => print_json(&json!(producers
+            .iter()
+            .map(|producer| json!({
+                "topic": topic,
+                "partition": producer.partition,
+                "producer_id": producer.producer_id,
+                "producer_epoch": producer.producer_epoch,
+                "last_sequence": producer.last_sequence,
+                "last_timestamp": producer.last_timestamp_ms,
+            }))
+            .collect::<Vec<_>>())),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = producers
+                .iter()
+                .map(|producer| {
+                    vec![
+                        producer.partition.to_string(),
+                        producer.producer_id.to_string(),
+                        producer.producer_epoch.to_string(),
+                        producer.last_sequence.to_string(),
+                        producer.last_timestamp_ms.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(
+                &[
+                    "PARTITION",
+                    "PRODUCER-ID",
+                    "EPOCH",
+                    "LAST-SEQUENCE",
+                    "LAST-TIMESTAMP",
+                ],
+                &rows,
+            );
+        }
+    }
+    Ok(())
+}
