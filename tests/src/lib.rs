@@ -485,7 +485,28 @@ impl Cluster {
     /// Starts `size` brokers, ids 1..=size, of which the first `voters`
     /// run controller voters, and waits until all answer.
     pub fn start_with_voters(size: i32, voters: i32) -> Cluster {
+        Cluster::start_advertising(size, voters, &[])
+    }
+
+    /// Starts `size` brokers, all voters, each behind a [`FaultProxy`]
+    /// it advertises: clients and followers reach broker `id` through
+    /// `proxies[id - 1]`.
+    pub fn start_behind_proxies(size: i32) -> (Cluster, Vec<proxy::FaultProxy>) {
+        let proxies: Vec<proxy::FaultProxy> =
+            (0..size).map(|_| proxy::FaultProxy::bind()).collect();
+        let cluster = Cluster::start_advertising(size, size, &proxies);
+        (cluster, proxies)
+    }
+
+    /// Starts the brokers, broker `id` advertising `proxies[id - 1]` if
+    /// given.
+    fn start_advertising(size: i32, voters: i32, proxies: &[proxy::FaultProxy]) -> Cluster {
         let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
+        for (node, proxy) in nodes.iter_mut().zip(proxies) {
+            proxy.forward_to(node.address);
+            node.args
+                .extend(["--advertise".to_string(), proxy.address.to_string()]);
+        }
         let voters = nodes
             .iter()
             .filter(|node| node.node_id <= voters)

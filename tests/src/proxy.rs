@@ -1,17 +1,25 @@
 //! A TCP proxy the test controls, between Kafka clients and a broker: it
-//! forwards requests as they are and can drop responses, closing the
-//! connection after the broker has handled the request. A client then sees
-//! a request fail whose effect happened: the retry an idempotent producer
-//! must make safe.
+//! forwards requests as they are and can drop responses to Produce
+//! requests, closing the connection after the broker has handled the
+//! request. A client then sees a write fail whose effect happened: the
+//! retry an idempotent producer must make safe. Other responses (metadata,
+//! followers' fetches) always pass, so replication is not disturbed.
 
+use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// Largest response frame the proxy forwards (a fetch of many partitions).
+/// Largest frame the proxy forwards (a fetch of many partitions).
 const FRAME_BYTES_MAX: usize = 256 << 20;
+/// Kafka's API key of Produce.
+const PRODUCE_API_KEY: i16 = 0;
+
+/// The requests of one connection waiting for their responses: correlation
+/// id and API key, oldest first.
+type Outstanding = Arc<Mutex<VecDeque<(i32, i16)>>>;
 
 pub struct FaultProxy {
     /// Where clients connect (advertise this as the broker's address).
@@ -21,9 +29,9 @@ pub struct FaultProxy {
 
 struct Shared {
     target: Mutex<Option<SocketAddr>>,
-    /// Drop one response in this many (0: none).
+    /// Drop one Produce response in this many (0: none).
     drop_one_in: AtomicU64,
-    responses: AtomicU64,
+    produce_responses: AtomicU64,
     dropped: AtomicU64,
     stopped: AtomicBool,
 }
@@ -37,7 +45,7 @@ impl FaultProxy {
         let shared = Arc::new(Shared {
             target: Mutex::new(None),
             drop_one_in: AtomicU64::new(0),
-            responses: AtomicU64::new(0),
+            produce_responses: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         });
@@ -50,8 +58,8 @@ impl FaultProxy {
         *self.shared.target.lock().unwrap() = Some(target);
     }
 
-    /// Drops one response in `count` from now on (0: none).
-    pub fn drop_one_response_in(&self, count: u64) {
+    /// Drops one Produce response in `count` from now on (0: none).
+    pub fn drop_one_produce_response_in(&self, count: u64) {
         self.shared.drop_one_in.store(count, Ordering::Relaxed);
     }
 
@@ -87,39 +95,76 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
         else {
             continue;
         };
-        std::thread::spawn(move || forward_requests(client_reader, broker_writer));
+        let outstanding: Outstanding = Arc::default();
+        let requests = Arc::clone(&outstanding);
+        std::thread::spawn(move || forward_requests(client_reader, broker_writer, requests));
         let responding = Arc::clone(&shared);
-        std::thread::spawn(move || forward_responses(broker, client, responding));
+        std::thread::spawn(move || forward_responses(broker, client, outstanding, responding));
     }
 }
 
-fn forward_requests(mut client: TcpStream, mut broker: TcpStream) {
-    let _ = std::io::copy(&mut client, &mut broker);
-    let _ = broker.shutdown(Shutdown::Both);
+/// Reads one size-prefixed frame into `frame`; false at the end of the
+/// stream or on a frame too large to forward.
+fn read_frame(stream: &mut TcpStream, size: &mut [u8; 4], frame: &mut Vec<u8>) -> bool {
+    if stream.read_exact(size).is_err() {
+        return false;
+    }
+    let length = i32::from_be_bytes(*size).max(0) as usize;
+    if length > FRAME_BYTES_MAX {
+        return false;
+    }
+    frame.resize(length, 0);
+    stream.read_exact(frame).is_ok()
 }
 
-/// Forwards whole response frames, dropping one in `drop_one_in` by
-/// closing both sides instead.
-fn forward_responses(mut broker: TcpStream, mut client: TcpStream, shared: Arc<Shared>) {
-    let mut frame = Vec::new();
-    loop {
-        let mut size = [0u8; 4];
-        if broker.read_exact(&mut size).is_err() {
+/// Forwards whole request frames, noting each one's correlation id and
+/// API key (request header: api key i16, version i16, correlation id i32).
+fn forward_requests(mut client: TcpStream, mut broker: TcpStream, outstanding: Outstanding) {
+    let (mut size, mut frame) = ([0u8; 4], Vec::new());
+    while read_frame(&mut client, &mut size, &mut frame) && frame.len() >= 8 {
+        let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        outstanding
+            .lock()
+            .unwrap()
+            .push_back((correlation_id, api_key));
+        if broker.write_all(&size).is_err() || broker.write_all(&frame).is_err() {
             break;
         }
-        let length = i32::from_be_bytes(size).max(0) as usize;
-        if length > FRAME_BYTES_MAX {
-            break;
-        }
-        frame.resize(length, 0);
-        if broker.read_exact(&mut frame).is_err() {
-            break;
-        }
-        let count = shared.responses.fetch_add(1, Ordering::Relaxed) + 1;
-        let drop_one_in = shared.drop_one_in.load(Ordering::Relaxed);
-        if drop_one_in > 0 && count % drop_one_in == 0 {
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            break;
+    }
+    let _ = broker.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Forwards whole response frames, dropping one Produce response in
+/// `drop_one_in` by closing both sides instead.
+fn forward_responses(
+    mut broker: TcpStream,
+    mut client: TcpStream,
+    outstanding: Outstanding,
+    shared: Arc<Shared>,
+) {
+    let (mut size, mut frame) = ([0u8; 4], Vec::new());
+    while read_frame(&mut broker, &mut size, &mut frame) && frame.len() >= 4 {
+        let correlation_id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
+        let api_key = {
+            let mut outstanding = outstanding.lock().unwrap();
+            // Responses come in request order; acks=0 produces get none.
+            loop {
+                match outstanding.pop_front() {
+                    Some((id, api_key)) if id == correlation_id => break Some(api_key),
+                    Some(_) => continue,
+                    None => break None,
+                }
+            }
+        };
+        if api_key == Some(PRODUCE_API_KEY) {
+            let count = shared.produce_responses.fetch_add(1, Ordering::Relaxed) + 1;
+            let drop_one_in = shared.drop_one_in.load(Ordering::Relaxed);
+            if drop_one_in > 0 && count % drop_one_in == 0 {
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
         }
         if client.write_all(&size).is_err() || client.write_all(&frame).is_err() {
             break;

@@ -21,7 +21,7 @@ const NOT_ENOUGH_REPLICAS: i16 = 19;
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const RECORDS_PER_BATCH: i32 = 5;
-/// The fault proxy drops one response in this many.
+/// The fault proxy drops one Produce response in this many.
 const DROP_ONE_IN: u64 = 10;
 
 /// Every value of `topic` as kcat reads it, one line each.
@@ -208,21 +208,21 @@ fn a_retried_batch_is_written_once_across_leader_kills_and_restarts() {
     );
 }
 
+/// Keys records are spread over.
+const KEYS: usize = 30;
+
 /// Sends `count` records `{prefix}-{i}` keyed over `KEYS` keys with Strata's
-/// producer through `proxy`, which drops one response in `DROP_ONE_IN` once
-/// the producer is built; returns each acknowledged value with its
+/// producer through `bootstrap`; returns each acknowledged value with its
 /// partition and offset.
 async fn send_with_strata(
-    proxy: &FaultProxy,
+    bootstrap: &str,
     topic: &str,
     prefix: &str,
     count: usize,
     idempotence: bool,
 ) -> Vec<(String, i32, i64)> {
     use strata_client::{Producer, ProducerRecord};
-    const KEYS: usize = 30;
-    proxy.drop_one_response_in(0);
-    let producer = Producer::builder(&proxy.address.to_string())
+    let producer = Producer::builder(bootstrap)
         .linger(Duration::from_millis(1))
         .batch_bytes(4 << 10)
         .retries(u32::MAX, Duration::from_millis(20))
@@ -230,7 +230,6 @@ async fn send_with_strata(
         .build()
         .await
         .expect("producer");
-    proxy.drop_one_response_in(DROP_ONE_IN);
     let mut deliveries = Vec::with_capacity(count);
     for index in 0..count {
         let value = format!("{prefix}-{index}");
@@ -263,22 +262,21 @@ struct Anomalies {
     out_of_order: usize,
 }
 
-/// Checks what the partitions of `topic` hold against what one producer
-/// sent: the values of `prefix` (`{prefix}-{i}`, `i` rising in send order)
-/// should each be stored once, in send order, every acknowledged one at its
-/// offset.
+/// Checks what the partitions hold (`stored[partition]`: offset and value)
+/// against what one producer sent: the values of `prefix` (`{prefix}-{i}`,
+/// `i` rising in send order) should each be stored once, in send order,
+/// every acknowledged one at its offset.
 fn anomalies(
-    logd: &Logd,
-    topic: &str,
+    stored: &[Vec<(i64, Vec<u8>)>],
     prefix: &str,
     acknowledged: &[(String, i32, i64)],
 ) -> Anomalies {
     let mut anomalies = Anomalies::default();
-    for partition in 0..3 {
-        let stored = fetch_all(&mut logd.connect(), topic, partition);
+    for (partition, stored) in stored.iter().enumerate() {
+        let partition = partition as i32;
         let mut seen = BTreeSet::new();
         let mut last_index = None;
-        for (_, value) in &stored {
+        for (_, value) in stored {
             let value = String::from_utf8_lossy(value).into_owned();
             let Some(index) = value.strip_prefix(&format!("{prefix}-")) else {
                 continue;
@@ -296,8 +294,9 @@ fn anomalies(
                 continue;
             }
             let at = stored
-                .iter()
-                .find(|(stored_offset, _)| stored_offset == offset);
+                .binary_search_by_key(offset, |(stored_offset, _)| *stored_offset)
+                .ok()
+                .map(|index| &stored[index]);
             assert_eq!(
                 at.map(|(_, value)| String::from_utf8_lossy(value).into_owned()),
                 Some(value.clone()),
@@ -308,8 +307,8 @@ fn anomalies(
     anomalies
 }
 
-/// A proxy between the clients and the broker drops one response in ten
-/// after the broker handled the request, so producers retry batches that
+/// A proxy between the clients and the broker drops one Produce response in
+/// ten after the broker handled the request, so producers retry batches that
 /// were written: with idempotence each is stored once and in order; without
 /// it the same run stores duplicates (and reorders), which shows the check
 /// can fail.
@@ -320,13 +319,19 @@ async fn dropped_responses_make_retries_that_store_nothing_twice() {
     let logd = Logd::start_with(&["--advertise", &advertised]);
     proxy.forward_to(logd.address);
     create_topic(&logd, "retried", 3);
+    proxy.drop_one_produce_response_in(DROP_ONE_IN);
+    let stored = |logd: &Logd| -> Vec<Vec<(i64, Vec<u8>)>> {
+        (0..3)
+            .map(|partition| fetch_all(&mut logd.connect(), "retried", partition))
+            .collect()
+    };
 
-    let acknowledged = send_with_strata(&proxy, "retried", "strata", 20_000, true).await;
+    let acknowledged = send_with_strata(&advertised, "retried", "strata", 20_000, true).await;
     assert_eq!(acknowledged.len(), 20_000);
     let dropped_strata = proxy.dropped();
     assert!(dropped_strata > 0, "the proxy dropped responses");
     assert_eq!(
-        anomalies(&logd, "retried", "strata", &acknowledged),
+        anomalies(&stored(&logd), "strata", &acknowledged),
         Anomalies::default()
     );
 
@@ -343,33 +348,23 @@ for future in futures:
     metadata = future.get()
     print(metadata.partition, metadata.offset)
 "#;
-    let output = tokio::task::spawn_blocking(move || python(script, &[&advertised]))
+    let bootstrap = advertised.clone();
+    let output = tokio::task::spawn_blocking(move || python(script, &[&bootstrap]))
         .await
         .unwrap();
-    let python_acknowledged: Vec<(String, i32, i64)> = output
-        .lines()
-        .enumerate()
-        .map(|(index, line)| {
-            let (partition, offset) = line.split_once(' ').expect("partition offset");
-            (
-                format!("python-{index}"),
-                partition.parse().unwrap(),
-                offset.parse().unwrap(),
-            )
-        })
-        .collect();
+    let python_acknowledged = python_acknowledged(&output, "python");
     assert_eq!(python_acknowledged.len(), 5000);
     assert!(
         proxy.dropped() > dropped_strata,
         "kafka-python's responses were dropped too"
     );
     assert_eq!(
-        anomalies(&logd, "retried", "python", &python_acknowledged),
+        anomalies(&stored(&logd), "python", &python_acknowledged),
         Anomalies::default()
     );
 
-    let plain = send_with_strata(&proxy, "retried", "plain", 20_000, false).await;
-    let plain = anomalies(&logd, "retried", "plain", &plain);
+    let plain = send_with_strata(&advertised, "retried", "plain", 20_000, false).await;
+    let plain = anomalies(&stored(&logd), "plain", &plain);
     println!(
         "{} responses dropped; idempotent: none stored twice or out of order; not idempotent: {plain:?}",
         proxy.dropped()
@@ -377,5 +372,159 @@ for future in futures:
     assert!(
         plain.duplicates > 0,
         "without idempotence the retries store duplicates: {plain:?}"
+    );
+}
+
+/// What kafka-python acknowledged, from the lines its script printed:
+/// `partition offset` per record, in send order.
+fn python_acknowledged(output: &str, prefix: &str) -> Vec<(String, i32, i64)> {
+    output
+        .lines()
+        .enumerate()
+        .map(|(index, line)| {
+            let (partition, offset) = line.split_once(' ').expect("partition offset");
+            (
+                format!("{prefix}-{index}"),
+                partition.parse().unwrap(),
+                offset.parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Three brokers, each behind a proxy that drops one Produce response in
+/// ten; Strata's producer and kafka-python, both idempotent, write keyed
+/// records the whole time, on both sides of every fault: a partition
+/// leader killed with kill -9 and restarted, another frozen past its
+/// session so a successor takes over and then thawed. Afterwards every
+/// acknowledged record is at its offset, none is stored twice, and each
+/// producer's records of a partition are in send order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_producers_lose_and_duplicate_nothing_through_kills_freezes_and_lost_answers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use strata_client::{Producer, ProducerRecord};
+    let _serial = one_cluster_at_a_time();
+    let (mut cluster, proxies) = Cluster::start_behind_proxies(3);
+    create_configured_topic(
+        cluster.node(1),
+        "history",
+        3,
+        3,
+        &[("min.insync.replicas", "2")],
+    );
+    for proxy in &proxies {
+        proxy.drop_one_produce_response_in(DROP_ONE_IN);
+    }
+    let bootstrap: String = proxies
+        .iter()
+        .map(|proxy| proxy.address.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let strata = {
+        let (bootstrap, stop) = (bootstrap.clone(), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let producer = Producer::builder(&bootstrap)
+                .linger(Duration::from_millis(1))
+                .batch_bytes(4 << 10)
+                .retries(u32::MAX, Duration::from_millis(50))
+                .build()
+                .await
+                .expect("producer");
+            let mut deliveries = Vec::new();
+            let mut index = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("strata-{index}");
+                let key = format!("key-{}", index % KEYS);
+                let record = ProducerRecord::new("history")
+                    .key(key.as_bytes())
+                    .value(value.as_bytes());
+                let delivery = producer.send(record).await.expect("buffered");
+                deliveries.push((value, delivery));
+                index += 1;
+                if index % 100 == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            let mut acknowledged = Vec::with_capacity(deliveries.len());
+            for (value, delivery) in deliveries {
+                let metadata = delivery
+                    .await
+                    .unwrap_or_else(|error| panic!("{value} was not delivered: {error}"));
+                acknowledged.push((value, metadata.partition, metadata.offset.unwrap()));
+            }
+            acknowledged
+        })
+    };
+    let script = r#"
+import sys, time
+from kafka import KafkaProducer
+producer = KafkaProducer(bootstrap_servers=sys.argv[1].split(","), linger_ms=1, batch_size=4096,
+                         retry_backoff_ms=50, request_timeout_ms=5000)
+futures = []
+for index in range(int(sys.argv[2])):
+    futures.append(producer.send("history", key=b"key-%d" % (index % 30), value=b"python-%d" % index))
+    if index % 50 == 0:
+        time.sleep(0.01)
+producer.flush()
+for future in futures:
+    metadata = future.get()
+    print(metadata.partition, metadata.offset)
+"#;
+    let python_bootstrap = bootstrap.clone();
+    let python = tokio::task::spawn_blocking(move || python(script, &[&python_bootstrap, "20000"]));
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed = cluster.leader_of("history", 0, Duration::from_secs(10));
+    cluster.node(killed).kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.node(killed).restart();
+    let full_isr = |cluster: &mut Cluster| {
+        wait_for(
+            Duration::from_secs(30),
+            "every partition back to a full ISR",
+            || {
+                let view = cluster.nodes.iter().find_map(|node| node.view())?;
+                (0..3)
+                    .all(|partition| {
+                        view.partitions[&("history".to_string(), partition)]
+                            .isr
+                            .len()
+                            == 3
+                    })
+                    .then_some(())
+            },
+        )
+    };
+    full_isr(&mut cluster);
+    let frozen = cluster.leader_of("history", 1, Duration::from_secs(10));
+    cluster.node(frozen).pause();
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    cluster.node(frozen).resume();
+    full_isr(&mut cluster);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::Relaxed);
+
+    let strata = strata.await.expect("the Strata producer");
+    let python = python_acknowledged(&python.await.expect("kafka-python"), "python");
+    let mut stored = Vec::new();
+    for partition in 0..3 {
+        let leader = cluster.leader_of("history", partition, Duration::from_secs(10));
+        stored.push(fetch_all(
+            &mut cluster.node(leader).connect(),
+            "history",
+            partition,
+        ));
+    }
+    let dropped: u64 = proxies.iter().map(FaultProxy::dropped).sum();
+    assert!(dropped > 0, "the proxies dropped answers");
+    assert_eq!(anomalies(&stored, "strata", &strata), Anomalies::default());
+    assert_eq!(anomalies(&stored, "python", &python), Anomalies::default());
+    println!(
+        "{} Strata and {} kafka-python records acknowledged through a kill -9 of broker {killed}, a freeze of broker {frozen} and {dropped} dropped answers: each stored once, in order, at its offset",
+        strata.len(),
+        python.len()
     );
 }
