@@ -336,23 +336,11 @@ async fn dropped_responses_make_retries_that_store_nothing_twice() {
     );
 
     // kafka-python's default producer is idempotent too.
-    let script = r#"
-import sys
-from kafka import KafkaProducer
-producer = KafkaProducer(bootstrap_servers=sys.argv[1], linger_ms=1, batch_size=4096,
-                         retry_backoff_ms=20, request_timeout_ms=5000)
-futures = [producer.send("retried", key=b"key-%d" % (index % 30), value=b"python-%d" % index)
-           for index in range(5000)]
-producer.flush()
-for future in futures:
-    metadata = future.get()
-    print(metadata.partition, metadata.offset)
-"#;
     let bootstrap = advertised.clone();
-    let output = tokio::task::spawn_blocking(move || python(script, &[&bootstrap]))
-        .await
-        .unwrap();
-    let python_acknowledged = python_acknowledged(&output, "python");
+    let python_acknowledged =
+        tokio::task::spawn_blocking(move || produce_with_kafka_python(&bootstrap, "retried", 5000))
+            .await
+            .unwrap();
     assert_eq!(python_acknowledged.len(), 5000);
     assert!(
         proxy.dropped() > dropped_strata,
@@ -375,16 +363,41 @@ for future in futures:
     );
 }
 
-/// What kafka-python acknowledged, from the lines its script printed:
-/// `partition offset` per record, in send order.
-fn python_acknowledged(output: &str, prefix: &str) -> Vec<(String, i32, i64)> {
+/// Sends `count` records `python-{i}` keyed over `KEYS` keys with
+/// kafka-python's default (idempotent) producer, 50 at a time; returns each
+/// acknowledged value with its partition and offset.
+fn produce_with_kafka_python(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<(String, i32, i64)> {
+    let script = r#"
+import sys, time
+from kafka import KafkaProducer
+bootstrap, topic, count, keys = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=1, batch_size=4096,
+                         retry_backoff_ms=50, request_timeout_ms=5000)
+futures = []
+for index in range(count):
+    futures.append(producer.send(topic, key=b"key-%d" % (index % keys), value=b"python-%d" % index))
+    if index % 50 == 49:
+        time.sleep(0.005)
+producer.flush()
+for future in futures:
+    metadata = future.get()
+    print(metadata.partition, metadata.offset)
+"#;
+    let output = python(
+        script,
+        &[bootstrap, topic, &count.to_string(), &KEYS.to_string()],
+    );
     output
         .lines()
         .enumerate()
         .map(|(index, line)| {
             let (partition, offset) = line.split_once(' ').expect("partition offset");
             (
-                format!("{prefix}-{index}"),
+                format!("python-{index}"),
                 partition.parse().unwrap(),
                 offset.parse().unwrap(),
             )
@@ -458,23 +471,10 @@ async fn idempotent_producers_lose_and_duplicate_nothing_through_kills_freezes_a
             acknowledged
         })
     };
-    let script = r#"
-import sys, time
-from kafka import KafkaProducer
-producer = KafkaProducer(bootstrap_servers=sys.argv[1].split(","), linger_ms=1, batch_size=4096,
-                         retry_backoff_ms=50, request_timeout_ms=5000)
-futures = []
-for index in range(int(sys.argv[2])):
-    futures.append(producer.send("history", key=b"key-%d" % (index % 30), value=b"python-%d" % index))
-    if index % 50 == 0:
-        time.sleep(0.01)
-producer.flush()
-for future in futures:
-    metadata = future.get()
-    print(metadata.partition, metadata.offset)
-"#;
     let python_bootstrap = bootstrap.clone();
-    let python = tokio::task::spawn_blocking(move || python(script, &[&python_bootstrap, "20000"]));
+    let python = tokio::task::spawn_blocking(move || {
+        produce_with_kafka_python(&python_bootstrap, "history", 20_000)
+    });
 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let killed = cluster.leader_of("history", 0, Duration::from_secs(10));
@@ -508,7 +508,7 @@ for future in futures:
     stop.store(true, Ordering::Relaxed);
 
     let strata = strata.await.expect("the Strata producer");
-    let python = python_acknowledged(&python.await.expect("kafka-python"), "python");
+    let python = python.await.expect("kafka-python");
     let mut stored = Vec::new();
     for partition in 0..3 {
         let leader = cluster.leader_of("history", partition, Duration::from_secs(10));
