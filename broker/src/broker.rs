@@ -212,6 +212,7 @@ impl Broker {
         tasks.push(tokio::spawn(enforce_retention(
             Arc::clone(&replicas),
             config.retention_check_interval,
+            config.producer_id_expiration,
             shutdown.clone(),
         )));
         tasks.push(tokio::spawn(maintain_isr(
@@ -381,6 +382,7 @@ async fn maintain_isr(
 async fn enforce_retention(
     replicas: Arc<ReplicaManager>,
     interval: Duration,
+    producer_id_expiration: Duration,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -389,6 +391,7 @@ async fn enforce_retention(
             _ = tokio::time::sleep(interval) => {}
         }
         for partition in replicas.all() {
+            partition.expire_producers(now_ms(), producer_id_expiration);
             if let Err(error) = partition.enforce_retention(now_ms()) {
                 error!(partition = ?partition, %error, "retention failed");
             }

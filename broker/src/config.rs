@@ -40,6 +40,10 @@ pub struct BrokerConfig {
     /// How often retention and compaction run over every partition
     /// (Kafka's `log.retention.check.interval.ms`).
     pub retention_check_interval: Duration,
+    /// An idempotent producer whose newest batch in a partition is older
+    /// is forgotten there at the next retention check (Kafka's
+    /// `producer.id.expiration.ms`).
+    pub producer_id_expiration: Duration,
     /// Consumer groups: session timeout bounds, the initial rebalance delay.
     pub group: GroupConfig,
 }
@@ -60,6 +64,7 @@ impl BrokerConfig {
             auto_leader_rebalance: true,
             replica_lag_time_max: Duration::from_millis(30_000),
             retention_check_interval: Duration::from_millis(30_000),
+            producer_id_expiration: Duration::from_millis(24 * 60 * 60 * 1000),
             group: GroupConfig::default(),
         }
     }

@@ -79,10 +79,6 @@ pub struct LogConfig {
     /// is several times slower) while a consumer up to this far behind the
     /// tail still reads from memory. `None` leaves the cache to the kernel.
     pub page_cache_window_bytes: Option<u64>,
-    /// `producer.id.expiration.ms`: an idempotent producer whose newest
-    /// batch here is older is forgotten; its next batch must start a new
-    /// sequence (or it is told UNKNOWN_PRODUCER_ID).
-    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -97,7 +93,6 @@ impl Default for LogConfig {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             preallocate_bytes: 32 << 20,
             page_cache_window_bytes: Some(128 << 20),
-            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -385,6 +380,14 @@ impl PartitionLog {
     /// Idempotent producers' state as of the log end.
     pub fn producers(&self) -> &ProducerStates {
         &self.producers
+    }
+
+    /// Forgets idempotent producers whose newest batch is older than
+    /// `expiration_ms` at `now_ms` (`producer.id.expiration.ms`); their next
+    /// batch must start a new sequence, or is told UNKNOWN_PRODUCER_ID.
+    /// Returns how many.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
     }
 
     /// Appends batches fetched from the leader, keeping their offsets, which
@@ -814,12 +817,6 @@ impl PartitionLog {
         upper_bound_offset: i64,
     ) -> Result<RetentionOutcome> {
         self.check_alive()?;
-        let expired = self
-            .producers
-            .expire(now_ms, self.config.producer_id_expiration_ms);
-        if expired > 0 {
-            info!(dir = %self.dir.display(), producers = expired, "forgot idempotent producers idle past producer.id.expiration.ms");
-        }
         let mut remaining_bytes = self.size_bytes();
         let mut deletable = Vec::new();
         let mut new_start = self.log_start_offset;

@@ -528,3 +528,46 @@ async fn idempotent_producers_lose_and_duplicate_nothing_through_kills_freezes_a
         python.len()
     );
 }
+
+/// A producer idle past `--producer-id-expiration-ms` is forgotten at the
+/// next retention check: `logctl producer list` no longer shows it, and its
+/// next batch, which does not start a sequence, is UNKNOWN_PRODUCER_ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_producer_is_forgotten_after_the_expiration() {
+    const UNKNOWN_PRODUCER_ID: i16 = 59;
+    let logd = Logd::start_with(&[
+        "--producer-id-expiration-ms",
+        "1000",
+        "--log-retention-check-interval-ms",
+        "100",
+    ]);
+    create_configured_topic(&logd, "dedup", 1, 1, &[]);
+    let mut connection = logd.connect();
+    let (producer_id, producer_epoch) = init_producer_id(&mut connection).unwrap();
+    let producer = Batches {
+        producer_id,
+        producer_epoch,
+    };
+    assert_eq!(producer.send(&mut connection, 0).unwrap(), Ok(0));
+    let admin = strata_client::Admin::connect(&logd.bootstrap())
+        .await
+        .unwrap();
+    let known = admin.describe_producers("dedup").await.unwrap();
+    assert_eq!(known.len(), 1);
+    assert_eq!(
+        (known[0].producer_id, known[0].last_sequence),
+        (producer_id, RECORDS_PER_BATCH - 1)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !admin.describe_producers("dedup").await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer is never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        producer.send(&mut connection, 1).unwrap(),
+        Err(UNKNOWN_PRODUCER_ID)
+    );
+}

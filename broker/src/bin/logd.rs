@@ -67,6 +67,10 @@ struct Flags {
     /// [default: 30000].
     #[arg(long, value_name = "MS")]
     log_retention_check_interval_ms: Option<u64>,
+    /// An idempotent producer idle this long is forgotten by each partition
+    /// [default: 86400000].
+    #[arg(long, value_name = "MS")]
+    producer_id_expiration_ms: Option<u64>,
     /// Shortest session a consumer group member may ask for [default: 6000].
     #[arg(long, value_name = "MS")]
     group_min_session_timeout_ms: Option<i32>,
@@ -109,6 +113,9 @@ impl Flags {
             log_retention_check_interval_ms: self
                 .log_retention_check_interval_ms
                 .or(file.log_retention_check_interval_ms),
+            producer_id_expiration_ms: self
+                .producer_id_expiration_ms
+                .or(file.producer_id_expiration_ms),
             group_min_session_timeout_ms: self
                 .group_min_session_timeout_ms
                 .or(file.group_min_session_timeout_ms),
@@ -193,6 +200,11 @@ fn main() -> anyhow::Result<()> {
     match flags.log_retention_check_interval_ms {
         Some(0) => bail!("--log-retention-check-interval-ms must be positive"),
         Some(ms) => config.retention_check_interval = Duration::from_millis(ms),
+        None => {}
+    }
+    match flags.producer_id_expiration_ms {
+        Some(0) => bail!("--producer-id-expiration-ms must be positive"),
+        Some(ms) => config.producer_id_expiration = Duration::from_millis(ms),
         None => {}
     }
     let group = &mut config.group;

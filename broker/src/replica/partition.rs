@@ -658,6 +658,17 @@ impl Partition {
         Ok(())
     }
 
+    /// Forgets idempotent producers whose newest batch here is older than
+    /// `expiration` at `now_ms`.
+    pub fn expire_producers(&self, now_ms: i64, expiration: Duration) {
+        let expired = self
+            .log()
+            .expire_producers(now_ms, expiration.as_millis() as i64);
+        if expired > 0 {
+            info!(partition = ?self, producers = expired, "forgot idempotent producers idle past producer.id.expiration.ms");
+        }
+    }
+
     /// Compacts the log if its topic is compacted (below the high watermark).
     pub fn compact(&self, now_ms: i64) -> Result<(), StorageError> {
         let high_watermark = self.high_watermark();
