@@ -530,8 +530,9 @@ async fn idempotent_producers_lose_and_duplicate_nothing_through_kills_freezes_a
 }
 
 /// A producer idle past `--producer-id-expiration-ms` is forgotten at the
-/// next retention check: `logctl producer list` no longer shows it, and its
-/// next batch, which does not start a sequence, is UNKNOWN_PRODUCER_ID.
+/// next retention check: DescribeProducers no longer shows it, and its next
+/// batch, which does not start a sequence, is UNKNOWN_PRODUCER_ID; Strata's
+/// producer then starts over under a new producer id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_producer_is_forgotten_after_the_expiration() {
     const UNKNOWN_PRODUCER_ID: i16 = 59;
@@ -569,5 +570,36 @@ async fn an_idle_producer_is_forgotten_after_the_expiration() {
     assert_eq!(
         producer.send(&mut connection, 1).unwrap(),
         Err(UNKNOWN_PRODUCER_ID)
+    );
+
+    // Strata's producer, told so, takes a new producer id and goes on.
+    let strata = strata_client::Producer::builder(&logd.bootstrap())
+        .build()
+        .await
+        .unwrap();
+    let send = |value: &'static str| {
+        let strata = strata.clone();
+        async move {
+            let record = strata_client::ProducerRecord::new("dedup").value(value.as_bytes());
+            strata.send(record).await.unwrap().await
+        }
+    };
+    send("before").await.expect("delivered");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !admin.describe_producers("dedup").await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer is never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send("after")
+        .await
+        .expect("delivered under a new producer id");
+    let producers = admin.describe_producers("dedup").await.unwrap();
+    assert_eq!(producers.len(), 1);
+    assert_eq!(
+        producers[0].last_sequence, 0,
+        "a new sequence: {producers:?}"
     );
 }
