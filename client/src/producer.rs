@@ -51,14 +51,11 @@ use crate::connection::Sent;
 use crate::error::{check, Error, Result};
 use crate::partitioner::partition_for_key;
 
-/// Requests in flight per broker an idempotent producer may have: the
-/// broker remembers each producer's last five batches per partition, so a
-/// retry is always among them.
-const IDEMPOTENT_IN_FLIGHT_MAX: usize = 5;
-
-/// Batches of one partition that may be sent past the oldest one whose
-/// outcome is not known (the broker's duplicate window).
-const SEND_WINDOW_BATCHES: u64 = 5;
+/// The broker remembers each idempotent producer's last five batches per
+/// partition, so a retry must be among them: an idempotent producer keeps
+/// at most this many requests in flight per broker, and no partition sends
+/// a batch this many past the oldest one whose outcome is not known.
+const DUPLICATE_WINDOW_BATCHES: usize = 5;
 
 /// When a produce request is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +137,7 @@ impl ProducerConfig {
     }
 
     fn allows_idempotence(&self) -> bool {
-        self.acks == Acks::All && self.in_flight_max <= IDEMPOTENT_IN_FLIGHT_MAX && self.retries > 0
+        self.acks == Acks::All && self.in_flight_max <= DUPLICATE_WINDOW_BATCHES && self.retries > 0
     }
 
     fn validate(&self) -> Result<()> {
@@ -406,9 +403,6 @@ struct ClosedBatch {
     /// Its place among its partition's batches, in the order they closed.
     order: u64,
     record_count: i32,
-    /// The producer generation its sequence number belongs to, if
-    /// idempotent.
-    generation: Option<u64>,
 }
 
 impl Drop for ClosedBatch {
@@ -474,7 +468,6 @@ impl PartitionQueue {
             not_before: now,
             order: open.order,
             record_count,
-            generation: identity.map(|identity| identity.generation),
         });
     }
 
@@ -533,14 +526,14 @@ impl PartitionQueue {
     }
 
     /// Whether the batch of `order` may be sent: it is fewer than
-    /// `SEND_WINDOW_BATCHES` behind the oldest batch without an outcome. A
+    /// `DUPLICATE_WINDOW_BATCHES` past the oldest batch without an outcome. A
     /// batch whose answer was lost is then retried before more than four
     /// later ones were written, so the broker still remembers it.
     fn may_send(&mut self, order: u64) -> bool {
         self.prune_unacked();
         self.unacked
             .front()
-            .is_none_or(|(oldest, _)| order < oldest + SEND_WINDOW_BATCHES)
+            .is_none_or(|(oldest, _)| order < oldest + DUPLICATE_WINDOW_BATCHES as u64)
     }
 }
 
@@ -875,10 +868,11 @@ impl Inner {
         let retriable = error.is_retriable()
             || match (&self.idempotence, &error) {
                 (Some(idempotence), Error::Broker { error, .. }) => match error {
+                    // Behind a batch still being retried, or about to be
+                    // numbered again.
                     ResponseError::OutOfOrderSequenceNumber => {
                         queue.has_unacked_before(&batch.ack)
                             || idempotence.reset_wanted.load(Ordering::Acquire)
-                            || batch.generation != Some(idempotence.identity().generation)
                     }
                     ResponseError::UnknownProducerId => {
                         idempotence.reset_wanted.store(true, Ordering::Release);
@@ -949,7 +943,6 @@ impl Inner {
                     let mut bytes = batch.bytes.to_vec();
                     restamp_producer(&mut bytes, producer_id, producer_epoch, base_sequence);
                     batch.bytes = Bytes::from(bytes);
-                    batch.generation = Some(identity.generation);
                     renumbered += 1;
                 }
             }
@@ -992,20 +985,28 @@ async fn init_producer_id(cluster: &Cluster, retry_backoff: Duration) -> Result<
 /// Closes lingered batches and ships ready ones until the producer is gone.
 async fn run_sender(inner: Arc<Inner>) {
     let mut refresh_at: Option<Instant> = None;
+    // When an idempotent producer that must start over tries again.
+    let mut start_over_at: Option<Instant> = None;
     loop {
-        if inner.resetting()
-            && inner
+        let nothing_in_flight = || {
+            inner
                 .in_flight
                 .lock()
                 .expect("in flight")
                 .values()
                 .all(|&count| count == 0)
+        };
+        if inner.resetting()
+            && start_over_at.is_none_or(|at| at <= Instant::now())
+            && nothing_in_flight()
         {
-            if let Err(error) = inner.start_over().await {
-                warn!(%error, "cannot take a new producer id; trying again");
-                tokio::time::sleep(inner.config.retry_backoff).await;
-                continue;
-            }
+            start_over_at = match inner.start_over().await {
+                Ok(()) => None,
+                Err(error) => {
+                    warn!(%error, "cannot take a new producer id; trying again");
+                    Some(Instant::now() + inner.config.retry_backoff)
+                }
+            };
         }
         let now = Instant::now();
         let (requests, next_deadline, missing_leader) = collect(&inner, now);
@@ -1039,12 +1040,14 @@ async fn run_sender(inner: Arc<Inner>) {
             }
             continue;
         }
-        let deadline = match (next_deadline, missing_leader.is_empty()) {
-            (deadline, true) => deadline,
-            (deadline, false) => Some(deadline.map_or(refresh_at.expect("set"), |d| {
-                d.min(refresh_at.expect("set"))
-            })),
-        };
+        let deadline = [
+            next_deadline,
+            refresh_at.filter(|_| !missing_leader.is_empty()),
+            start_over_at.filter(|_| inner.resetting()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         match deadline {
             Some(deadline) => {
                 tokio::select! {
@@ -1096,6 +1099,9 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
                 continue;
             }
             if resetting {
+                // Sent once the producer has started over; its delivery
+                // timeout still runs.
+                due(front.closed_at + inner.config.delivery_timeout);
                 continue;
             }
             if front.not_before > now {

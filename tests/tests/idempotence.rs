@@ -529,6 +529,18 @@ async fn idempotent_producers_lose_and_duplicate_nothing_through_kills_freezes_a
     );
 }
 
+/// Waits until `topic`'s partitions remember no producer.
+async fn all_forgotten(admin: &strata_client::Admin, topic: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !admin.describe_producers(topic).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producers of {topic} are never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A producer idle past `--producer-id-expiration-ms` is forgotten at the
 /// next retention check: DescribeProducers no longer shows it, and its next
 /// batch, which does not start a sequence, is UNKNOWN_PRODUCER_ID; Strata's
@@ -559,14 +571,7 @@ async fn an_idle_producer_is_forgotten_after_the_expiration() {
         (known[0].producer_id, known[0].last_sequence),
         (producer_id, RECORDS_PER_BATCH - 1)
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !admin.describe_producers("dedup").await.unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer is never forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_forgotten(&admin, "dedup").await;
     assert_eq!(
         producer.send(&mut connection, 1).unwrap(),
         Err(UNKNOWN_PRODUCER_ID)
@@ -585,14 +590,7 @@ async fn an_idle_producer_is_forgotten_after_the_expiration() {
         }
     };
     send("before").await.expect("delivered");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !admin.describe_producers("dedup").await.unwrap().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the producer is never forgotten"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    all_forgotten(&admin, "dedup").await;
     send("after")
         .await
         .expect("delivered under a new producer id");

@@ -545,6 +545,10 @@ impl Partition {
                 leadership: *self.leadership.borrow(),
             }
         };
+        if appended.info.duplicate {
+            // Nothing was written: nothing to flush, nobody to wake.
+            return Ok(appended);
+        }
         let unflushed_bytes = self
             .unflushed_bytes
             .fetch_add(records.len() as u64, Ordering::AcqRel);
@@ -682,6 +686,8 @@ impl Partition {
     /// Stops the flusher, flushes and checkpoints the log, so the next start
     /// recovers nothing.
     pub fn close(&self) {
+        // Waits for appends and fetches at this replica end with it.
+        self.set_role(Role::Idle);
         self.stop.cancel();
         if let Err(error) = self.log().checkpoint() {
             error!(partition = ?self, %error, "flush on close failed");
@@ -831,6 +837,27 @@ mod tests {
         };
         tokio::task::yield_now().await;
         partition.set_role(Role::Follower);
+        let ended = tokio::time::timeout(Duration::from_secs(1), waiting).await;
+        assert_eq!(
+            ended.expect("ends at once").unwrap(),
+            Commit::LeadershipLost
+        );
+    }
+
+    #[tokio::test]
+    async fn closing_the_partition_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 3, &[ME, FOLLOWER]);
+        let appended = partition
+            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .unwrap();
+        let waiting = {
+            let partition = Arc::clone(&partition);
+            tokio::spawn(async move { partition.wait_committed(&appended, WAIT).await })
+        };
+        tokio::task::yield_now().await;
+        partition.close();
         let ended = tokio::time::timeout(Duration::from_secs(1), waiting).await;
         assert_eq!(
             ended.expect("ends at once").unwrap(),
