@@ -1,5 +1,10 @@
 //! Request decoding: header first (its version depends on the API and its
 //! version), then the body, refusing APIs and versions Strata does not serve.
+//!
+//! Bytes left after a complete body are ignored, as Apache Kafka ignores
+//! them: librdkafka 2.16 sends an all-topics Metadata v12 request with a
+//! four-byte topic count where the compact form has one byte, and Kafka
+//! serves it (see `tests/fixtures/`).
 
 use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind};
@@ -18,6 +23,8 @@ pub struct Request {
     pub api_key: ApiKey,
     pub api_version: i16,
     pub body: RequestKind,
+    /// Bytes the frame held after the body, ignored.
+    pub trailing_bytes: usize,
 }
 
 impl Request {
@@ -115,17 +122,12 @@ pub fn decode(mut frame: Bytes) -> Result<Request, RequestError> {
         .map_err(|error| malformed(format!("header: {error:#}")))?;
     let body = RequestKind::decode(api_key, &mut frame, api_version)
         .map_err(|error| malformed(format!("body: {error:#}")))?;
-    if !frame.is_empty() {
-        return Err(malformed(format!(
-            "{} bytes left after the body",
-            frame.len()
-        )));
-    }
     Ok(Request {
         header,
         api_key,
         api_version,
         body,
+        trailing_bytes: frame.len(),
     })
 }
 
@@ -193,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_padded_bodies_are_malformed() {
+    fn truncated_bodies_are_malformed_and_padded_ones_served() {
         let body = RequestKind::Metadata(MetadataRequest::default().with_topics(None));
         let bytes = encode(ApiKey::Metadata, 4, &body);
         let cut = bytes.slice(..bytes.len() - 1);
@@ -206,7 +208,64 @@ mod tests {
         ));
         let mut padded = bytes.to_vec();
         padded.push(0);
-        let error = decode(Bytes::from(padded)).unwrap_err();
-        assert!(error.to_string().contains("1 bytes left"), "{error}");
+        let request = decode(Bytes::from(padded)).unwrap();
+        assert_eq!(request.trailing_bytes, 1);
+        assert_eq!(request.body, body);
+    }
+
+    /// Requests exactly as mainstream clients sent them, one per line of
+    /// `tests/fixtures/requests.txt`: `client api_key api_version hex`.
+    #[test]
+    fn mainstream_clients_requests_decode() {
+        let fixtures = include_str!("../tests/fixtures/requests.txt");
+        let mut decoded = 0;
+        for line in fixtures
+            .lines()
+            .filter(|line| !line.starts_with('#') && !line.is_empty())
+        {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let [client, api_key, api_version, hex] = fields[..] else {
+                panic!("bad fixture line {line:?}");
+            };
+            let frame = Bytes::from(hex_decode(hex));
+            let request = decode(frame).unwrap_or_else(|error| panic!("{client}: {error}"));
+            assert_eq!(
+                request.api_key as i16,
+                api_key.parse::<i16>().unwrap(),
+                "{client}"
+            );
+            assert_eq!(
+                request.api_version,
+                api_version.parse::<i16>().unwrap(),
+                "{client}"
+            );
+            decoded += 1;
+        }
+        assert!(decoded > 0);
+    }
+
+    #[test]
+    fn librdkafkas_all_topics_metadata_asks_for_all_topics() {
+        let fixtures = include_str!("../tests/fixtures/requests.txt");
+        let line = fixtures
+            .lines()
+            .find(|line| line.starts_with("librdkafka-2.16-all-topics "))
+            .unwrap();
+        let request = decode(Bytes::from(hex_decode(
+            line.split_whitespace().nth(3).unwrap(),
+        )))
+        .unwrap();
+        let RequestKind::Metadata(metadata) = request.body else {
+            panic!("{request:?}");
+        };
+        assert_eq!(metadata.topics, None, "null topics: every topic");
+        assert_eq!(request.trailing_bytes, 3);
+    }
+
+    fn hex_decode(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|at| u8::from_str_radix(&hex[at..at + 2], 16).unwrap())
+            .collect()
     }
 }

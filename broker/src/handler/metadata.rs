@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{str_bytes, Context};
 use crate::controller::metadata::TopicRecord;
+use crate::group::OFFSETS_TOPIC;
 use crate::server::error_code;
 
 pub fn handle(context: &Context, request: MetadataRequest, api_version: i16) -> MetadataResponse {
@@ -85,5 +86,6 @@ fn describe(topic: &TopicRecord) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.name.clone()))))
         .with_topic_id(topic.topic_id)
+        .with_is_internal(topic.name == OFFSETS_TOPIC)
         .with_partitions(partitions)
 }

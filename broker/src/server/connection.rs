@@ -14,7 +14,7 @@ use std::io::IoSlice;
 
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use kafka_protocol::messages::{ApiKey, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
 use strata_protocol::frame::FrameCodec;
 use strata_protocol::request::{self, Request, RequestError};
 use strata_protocol::response::{self, Frame};
@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::dispatch::dispatch;
 use super::error_code;
@@ -135,6 +135,10 @@ async fn read_requests(
     misbehaved: CancellationToken,
     peer: String,
 ) {
+    // Who is on the other end, as the client said in its requests (the
+    // software name arrives with ApiVersions v3 and later), for the log.
+    let mut client_id = String::new();
+    let mut software = String::new();
     loop {
         let read_timeout = if frames.read_buffer().is_empty() {
             CONNECTION_IDLE_TIMEOUT
@@ -154,14 +158,31 @@ async fn read_requests(
             Ok(Some(Ok(frame))) => frame.freeze(),
         };
         let next = match request::decode(frame) {
-            Ok(request) => Incoming::Request(Box::new(request)),
+            Ok(request) => {
+                if request.client_id() != client_id {
+                    client_id = request.client_id().to_string();
+                }
+                if let RequestKind::ApiVersions(api_versions) = &request.body {
+                    software = format!(
+                        "{} {}",
+                        api_versions.client_software_name.as_str(),
+                        api_versions.client_software_version.as_str()
+                    );
+                }
+                if request.trailing_bytes > 0 {
+                    debug!(%peer, %client_id, %software, api_key = ?request.api_key,
+                        api_version = request.api_version, trailing_bytes = request.trailing_bytes,
+                        "ignoring bytes after a request's body");
+                }
+                Incoming::Request(Box::new(request))
+            }
             Err(RequestError::UnsupportedVersion {
                 api_key: ApiKey::ApiVersions,
                 correlation_id,
                 ..
             }) => Incoming::ApiVersionsTooNew { correlation_id },
             Err(error) => {
-                info!(%peer, %error, "closing connection after a request it cannot serve");
+                warn!(%peer, %client_id, %software, %error, "closing connection after a request it cannot serve");
                 break;
             }
         };
