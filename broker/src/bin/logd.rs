@@ -143,14 +143,13 @@ fn main() -> anyhow::Result<()> {
         }
         None => flags,
     };
-    let filter =
-        match (&flags.log_level, std::env::var("RUST_LOG")) {
-            (Some(level), _) => EnvFilter::try_new(level)
-                .with_context(|| format!("invalid --log-level '{level}'"))?,
-            (None, Ok(filter)) => EnvFilter::try_new(&filter)
-                .with_context(|| format!("invalid RUST_LOG '{filter}'"))?,
-            (None, Err(_)) => EnvFilter::new("info"),
-        };
+    let (spec, source) = match (&flags.log_level, std::env::var("RUST_LOG")) {
+        (Some(level), _) => (level.clone(), "--log-level"),
+        (None, Ok(filter)) => (filter, "RUST_LOG"),
+        (None, Err(_)) => ("info".to_string(), "the default"),
+    };
+    let filter = EnvFilter::try_new(with_raft_chatter_quiet(&spec))
+        .with_context(|| format!("invalid log filter '{spec}' from {source}"))?;
     // Colours only on a terminal: a log file stays greppable.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -277,4 +276,19 @@ async fn wait_for_signal() -> anyhow::Result<()> {
         _ = interrupt.recv() => {}
     }
     Ok(())
+}
+
+/// openraft logs every retry to an unreachable voter (about 8 lines a
+/// second while one is down) and its whole state at start; the controller
+/// logs quorum changes itself, once each. So openraft is silent unless the
+/// filter asks for debug or trace, or names openraft.
+fn with_raft_chatter_quiet(spec: &str) -> String {
+    let verbose = ["debug", "trace", "openraft"]
+        .iter()
+        .any(|word| spec.to_ascii_lowercase().contains(word));
+    if verbose {
+        spec.to_string()
+    } else {
+        format!("{spec},openraft=off")
+    }
 }

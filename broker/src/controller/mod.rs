@@ -157,9 +157,7 @@ impl Controller {
         }
         .validate()
         .map_err(|error| ControllerError::Config(error.to_string()))?;
-        let network = Network {
-            voters: Arc::new(voters.clone()),
-        };
+        let network = Network::new(voters.clone());
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(raft_error)?;
@@ -182,6 +180,7 @@ impl Controller {
                 .collect::<BTreeMap<_, _>>();
             raft.initialize(members).await.map_err(raft_error)?;
         }
+        tokio::spawn(log_leader_changes(raft.metrics()));
         Ok(Controller {
             id: node_id,
             raft,
@@ -535,6 +534,29 @@ impl Controller {
 
     pub async fn shutdown(&self) -> Result<(), ControllerError> {
         self.raft.shutdown().await.map_err(raft_error)
+    }
+}
+
+/// One line per change of controller leader, for as long as Raft runs.
+async fn log_leader_changes(mut metrics: watch::Receiver<openraft::RaftMetrics<u64, BasicNode>>) {
+    let mut known = None;
+    loop {
+        let (leader, term) = {
+            let metrics = metrics.borrow_and_update();
+            (metrics.current_leader, metrics.current_term)
+        };
+        if known != Some((leader, term))
+            && (leader.is_some() || known.is_some_and(|(was, _)| was.is_some()))
+        {
+            match leader {
+                Some(leader) => info!(leader, term, "controller leader elected"),
+                None => info!(term, "controller has no leader; electing one"),
+            }
+        }
+        known = Some((leader, term));
+        if metrics.changed().await.is_err() {
+            return;
+        }
     }
 }
 

@@ -3,8 +3,8 @@
 //! any failure; openraft sends each peer's RPCs one at a time.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -16,6 +16,7 @@ use openraft::raft::{
 };
 use openraft::BasicNode;
 use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
 
 use super::rpc::{self, Request, Response};
 use super::TypeConfig;
@@ -25,12 +26,39 @@ type NodeId = u64;
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A peer that flaps is reported unreachable at most once per this
+/// interval at WARN (the rest at DEBUG), and one never reached (still
+/// starting) once it has been unreachable this long; each report is paired
+/// with one line when the peer is back.
+const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
+
 /// Makes connections to peers. Addresses come from `--controllers` (so a
 /// voter that moved is found at its new address), falling back to the
 /// address in the Raft membership.
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     pub voters: Arc<BTreeMap<NodeId, String>>,
+    reachability: Arc<Mutex<BTreeMap<NodeId, Reachability>>>,
+}
+
+impl Network {
+    pub fn new(voters: BTreeMap<NodeId, String>) -> Network {
+        Network {
+            voters: Arc::new(voters),
+            reachability: Arc::default(),
+        }
+    }
+}
+
+/// Whether a peer answered its last RPC, so the log says once that a voter
+/// is unreachable and once that it is back, however often Raft retries.
+#[derive(Debug, Default)]
+struct Reachability {
+    ever_reached: bool,
+    unreachable_since: Option<Instant>,
+    /// Whether this outage was reported at WARN.
+    reported: bool,
+    last_report: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -38,6 +66,7 @@ pub struct Connection {
     target: NodeId,
     address: String,
     stream: Option<TcpStream>,
+    reachability: Arc<Mutex<BTreeMap<NodeId, Reachability>>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -53,6 +82,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address,
             stream: None,
+            reachability: Arc::clone(&self.reachability),
         }
     }
 }
@@ -63,6 +93,21 @@ impl Connection {
     /// Sends `request` and returns the response; any failure closes the
     /// connection so the next call starts afresh.
     async fn send<E: std::error::Error>(
+        &mut self,
+        request: Request,
+        option: &RPCOption,
+    ) -> RpcResult<Response, E> {
+        let result = self.exchange(request, option).await;
+        // A Raft error from the peer means it answered.
+        let failure = result
+            .as_ref()
+            .err()
+            .filter(|error| !matches!(error, RPCError::RemoteError(_)));
+        self.note_reachability(failure);
+        result
+    }
+
+    async fn exchange<E: std::error::Error>(
         &mut self,
         request: Request,
         option: &RPCOption,
@@ -87,6 +132,49 @@ impl Connection {
             Err(error) => {
                 self.stream = None;
                 Err(RPCError::Network(NetworkError::new(&error)))
+            }
+        }
+    }
+
+    /// Logs the peer becoming unreachable or reachable again, once per
+    /// change and rate-limited.
+    fn note_reachability<E: std::error::Error>(
+        &self,
+        error: Option<&RPCError<NodeId, BasicNode, E>>,
+    ) {
+        let now = Instant::now();
+        let mut peers = self.reachability.lock().expect("reachability lock");
+        let peer = peers.entry(self.target).or_default();
+        let (voter, address) = (self.target, &self.address);
+        match error {
+            Some(error) => {
+                let outage_began = peer.unreachable_since.is_none();
+                let since = *peer.unreachable_since.get_or_insert(now);
+                let due = if peer.ever_reached {
+                    peer.last_report
+                        .is_none_or(|at| now.duration_since(at) >= UNREACHABLE_LOG_INTERVAL)
+                } else {
+                    now.duration_since(since) >= UNREACHABLE_LOG_INTERVAL
+                };
+                let down_ms = now.duration_since(since).as_millis() as u64;
+                if !peer.reported && due {
+                    peer.reported = true;
+                    peer.last_report = Some(now);
+                    warn!(voter, %address, down_ms, %error, "controller voter unreachable");
+                } else if outage_began {
+                    debug!(voter, %address, %error, "controller voter unreachable");
+                }
+            }
+            None => {
+                peer.ever_reached = true;
+                if let Some(since) = peer.unreachable_since.take() {
+                    let down_ms = now.duration_since(since).as_millis() as u64;
+                    if std::mem::take(&mut peer.reported) {
+                        info!(voter, down_ms, "controller voter reachable again");
+                    } else {
+                        debug!(voter, down_ms, "controller voter reachable again");
+                    }
+                }
             }
         }
     }
