@@ -12,10 +12,12 @@ const IDLE_MAX: Duration = Duration::from_secs(10);
 
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
+    /// The topic to read from its start.
     #[arg(long)]
     topic: String,
-    /// Messages to read in total (default: everything up to the high
-    /// watermark when the run starts).
+    /// Messages to read in total, waiting up to 30 s for them to be
+    /// readable (default: everything up to the high watermark once it has
+    /// stopped moving).
     #[arg(short = 'n', long)]
     messages: Option<u64>,
     /// Consumers, each reading its share of the partitions.
@@ -23,23 +25,17 @@ pub struct ConsumeArgs {
     consumers: u32,
 }
 
+/// How long the records asked for may take to become readable (an
+/// `acks=1` run just before leaves the last ones below the high watermark
+/// until they are flushed, within the topic's `flush.ms`).
+const READABLE_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The high watermark counts as settled once it has not moved for this long.
+const SETTLED_AFTER: Duration = Duration::from_millis(1500);
+
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
     let admin = Admin::connect(bootstrap).await?;
-    let description = admin.describe_topic(&args.topic).await?;
-    let mut available = 0u64;
-    for offsets in &description.offsets {
-        let offsets = offsets
-            .as_ref()
-            .map_err(|error| anyhow::anyhow!("{error}"))?;
-        available += (offsets.high_watermark - offsets.log_start_offset) as u64;
-    }
-    let wanted = args.messages.unwrap_or(available);
-    if wanted > available {
-        bail!(
-            "{} holds {available} messages, fewer than the {wanted} asked for",
-            args.topic
-        );
-    }
+    let (description, wanted) = readable(&admin, &args).await?;
     let partitions: Vec<i32> = description
         .topic
         .partitions
@@ -121,4 +117,41 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
         latency,
         latency_of: "each poll that returned records",
     })
+}
+
+/// The topic's description once the records to read are readable, and how
+/// many to read: `-n` of them (waiting for them to reach the high
+/// watermark), or all below a high watermark that has stopped moving.
+async fn readable(
+    admin: &Admin,
+    args: &ConsumeArgs,
+) -> anyhow::Result<(strata_client::TopicDescription, u64)> {
+    let started = Instant::now();
+    let mut last: Option<(u64, Instant)> = None;
+    loop {
+        let description = admin.describe_topic(&args.topic).await?;
+        let mut available = 0u64;
+        for offsets in &description.offsets {
+            let offsets = offsets
+                .as_ref()
+                .map_err(|error| anyhow::anyhow!("{error}"))?;
+            available += (offsets.high_watermark - offsets.log_start_offset) as u64;
+        }
+        let settled = match last {
+            Some((before, since)) if before == available => since.elapsed() >= SETTLED_AFTER,
+            _ => {
+                last = Some((available, Instant::now()));
+                false
+            }
+        };
+        match args.messages {
+            Some(wanted) if available >= wanted => return Ok((description, wanted)),
+            None if settled => return Ok((description, available)),
+            Some(wanted) if started.elapsed() >= READABLE_WAIT_MAX => bail!(
+                "{} holds {available} readable messages after {READABLE_WAIT_MAX:?}, fewer than the {wanted} asked for",
+                args.topic
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }

@@ -17,6 +17,7 @@ const TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, clap::Args)]
 pub struct E2eArgs {
+    /// The topic to write to and read from.
     #[arg(long)]
     topic: String,
     #[command(flatten)]
@@ -24,13 +25,16 @@ pub struct E2eArgs {
     /// Target send rate.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// How long to produce for.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
     /// Bytes of each message's value (at least 8).
     #[arg(short = 's', long = "size", default_value_t = 1024)]
     size_bytes: usize,
+    /// How long a batch waits for more records before it is sent.
     #[arg(long, default_value_t = 1)]
     linger_ms: u64,
+    /// 0, 1 or all.
     #[arg(long, default_value = "1", value_parser = crate::parse_acks)]
     acks: Acks,
 }

@@ -21,7 +21,8 @@ use strata_client::{Acks, Admin, NewTopic};
 #[derive(Debug, Parser)]
 #[command(name = "logbench", version, about = "Load generator for Strata")]
 struct Cli {
-    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
+    /// Brokers to bootstrap from, HOST[:PORT][,HOST[:PORT]...]; the port
+    /// is 9092 when none is given.
     #[arg(
         short = 'b',
         long = "bootstrap-server",
@@ -33,6 +34,10 @@ struct Cli {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Also write the latency distribution to FILE in HdrHistogram's
+    /// percentile format (milliseconds), as its plotter reads it.
+    #[arg(long, global = true, value_name = "FILE")]
+    histogram: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,8 +58,10 @@ pub struct CreateArgs {
     /// Create the topic first (succeeds if it exists).
     #[arg(long)]
     create: bool,
+    /// Partitions of the topic created.
     #[arg(short = 'p', long, default_value_t = 1)]
     partitions: i32,
+    /// Replication factor of the topic created.
     #[arg(short = 'r', long, default_value_t = 1)]
     replication_factor: i16,
 }
@@ -111,6 +118,12 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(report) => {
+            if let Some(path) = &cli.histogram {
+                if let Err(error) = report.write_histogram(path) {
+                    eprintln!("logbench: cannot write {}: {error}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
             report.print(cli.json);
             ExitCode::SUCCESS
         }
@@ -118,5 +131,30 @@ fn main() -> ExitCode {
             eprintln!("logbench: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every argument of every mode says what it is for.
+    #[test]
+    fn every_flag_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "logbench", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -18,6 +18,7 @@ const CHUNK_LEN: usize = 1024;
 
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
+    /// The topic to write to.
     #[arg(long)]
     topic: String,
     #[command(flatten)]
@@ -28,15 +29,19 @@ pub struct ProduceArgs {
     /// Bytes of each message's value.
     #[arg(short = 's', long = "size", default_value_t = 1024)]
     size_bytes: usize,
+    /// Producers, each sending its share of the messages.
     #[arg(long, default_value_t = 1)]
     producers: u32,
+    /// The most bytes one batch holds.
     #[arg(long, default_value_t = 1_000_000)]
     batch_bytes: usize,
+    /// How long a batch waits for more records before it is sent.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
     /// Bytes a producer may hold unacknowledged.
     #[arg(long, default_value_t = 64 << 20)]
     buffer_bytes: usize,
+    /// 0, 1 or all.
     #[arg(long, default_value = "1", value_parser = crate::parse_acks)]
     acks: Acks,
     /// Codec for the records: none, gzip, snappy, lz4 or zstd.

@@ -3,7 +3,7 @@
 use serde_json::json;
 use strata_client::Admin;
 
-use crate::output::{print_json, print_table, Format};
+use crate::output::{print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
@@ -39,15 +39,15 @@ pub async fn run(bootstrap: &str, format: Format, command: ClusterCommand) -> an
             })).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            println!("cluster id: {}", cluster.cluster_id);
-            println!(
+            say!("cluster id: {}", cluster.cluster_id);
+            say!(
                 "controller: {}",
                 cluster
                     .controller_id
                     .map_or("none".to_string(), |id| format!("broker {id}"))
             );
             let voters: Vec<String> = quorum.voters.iter().map(|(id, _)| id.to_string()).collect();
-            println!(
+            say!(
                 "metadata quorum: leader {}, term {}, metadata offset {}, voters {}",
                 quorum
                     .leader_id

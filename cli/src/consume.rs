@@ -13,19 +13,21 @@ use crate::output::Format;
 
 #[derive(Debug, clap::Args)]
 pub struct ConsumeArgs {
+    /// The topic to read.
     topic: String,
     /// Consume as a member of this consumer group: its partitions are
     /// shared with the group's other members, reading starts at the group's
-    /// committed offsets, and what is printed is committed.
+    /// committed offsets, and what is printed is committed. Ctrl-C leaves
+    /// the group at once.
     #[arg(short, long)]
     group: Option<String>,
     /// Read only this partition (default: all).
     #[arg(short, long)]
     partition: Option<i32>,
-    /// Where to start: start, end, an offset N, or @UNIX_MS for a time.
-    /// With -g: where partitions without a committed offset start (start or
-    /// end).
-    #[arg(short, long, default_value = "start", value_parser = parse_offset)]
+    /// Where to start in each partition: start, end, an offset N, -N for
+    /// the last N records, or @UNIX_MS for a time. With -g: where
+    /// partitions without a committed offset start (start or end).
+    #[arg(short, long, default_value = "start", value_parser = parse_offset, allow_hyphen_values = true)]
     offset: Offset,
     /// Stop after COUNT records.
     #[arg(short = 'n', long)]
@@ -33,6 +35,12 @@ pub struct ConsumeArgs {
     /// Stop when no record arrived for this long (default: wait forever).
     #[arg(long, value_name = "MS")]
     timeout_ms: Option<u64>,
+    /// Print each record as FORMAT (as kcat's -f): %t topic, %p partition,
+    /// %o offset, %k key, %v value, %h headers (k=v,...), %T timestamp
+    /// (ms), %K / %S key / value length (-1 for null), \n \t \\ %%.
+    /// Default: the value and a newline. Ignored with --format json.
+    #[arg(short = 'f', long = "print", value_name = "FORMAT")]
+    print: Option<String>,
 }
 
 fn parse_offset(text: &str) -> Result<Offset, String> {
@@ -46,15 +54,27 @@ fn parse_offset(text: &str) -> Result<Offset, String> {
                     .map(Offset::Timestamp)
                     .map_err(|_| format!("'{text}' is not @UNIX_MS"));
             }
+            if let Some(count) = text.strip_prefix('-') {
+                return count
+                    .parse()
+                    .map(Offset::FromEnd)
+                    .map_err(|_| format!("'{text}' is not -N (the last N records)"));
+            }
             match text.parse::<i64>() {
-                Ok(offset) if offset >= 0 => Ok(Offset::At(offset)),
-                _ => Err(format!("'{text}' is not start, end, an offset or @UNIX_MS")),
+                Ok(offset) => Ok(Offset::At(offset)),
+                _ => Err(format!(
+                    "'{text}' is not start, end, an offset, -N or @UNIX_MS"
+                )),
             }
         }
     }
 }
 
 pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::Result<()> {
+    let template = match (&args.print, format) {
+        (Some(text), Format::Table) => parse_template(text)?,
+        _ => vec![Piece::Value, Piece::Text(b"\n".to_vec())],
+    };
     let mut consumer = match &args.group {
         Some(group) => group_consumer(bootstrap, group, &args).await?,
         None => {
@@ -75,14 +95,17 @@ pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::
     if args.count == Some(0) {
         return Ok(());
     }
-    let printed = print_records(&mut consumer, format, &args).await;
+    let printed = print_records(&mut consumer, format, &template, &args).await;
     if args.group.is_some() {
         // Leaves, so the group rebalances now rather than after a session.
         consumer.close().await?;
     }
-    let printed = printed?;
+    let Ended {
+        printed,
+        interrupted,
+    } = printed?;
     if let Some(count) = args.count {
-        if printed < count {
+        if printed < count && !interrupted {
             bail!(
                 "only {printed} of {count} records arrived within {} ms",
                 args.timeout_ms.unwrap_or_default()
@@ -128,24 +151,44 @@ async fn group_consumer(
     Ok(consumer)
 }
 
-/// Prints records until the count or the idle timeout; how many it printed.
-/// In a group, commits after each poll the offsets after the records printed.
+/// How printing ended: how many records, and whether Ctrl-C ended it.
+struct Ended {
+    printed: u64,
+    interrupted: bool,
+}
+
+/// Prints records until the count, the idle timeout or Ctrl-C. In a group,
+/// commits after each poll the offsets after the records printed.
 async fn print_records(
     consumer: &mut Consumer,
     format: Format,
+    template: &[Piece],
     args: &ConsumeArgs,
-) -> anyhow::Result<u64> {
+) -> anyhow::Result<Ended> {
     let idle_max = args.timeout_ms.map(Duration::from_millis);
     let mut printed = 0u64;
-    let mut done = false;
     let mut last_record = Instant::now();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let interrupt = tokio::signal::ctrl_c();
+    tokio::pin!(interrupt);
+    let ended = |printed, interrupted| {
+        Ok(Ended {
+            printed,
+            interrupted,
+        })
+    };
     loop {
         let wait = idle_max.map_or(Duration::from_secs(1), |idle| {
             idle.saturating_sub(last_record.elapsed())
                 .max(Duration::from_millis(1))
         });
-        let records = consumer.poll(wait).await?;
+        let records = tokio::select! {
+            records = consumer.poll(wait) => records?,
+            _ = &mut interrupt => {
+                std::io::Write::flush(&mut out)?;
+                return ended(printed, true);
+            }
+        };
         if records.is_empty() {
             if idle_max.is_some_and(|idle| last_record.elapsed() >= idle) {
                 break;
@@ -155,8 +198,9 @@ async fn print_records(
         }
         last_record = Instant::now();
         let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut done = false;
         for record in records {
-            print_record(&mut out, format, &record)?;
+            print_record(&mut out, format, template, &record)?;
             next.insert(
                 (record.topic.to_string(), record.partition),
                 record.offset + 1,
@@ -176,16 +220,90 @@ async fn print_records(
             consumer.commit_offsets(&offsets).await?;
         }
         if done {
-            return Ok(printed);
+            return ended(printed, false);
         }
     }
     std::io::Write::flush(&mut out)?;
-    Ok(printed)
+    ended(printed, false)
+}
+
+/// One part of a `--print` template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(Vec<u8>),
+    Topic,
+    Partition,
+    Offset,
+    Key,
+    Value,
+    Headers,
+    Timestamp,
+    KeyLength,
+    ValueLength,
+}
+
+fn parse_template(text: &str) -> anyhow::Result<Vec<Piece>> {
+    let mut pieces = Vec::new();
+    let mut literal = Vec::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        let piece = match c {
+            '%' => match chars.next() {
+                Some('t') => Piece::Topic,
+                Some('p') => Piece::Partition,
+                Some('o') => Piece::Offset,
+                Some('k') => Piece::Key,
+                Some('v') | Some('s') => Piece::Value,
+                Some('h') => Piece::Headers,
+                Some('T') => Piece::Timestamp,
+                Some('K') => Piece::KeyLength,
+                Some('S') => Piece::ValueLength,
+                Some('%') => {
+                    literal.push(b'%');
+                    continue;
+                }
+                other => bail!(
+                    "--print: unknown field %{}; use %t %p %o %k %v %h %T %K %S or %%",
+                    other.map(String::from).unwrap_or_default()
+                ),
+            },
+            '\\' => {
+                match chars.next() {
+                    Some('n') => literal.push(b'\n'),
+                    Some('t') => literal.push(b'\t'),
+                    Some('r') => literal.push(b'\r'),
+                    Some('0') => literal.push(0),
+                    Some('\\') => literal.push(b'\\'),
+                    Some(other) => {
+                        literal.push(b'\\');
+                        let mut buffer = [0; 4];
+                        literal.extend_from_slice(other.encode_utf8(&mut buffer).as_bytes());
+                    }
+                    None => literal.push(b'\\'),
+                }
+                continue;
+            }
+            other => {
+                let mut buffer = [0; 4];
+                literal.extend_from_slice(other.encode_utf8(&mut buffer).as_bytes());
+                continue;
+            }
+        };
+        if !literal.is_empty() {
+            pieces.push(Piece::Text(std::mem::take(&mut literal)));
+        }
+        pieces.push(piece);
+    }
+    if !literal.is_empty() {
+        pieces.push(Piece::Text(literal));
+    }
+    Ok(pieces)
 }
 
 fn print_record(
     out: &mut impl std::io::Write,
     format: Format,
+    template: &[Piece],
     record: &ConsumerRecord,
 ) -> std::io::Result<()> {
     let text = |bytes: &Option<bytes::Bytes>| {
@@ -193,10 +311,34 @@ fn print_record(
             .as_ref()
             .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
     };
+    let length =
+        |bytes: &Option<bytes::Bytes>| bytes.as_ref().map_or(-1, |bytes| bytes.len() as i64);
     match format {
         Format::Table => {
-            out.write_all(record.value.as_deref().unwrap_or_default())?;
-            out.write_all(b"\n")
+            for piece in template {
+                match piece {
+                    Piece::Text(text) => out.write_all(text)?,
+                    Piece::Topic => out.write_all(record.topic.as_bytes())?,
+                    Piece::Partition => write!(out, "{}", record.partition)?,
+                    Piece::Offset => write!(out, "{}", record.offset)?,
+                    Piece::Key => out.write_all(record.key.as_deref().unwrap_or_default())?,
+                    Piece::Value => out.write_all(record.value.as_deref().unwrap_or_default())?,
+                    Piece::Timestamp => write!(out, "{}", record.timestamp_ms)?,
+                    Piece::KeyLength => write!(out, "{}", length(&record.key))?,
+                    Piece::ValueLength => write!(out, "{}", length(&record.value))?,
+                    Piece::Headers => {
+                        for (index, (key, value)) in record.headers.iter().enumerate() {
+                            if index > 0 {
+                                out.write_all(b",")?;
+                            }
+                            out.write_all(key.as_bytes())?;
+                            out.write_all(b"=")?;
+                            out.write_all(value.as_deref().unwrap_or_default())?;
+                        }
+                    }
+                }
+            }
+            Ok(())
         }
         Format::Json => writeln!(
             out,
@@ -208,7 +350,52 @@ fn print_record(
                 "timestamp": record.timestamp_ms,
                 "key": text(&record.key),
                 "value": text(&record.value),
+                "headers": record.headers.iter().map(|(key, value)| json!({"key": key, "value": text(value)})).collect::<Vec<_>>(),
             })
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_parse_fields_escapes_and_text() {
+        assert_eq!(
+            parse_template("%t/%p@%o %k=%v\\t%h %T%%\\n").unwrap(),
+            vec![
+                Piece::Topic,
+                Piece::Text(b"/".to_vec()),
+                Piece::Partition,
+                Piece::Text(b"@".to_vec()),
+                Piece::Offset,
+                Piece::Text(b" ".to_vec()),
+                Piece::Key,
+                Piece::Text(b"=".to_vec()),
+                Piece::Value,
+                Piece::Text(b"\t".to_vec()),
+                Piece::Headers,
+                Piece::Text(b" ".to_vec()),
+                Piece::Timestamp,
+                Piece::Text(b"%\n".to_vec()),
+            ]
+        );
+        let error = parse_template("%q").unwrap_err().to_string();
+        assert!(error.contains("unknown field %q"), "{error}");
+    }
+
+    #[test]
+    fn offsets_parse_every_form() {
+        assert_eq!(parse_offset("start"), Ok(Offset::Beginning));
+        assert_eq!(parse_offset("end"), Ok(Offset::End));
+        assert_eq!(parse_offset("42"), Ok(Offset::At(42)));
+        assert_eq!(parse_offset("-10"), Ok(Offset::FromEnd(10)));
+        assert_eq!(
+            parse_offset("@1700000000000"),
+            Ok(Offset::Timestamp(1_700_000_000_000))
+        );
+        assert!(parse_offset("yesterday").is_err());
+        assert!(parse_offset("-x").is_err());
     }
 }

@@ -2,23 +2,28 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::json;
-use strata_client::{Admin, GroupDescription};
+use strata_client::{Admin, Error, GroupDescription, ResponseError};
 
-use crate::output::{print_json, print_table, Format};
+use crate::output::{print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCommand {
     /// List consumer groups with their state.
     List,
     /// Members and, per partition, the committed offset, log end and lag.
-    Describe { group: String },
+    Describe {
+        /// The group to describe.
+        group: String,
+    },
     /// Move a group's committed offsets (a dry run unless --execute). The
     /// group must have no members: stop its consumers first.
     ResetOffsets {
+        /// The group whose offsets move.
         group: String,
-        #[arg(long)]
+        /// The topic, or TOPIC:P,P,... for some of its partitions.
+        #[arg(long, value_name = "TOPIC[:PARTITIONS]")]
         topic: String,
         /// To each partition's first offset.
         #[arg(long, group = "to")]
@@ -32,12 +37,53 @@ pub enum GroupCommand {
         /// By N from the committed offset (negative: read again).
         #[arg(long, group = "to", value_name = "N", allow_hyphen_values = true)]
         shift_by: Option<i64>,
+        /// To the first record at or after a time: 2026-12-03T10:00:00Z,
+        /// an offset such as +01:00, or no zone for UTC.
+        #[arg(long, group = "to", value_name = "DATETIME", value_parser = parse_datetime)]
+        to_datetime: Option<i64>,
+        /// To the first record at or after this long ago: 1h, 90m, 2d 4h,
+        /// or Kafka's PT1H.
+        #[arg(long, group = "to", value_name = "DURATION", value_parser = parse_duration)]
+        by_duration: Option<std::time::Duration>,
         /// Commit the new offsets; without it nothing changes.
         #[arg(long)]
         execute: bool,
     },
     /// Delete a group without members, with its committed offsets.
-    Delete { group: String },
+    Delete {
+        /// The group to delete.
+        group: String,
+    },
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time; without a zone, UTC.
+fn parse_datetime(text: &str) -> Result<i64, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+        .or_else(|_| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f"))
+        .map(|time| time.and_utc().timestamp_millis())
+        .map_err(|_| {
+            format!(
+                "'{text}' is not a time such as 2026-12-03T10:00:00Z or 2026-12-03T11:00:00+01:00"
+            )
+        })
+}
+
+/// "1h 30m", "90s", or ISO 8601's "P1DT2H30M" as Kafka's tools take it.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let human = match text.strip_prefix('P') {
+        Some(iso) => iso
+            .replace('T', "")
+            .replace('D', "d ")
+            .replace('H', "h ")
+            .replace('M', "m ")
+            .replace('S', "s "),
+        None => text.to_string(),
+    };
+    humantime::parse_duration(human.trim())
+        .map_err(|error| format!("'{text}' is not a duration such as 1h, 90m or PT1H ({error})"))
 }
 
 /// One partition of a group's view: committed offset and log end.
@@ -92,27 +138,70 @@ pub async fn run(bootstrap: &str, format: Format, command: GroupCommand) -> anyh
             to_latest,
             to_offset,
             shift_by,
+            to_datetime,
+            by_duration,
             execute,
         } => {
-            let target = match (to_earliest, to_latest, to_offset, shift_by) {
-                (true, _, _, _) => Target::Earliest,
-                (_, true, _, _) => Target::Latest,
-                (_, _, Some(offset), _) => Target::Offset(offset),
-                (_, _, _, Some(shift)) => Target::Shift(shift),
-                _ => {
-                    bail!("say where to: --to-earliest, --to-latest, --to-offset N or --shift-by N")
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |since| since.as_millis() as i64);
+            let target = if to_earliest {
+                Target::Earliest
+            } else if to_latest {
+                Target::Latest
+            } else if let Some(offset) = to_offset {
+                Target::Offset(offset)
+            } else if let Some(shift) = shift_by {
+                Target::Shift(shift)
+            } else if let Some(timestamp_ms) = to_datetime {
+                Target::Time(timestamp_ms)
+            } else if let Some(ago) = by_duration {
+                Target::Time(now_ms.saturating_sub(ago.as_millis() as i64))
+            } else {
+                bail!("say where to: --to-earliest, --to-latest, --to-offset N, --shift-by N, --to-datetime T or --by-duration D")
+            };
+            let (topic, partitions) = match topic.split_once(':') {
+                None => (topic, None),
+                Some((name, list)) => {
+                    let partitions = list
+                        .split(',')
+                        .map(|partition| partition.trim().parse::<i32>())
+                        .collect::<Result<BTreeSet<i32>, _>>()
+                        .map_err(|_| {
+                            anyhow::anyhow!("'{list}' is not a list of partitions such as 0,2,5")
+                        })?;
+                    (name.to_string(), Some(partitions))
                 }
             };
-            reset_offsets(&admin, format, &group, &topic, target, execute).await?;
+            reset_offsets(
+                &admin,
+                format,
+                &group,
+                &topic,
+                partitions.as_ref(),
+                target,
+                execute,
+            )
+            .await?;
         }
         GroupCommand::Delete { group } => {
-            admin
-                .delete_group(&group)
-                .await
-                .with_context(|| format!("cannot delete group '{group}' (a group with members cannot be deleted: stop its consumers first)"))?;
+            match admin.delete_group(&group).await {
+                Ok(()) => {}
+                Err(Error::Broker {
+                    error: ResponseError::GroupIdNotFound,
+                    ..
+                }) => bail!(
+                    "group '{group}' does not exist; `logctl group list` shows the groups there are"
+                ),
+                Err(Error::Broker {
+                    error: ResponseError::NonEmptyGroup,
+                    ..
+                }) => bail!("group '{group}' has members; stop its consumers before deleting it"),
+                Err(error) => return Err(error.into()),
+            }
             match format {
                 Format::Json => print_json(&json!({"group": group, "deleted": true})),
-                Format::Table => println!("deleted group {group}"),
+                Format::Table => say!("deleted group {group}"),
             }
         }
     }
@@ -191,7 +280,7 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
             })).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            println!(
+            say!(
                 "group: {}  state: {}  assignor: {}  coordinator: {}  members: {}",
                 description.group_id,
                 description.state,
@@ -262,6 +351,8 @@ enum Target {
     Latest,
     Offset(i64),
     Shift(i64),
+    /// The first record at or after this time (ms); the end if none.
+    Time(i64),
 }
 
 async fn reset_offsets(
@@ -269,6 +360,7 @@ async fn reset_offsets(
     format: Format,
     group: &str,
     topic: &str,
+    only: Option<&BTreeSet<i32>>,
     target: Target,
     execute: bool,
 ) -> anyhow::Result<()> {
@@ -282,8 +374,26 @@ async fn reset_offsets(
     let committed: BTreeMap<(String, i32), i64> =
         admin.group_offsets(group).await?.into_iter().collect();
     let partitions = admin.describe_topic(topic).await?;
+    if let Some(missing) = only.and_then(|only| {
+        only.iter().find(|&&wanted| {
+            !partitions
+                .topic
+                .partitions
+                .iter()
+                .any(|p| p.partition == wanted)
+        })
+    }) {
+        return Err(Error::UnknownPartition {
+            topic: topic.to_string(),
+            partition: *missing,
+        }
+        .into());
+    }
     let mut plan = Vec::new();
     for (partition, offsets) in partitions.topic.partitions.iter().zip(&partitions.offsets) {
+        if only.is_some_and(|only| !only.contains(&partition.partition)) {
+            continue;
+        }
         let offsets = offsets.as_ref().map_err(|error| {
             anyhow::anyhow!(
                 "cannot read the offsets of {topic}-{}: {error}",
@@ -299,6 +409,10 @@ async fn reset_offsets(
             Target::Latest => end,
             Target::Offset(offset) => offset,
             Target::Shift(shift) => current.unwrap_or(start).saturating_add(shift),
+            Target::Time(timestamp_ms) => admin
+                .offset_for_time(topic, partition.partition, timestamp_ms)
+                .await?
+                .unwrap_or(end),
         }
         .clamp(start, end);
         plan.push((partition.partition, current, new));
@@ -308,10 +422,7 @@ async fn reset_offsets(
             .iter()
             .map(|&(partition, _, new)| ((topic.to_string(), partition), new))
             .collect();
-        admin
-            .alter_group_offsets(group, &offsets)
-            .await
-            .with_context(|| format!("cannot reset the offsets of group '{group}'"))?;
+        admin.alter_group_offsets(group, &offsets).await?;
     }
     match format {
         Format::Json => print_json(&json!({
@@ -338,9 +449,9 @@ async fn reset_offsets(
                 .collect();
             print_table(&["TOPIC", "PARTITION", "CURRENT", "NEW"], &rows);
             if execute {
-                println!("committed the new offsets of group {group}");
+                say!("committed the new offsets of group {group}");
             } else {
-                println!("dry run: nothing changed; add --execute to commit these offsets");
+                say!("dry run: nothing changed; add --execute to commit these offsets");
             }
         }
     }

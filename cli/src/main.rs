@@ -26,7 +26,8 @@ use crate::output::Format;
     propagate_version = true
 )]
 struct Cli {
-    /// Brokers to bootstrap from, HOST:PORT[,HOST:PORT...].
+    /// Brokers to bootstrap from, HOST[:PORT][,HOST[:PORT]...]; the port
+    /// is 9092 when none is given.
     #[arg(
         short = 'b',
         long = "bootstrap-server",
@@ -62,6 +63,7 @@ enum Command {
     Cluster(cluster::ClusterCommand),
     /// Print a shell completion script.
     Completions {
+        /// The shell to complete for.
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -91,9 +93,34 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("logctl: {}", output::explain(&error, &cli.bootstrap));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every argument of every command says what it is for.
+    #[test]
+    fn every_flag_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "logctl", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -1,7 +1,46 @@
 //! Output shared by every command: the format switch, aligned tables, and
 //! error sentences that say what to do.
+//!
+//! Everything goes to stdout through [`say!`], which ends the process
+//! quietly when the reader went away (`logctl topic list | head -1`).
 
-use strata_client::Error;
+use std::io::Write;
+
+use strata_client::{Error, ResponseError};
+
+/// `println!` that exits with success once stdout is a closed pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::output::write_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+pub fn write_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        exit_on_write_error(&error);
+    }
+}
+
+/// The reader of stdout went away: stop, successfully, as `head` expects.
+/// Any other write error ends the process with it.
+pub fn exit_on_write_error(error: &std::io::Error) -> ! {
+    if error.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("logctl: cannot write to stdout: {error}");
+    std::process::exit(1);
+}
+
+/// Whether `error` is stdout's reader having gone away.
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -23,7 +62,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
             .collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(headers.to_vec());
     for row in rows {
@@ -32,7 +71,7 @@ pub fn print_table(headers: &[&str], rows: &[Vec<String>]) {
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!("{value}");
+    say!("{value}");
 }
 
 pub fn ids(ids: &[i32]) -> String {
@@ -54,6 +93,11 @@ pub fn explain(error: &anyhow::Error, bootstrap: &str) -> String {
         Some(Error::UnknownPartition { topic, partition }) => format!(
             "topic '{topic}' has no partition {partition}; `logctl topic describe {topic}` shows its partitions."
         ),
+        Some(Error::Broker {
+            error: ResponseError::UnknownTopicOrPartition,
+            operation,
+            message: None,
+        }) => format!("{operation}: no such topic or partition; `logctl topic list` shows the topics there are."),
         _ => format!("{error:#}"),
     }
 }

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use strata_client::{Acks, Compression, Delivery, Producer, ProducerRecord};
+use strata_client::{Acks, Compression, Delivery, Header, Producer, ProducerRecord};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::output::{print_json, print_table, Format};
+use crate::output::{print_json, print_table, say, Format};
 
 /// Deliveries awaited in the background before the oldest is checked; keeps
 /// memory flat for long inputs.
@@ -16,6 +16,7 @@ const DELIVERIES_PENDING_MAX: usize = 100_000;
 
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
+    /// The topic to write to.
     topic: String,
     /// Send every record to this partition (default: by key, or sticky).
     #[arg(short, long)]
@@ -36,6 +37,20 @@ pub struct ProduceArgs {
     /// on by default with --acks all; this refuses other acks.
     #[arg(long)]
     idempotent: bool,
+    /// A header on every record, KEY=VALUE; repeat for more.
+    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Give up on a record not acknowledged within this long, reporting
+    /// why its last attempt failed.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    delivery_timeout_ms: u64,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("header '{text}' is not KEY=VALUE")),
+    }
 }
 
 #[derive(Default)]
@@ -54,13 +69,22 @@ pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::
     let mut producer = Producer::builder(bootstrap)
         .client_id("logctl")
         .acks(acks)
-        .compression(args.compression);
+        .compression(args.compression)
+        .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms));
     if args.idempotent {
         producer = producer.idempotence(true);
     }
     let producer = producer.build().await?;
     // Refuse an unknown topic before reading any input.
     producer.partitions_for(&args.topic).await?;
+    let headers: Vec<Header<'_>> = args
+        .headers
+        .iter()
+        .map(|(key, value)| Header {
+            key,
+            value: Some(value.as_bytes()),
+        })
+        .collect();
     let started = Instant::now();
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     let mut pending: VecDeque<Delivery> = VecDeque::new();
@@ -76,7 +100,9 @@ pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::
             (None, None) => (None, line.as_str()),
         };
         bytes += value.len() as u64;
-        let mut record = ProducerRecord::new(&args.topic).value(value.as_bytes());
+        let mut record = ProducerRecord::new(&args.topic)
+            .value(value.as_bytes())
+            .headers(&headers);
         if let Some(key) = key {
             record = record.key(key.as_bytes());
         }
@@ -109,7 +135,7 @@ pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::
             })).collect::<Vec<_>>(),
         })),
         Format::Table => {
-            println!(
+            say!(
                 "produced {records} records ({bytes} bytes) to {} in {:.3} s",
                 args.topic,
                 Duration::from_secs_f64(seconds).as_secs_f64()

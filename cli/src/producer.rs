@@ -10,7 +10,10 @@ use crate::output::{print_json, print_table, Format};
 pub enum ProducerCommand {
     /// Per partition: producer id, epoch, last sequence and last timestamp
     /// of every idempotent producer its leader remembers.
-    List { topic: String },
+    List {
+        /// The topic whose partitions are asked.
+        topic: String,
+    },
 }
 
 pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> anyhow::Result<()> {

@@ -1,18 +1,21 @@
 //! `logctl topic create|list|describe|alter|delete`.
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use serde_json::json;
 use strata_client::{Admin, Error, NewTopic, ResponseError};
 
-use crate::output::{ids, print_json, print_table, Format};
+use crate::output::{ids, print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
     Create {
+        /// The new topic's name.
         name: String,
+        /// How many partitions it has (more can be added later).
         #[arg(short, long, default_value_t = 1)]
         partitions: i32,
+        /// How many brokers hold a copy of each partition.
         #[arg(short = 'r', long, default_value_t = 1)]
         replication_factor: i16,
         /// A topic config, KEY=VALUE; repeat for more.
@@ -25,9 +28,13 @@ pub enum TopicCommand {
     /// List topics.
     List,
     /// Partitions with leader, replicas, ISR, leader epoch and offsets; config overrides.
-    Describe { name: String },
+    Describe {
+        /// The topic to describe.
+        name: String,
+    },
     /// Add partitions or change configs.
     Alter {
+        /// The topic to change.
         name: String,
         /// The new partition count (only growing is possible).
         #[arg(long, required_unless_present_any = ["configs", "delete_configs"])]
@@ -40,7 +47,10 @@ pub enum TopicCommand {
         delete_configs: Vec<String>,
     },
     /// Delete a topic and its data.
-    Delete { name: String },
+    Delete {
+        /// The topic to delete.
+        name: String,
+    },
 }
 
 fn parse_config(pair: &str) -> anyhow::Result<(String, String)> {
@@ -71,16 +81,14 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
                     error: ResponseError::TopicAlreadyExists,
                     ..
                 }) if if_not_exists => false,
-                Err(error) => {
-                    return Err(error).with_context(|| format!("cannot create topic '{name}'"))
-                }
+                Err(error) => return Err(error.into()),
             };
             match format {
                 Format::Json => print_json(&json!({"topic": name, "created": created})),
                 Format::Table if created => {
-                    println!("created topic {name} with {partitions} partitions")
+                    say!("created topic {name} with {partitions} partitions")
                 }
-                Format::Table => println!("topic {name} already exists"),
+                Format::Table => say!("topic {name} already exists"),
             }
         }
         TopicCommand::List => {
@@ -131,14 +139,14 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
             }
             match format {
                 Format::Json => print_json(&json!({"topic": name, "altered": true})),
-                Format::Table => println!("altered topic {name}"),
+                Format::Table => say!("altered topic {name}"),
             }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
             match format {
                 Format::Json => print_json(&json!({"topic": name, "deleted": true})),
-                Format::Table => println!("deleted topic {name}"),
+                Format::Table => say!("deleted topic {name}"),
             }
         }
     }
@@ -187,7 +195,7 @@ async fn describe(admin: &Admin, format: Format, name: &str) -> anyhow::Result<(
             }));
         }
         Format::Table => {
-            println!(
+            say!(
                 "topic: {}  id: {}  partitions: {}",
                 topic.name,
                 topic.topic_id,
@@ -198,7 +206,7 @@ async fn describe(admin: &Admin, format: Format, name: &str) -> anyhow::Result<(
                     .iter()
                     .map(|(key, value)| format!("{key}={value}"))
                     .collect();
-                println!("configs: {}", configs.join(" "));
+                say!("configs: {}", configs.join(" "));
             }
             let rows: Vec<Vec<String>> = topic
                 .partitions

@@ -313,7 +313,7 @@ fn every_logctl_verb_in_table_and_json() {
     );
     let (_, error) = logctl.fails(&["consume", "x", "-o", "yesterday"]);
     assert!(
-        error.contains("'yesterday' is not start, end, an offset or @UNIX_MS"),
+        error.contains("'yesterday' is not start, end, an offset, -N or @UNIX_MS"),
         "{error}"
     );
     let dead = Logctl {
@@ -514,4 +514,104 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
     );
     let (_, error) = logctl.fails(&["group", "describe", "billing"]);
     assert!(error.contains("group 'billing' does not exist"), "{error}");
+}
+
+#[test]
+fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_closed_pipe() {
+    let logd = Logd::start();
+    let logctl = Logctl {
+        bootstrap: logd.bootstrap(),
+    };
+    logctl.ok(&["topic", "create", "audit", "-p", "1"]);
+    let lines: String = (0..10).map(|i| format!("user-{i}:login-{i}\n")).collect();
+    logctl.ok_with_input(
+        &[
+            "produce",
+            "audit",
+            "--key-separator",
+            ":",
+            "-H",
+            "source=web",
+            "-H",
+            "v=2",
+        ],
+        &lines,
+    );
+
+    // kcat's -f fields, escapes and literal text.
+    let out = logctl.ok(&[
+        "consume",
+        "audit",
+        "-n",
+        "1",
+        "-f",
+        "%t|%p|%o|%k|%v|%h|%K|%S%%\\n",
+    ]);
+    assert_eq!(out, "audit|0|0|user-0|login-0|source=web,v=2|6|7%\n");
+    let record = json(&logctl.ok(&["consume", "audit", "-n", "1", "--format", "json"]));
+    assert_eq!(record["headers"][0]["key"], "source", "{record}");
+    assert_eq!(record["headers"][1]["value"], "2", "{record}");
+    let (code, error) = logctl.fails(&["consume", "audit", "-f", "%q"]);
+    assert_eq!(code, 1);
+    assert!(error.contains("unknown field %q"), "{error}");
+
+    // -o -N: the last N records.
+    let out = logctl.ok(&["consume", "audit", "-o", "-3", "-n", "3", "-f", "%o %v\n"]);
+    assert_eq!(out, "7 login-7\n8 login-8\n9 login-9\n");
+
+    // A host without a port is port 9092; logd listens elsewhere here, so
+    // the error names 9092.
+    let bare = Logctl {
+        bootstrap: "127.0.0.1".to_string(),
+    };
+    let (_, error) = bare.fails(&["topic", "list"]);
+    assert!(
+        error.contains("cannot reach a broker at 127.0.0.1"),
+        "{error}"
+    );
+    assert!(!error.contains("invalid socket address"), "{error}");
+
+    // The broker's own explanation, once.
+    let (_, error) = logctl.fails(&["topic", "create", "x", "-r", "0"]);
+    assert_eq!(
+        error,
+        "logctl: create topic \"x\": replication factor 0 is invalid: a topic needs at least one replica\n"
+    );
+    let (_, error) = logctl.fails(&["group", "delete", "nobody"]);
+    assert_eq!(
+        error,
+        "logctl: group 'nobody' does not exist; `logctl group list` shows the groups there are\n"
+    );
+
+    // A reader that goes away early (`| head -c 1`) ends logctl quietly:
+    // 600 kB of output do not fit in the pipe.
+    let many: String = (0..50_000).map(|i| format!("record-{i}\n")).collect();
+    logctl.ok_with_input(&["produce", "audit"], &many);
+    {
+        let args = ["consume", "audit", "-n", "50010"];
+        let mut child = Command::new(env!("CARGO_BIN_EXE_logctl"))
+            .arg("--bootstrap-server")
+            .arg(&logctl.bootstrap)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut first = [0u8; 1];
+        std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+        drop(stdout);
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "logctl {args:?} with a closed stdout: {:?} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -318,6 +318,44 @@ impl Admin {
         })
     }
 
+    /// The first offset of `topic`-`partition` whose record's timestamp is
+    /// at or after `timestamp_ms`; `None` when no record is that recent.
+    pub async fn offset_for_time(
+        &self,
+        topic: &str,
+        partition: i32,
+        timestamp_ms: i64,
+    ) -> Result<Option<i64>> {
+        let info = self
+            .cluster
+            .refresh(&[topic])
+            .await?
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(Error::UnknownTopic(topic.to_string())))?;
+        let leader = info
+            .partitions
+            .iter()
+            .find(|info| info.partition == partition)
+            .ok_or_else(|| Error::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+            })?
+            .leader
+            .ok_or_else(|| {
+                Error::broker(
+                    format!("{topic}-{partition}"),
+                    ResponseError::LeaderNotAvailable.code(),
+                    None,
+                )
+            })?;
+        let offset = self
+            .cluster
+            .list_offset(leader, topic, partition, timestamp_ms)
+            .await?;
+        Ok((offset >= 0).then_some(offset))
+    }
+
     /// Grows `name` to `partition_count` partitions.
     pub async fn create_partitions(&self, name: &str, partition_count: i32) -> Result<()> {
         let connection = self.cluster.any_connection().await?;

@@ -29,19 +29,39 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// `bootstrap` is a comma-separated list of `host:port`.
+    /// `bootstrap` is a comma-separated list of `host:port`; a host without
+    /// a port means Kafka's port, 9092.
     pub fn new(bootstrap: &str) -> ClientConfig {
         ClientConfig {
             bootstrap: bootstrap
                 .split(',')
                 .map(str::trim)
                 .filter(|address| !address.is_empty())
-                .map(str::to_string)
+                .map(with_default_port)
                 .collect(),
             client_id: "strata-client".to_string(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// `address` with `:9092` appended when it names no port (`host`,
+/// `1.2.3.4`, `[::1]`; a bare IPv6 address has more than one colon).
+fn with_default_port(address: &str) -> String {
+    let colons = address.matches(':').count();
+    if address.starts_with('[') {
+        if address.contains("]:") {
+            address.to_string()
+        } else {
+            format!("{address}:9092")
+        }
+    } else if colons == 0 {
+        format!("{address}:9092")
+    } else if colons == 1 {
+        address.to_string()
+    } else {
+        format!("[{address}]:9092")
     }
 }
 
@@ -371,4 +391,25 @@ impl Cluster {
 
 pub(crate) fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_without_a_port_means_9092() {
+        let config = ClientConfig::new("localhost, 10.0.0.7:19092,[::1]:9093,[::1],::1,broker-2:x");
+        assert_eq!(
+            config.bootstrap,
+            [
+                "localhost:9092",
+                "10.0.0.7:19092",
+                "[::1]:9093",
+                "[::1]:9092",
+                "[::1]:9092",
+                "broker-2:x"
+            ]
+        );
+    }
 }

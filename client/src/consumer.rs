@@ -48,6 +48,9 @@ pub enum Offset {
     /// The first offset whose timestamp is at or after this (ms since the
     /// epoch); the end when there is none.
     Timestamp(i64),
+    /// This many records before the high watermark (the last N), or the
+    /// log start when the log holds fewer.
+    FromEnd(u64),
 }
 
 /// What to do when the position is not in the log (never set, or deleted by
@@ -685,6 +688,12 @@ impl Consumer {
                         -1 => self.list_offset(&key, -1).await?,
                         offset => offset,
                     }
+                }
+                Offset::FromEnd(count) => {
+                    let end = self.list_offset(&key, -1).await?;
+                    let start = self.list_offset(&key, -2).await?;
+                    end.saturating_sub(count.min(i64::MAX as u64) as i64)
+                        .max(start)
                 }
             };
             let state = self.partitions.get_mut(&key).expect("assigned");

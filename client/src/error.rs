@@ -36,8 +36,9 @@ pub enum Error {
         max: i16,
         offered: String,
     },
-    /// The broker refused an operation with a Kafka error code.
-    #[error("{operation}: {error}{}", message.as_ref().map(|message| format!(" ({message})")).unwrap_or_default())]
+    /// The broker refused an operation with a Kafka error code; its own
+    /// explanation, when it gave one, is the message.
+    #[error("{operation}: {}", message.as_deref().filter(|message| !message.is_empty()).map_or_else(|| error.to_string(), str::to_string))]
     Broker {
         operation: String,
         error: ResponseError,
@@ -56,6 +57,12 @@ pub enum Error {
     Timeout {
         operation: &'static str,
         after: Duration,
+    },
+    /// A record was not acknowledged within the producer's delivery timeout.
+    #[error("delivering a batch timed out after {after:?}{}", last_error.as_ref().map(|error| format!("; its last attempt failed: {error}")).unwrap_or_default())]
+    DeliveryTimeout {
+        after: Duration,
+        last_error: Option<Box<Error>>,
     },
     /// A fetched batch failed its checks; its records are not returned.
     #[error("corrupt batch in {topic}-{partition} at offset {offset}: {reason}")]
@@ -83,7 +90,7 @@ impl Error {
     /// Whether trying again (after refreshing metadata) may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            Error::Io { .. } | Error::Timeout { .. } => true,
+            Error::Io { .. } | Error::Timeout { .. } | Error::DeliveryTimeout { .. } => true,
             Error::Broker { error, .. } => error.is_retriable(),
             _ => false,
         }

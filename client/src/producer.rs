@@ -403,6 +403,8 @@ struct ClosedBatch {
     /// Its place among its partition's batches, in the order they closed.
     order: u64,
     record_count: i32,
+    /// Why its last attempt failed, reported if its delivery times out.
+    last_error: Option<Error>,
 }
 
 impl Drop for ClosedBatch {
@@ -468,6 +470,7 @@ impl PartitionQueue {
             not_before: now,
             order: open.order,
             record_count,
+            last_error: None,
         });
     }
 
@@ -886,6 +889,7 @@ impl Inner {
             batch.attempts += 1;
             batch.not_before = now + self.config.retry_backoff;
             debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
+            batch.last_error = Some(error);
             queue.requeue(batch);
             drop(queue);
             self.wake.notify_one();
@@ -1092,9 +1096,9 @@ fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>, Vec<Arc<s
             if now.duration_since(front.closed_at) >= inner.config.delivery_timeout {
                 let batch = queue.ready.pop_front().expect("checked");
                 inner.failed_for_good();
-                batch.ack.complete(Err(Error::Timeout {
-                    operation: "delivering a batch",
+                batch.ack.complete(Err(Error::DeliveryTimeout {
                     after: inner.config.delivery_timeout,
+                    last_error: batch.last_error.clone().map(Box::new),
                 }));
                 continue;
             }

@@ -179,7 +179,7 @@ pub enum MetadataError {
     InvalidTopicName { name: String, reason: String },
     #[error("partition count {requested} is invalid: {reason}")]
     InvalidPartitions { requested: u32, reason: String },
-    #[error("replication factor {requested} exceeds the {available} available brokers")]
+    #[error("{}", if *requested == 0 { "replication factor 0 is invalid: a topic needs at least one replica".to_string() } else { format!("replication factor {requested} exceeds the {available} available brokers") })]
     InvalidReplicationFactor { requested: u16, available: usize },
     #[error("the cluster already has the id {0}")]
     ClusterIdSet(String),
