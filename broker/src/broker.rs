@@ -197,6 +197,7 @@ impl Broker {
             metrics,
             groups,
             producer_ids: ProducerIds::new(config.node_id, controller.clone()),
+            topic_defaults: config.topics,
         });
         tasks.push(tokio::spawn(listener::run(
             listener,

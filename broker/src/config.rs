@@ -46,6 +46,30 @@ pub struct BrokerConfig {
     pub producer_id_expiration: Duration,
     /// Consumer groups: session timeout bounds, the initial rebalance delay.
     pub group: GroupConfig,
+    /// Topics created without a partition count or replication factor, and
+    /// whether a Metadata request creates the topics it names.
+    pub topics: TopicDefaults,
+}
+
+/// Kafka's `num.partitions`, `default.replication.factor` and
+/// `auto.create.topics.enable`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicDefaults {
+    pub partitions: u32,
+    pub replication_factor: u16,
+    /// Off by default (Kafka's is on): a typo in a producer's topic name
+    /// should be an error, not a new topic.
+    pub auto_create: bool,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        TopicDefaults {
+            partitions: 1,
+            replication_factor: 1,
+            auto_create: false,
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -66,6 +90,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_millis(30_000),
             producer_id_expiration: Duration::from_millis(24 * 60 * 60 * 1000),
             group: GroupConfig::default(),
+            topics: TopicDefaults::default(),
         }
     }
 }

@@ -485,7 +485,12 @@ impl Cluster {
     /// Starts `size` brokers, ids 1..=size, of which the first `voters`
     /// run controller voters, and waits until all answer.
     pub fn start_with_voters(size: i32, voters: i32) -> Cluster {
-        Cluster::start_advertising(size, voters, &[])
+        Cluster::start_advertising(size, voters, &[], &[])
+    }
+
+    /// `size` brokers, all voters, each also given `args`.
+    pub fn start_with_args(size: i32, args: &[&str]) -> Cluster {
+        Cluster::start_advertising(size, size, &[], args)
     }
 
     /// Starts `size` brokers, all voters, each behind a [`FaultProxy`]
@@ -494,13 +499,18 @@ impl Cluster {
     pub fn start_behind_proxies(size: i32) -> (Cluster, Vec<proxy::FaultProxy>) {
         let proxies: Vec<proxy::FaultProxy> =
             (0..size).map(|_| proxy::FaultProxy::bind()).collect();
-        let cluster = Cluster::start_advertising(size, size, &proxies);
+        let cluster = Cluster::start_advertising(size, size, &proxies, &[]);
         (cluster, proxies)
     }
 
     /// Starts the brokers, broker `id` advertising `proxies[id - 1]` if
     /// given.
-    fn start_advertising(size: i32, voters: i32, proxies: &[proxy::FaultProxy]) -> Cluster {
+    fn start_advertising(
+        size: i32,
+        voters: i32,
+        proxies: &[proxy::FaultProxy],
+        args: &[&str],
+    ) -> Cluster {
         let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
         for (node, proxy) in nodes.iter_mut().zip(proxies) {
             proxy.forward_to(node.address);
@@ -524,6 +534,7 @@ impl Cluster {
                 "--replica-lag-time-max-ms".into(),
                 REPLICA_LAG_MS.to_string(),
             ]);
+            node.args.extend(args.iter().map(|arg| arg.to_string()));
             node.launch();
         }
         for node in &mut nodes {

@@ -81,6 +81,18 @@ struct Flags {
     /// [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// Partitions of a topic created without a count [default: 1].
+    #[arg(long, value_name = "N")]
+    num_partitions: Option<u32>,
+    /// Replicas of a topic created without a replication factor
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    default_replication_factor: Option<u16>,
+    /// Create a topic that a client's Metadata request names and asks to
+    /// create, with the two defaults above [default: false, unlike Kafka:
+    /// a mistyped topic name is an error, not a new topic].
+    #[arg(long, value_name = "BOOL")]
+    auto_create_topics_enable: Option<bool>,
     /// Address for Prometheus `/metrics` [default: 127.0.0.1:9094].
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -125,6 +137,13 @@ impl Flags {
             group_initial_rebalance_delay_ms: self
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms),
+            num_partitions: self.num_partitions.or(file.num_partitions),
+            default_replication_factor: self
+                .default_replication_factor
+                .or(file.default_replication_factor),
+            auto_create_topics_enable: self
+                .auto_create_topics_enable
+                .or(file.auto_create_topics_enable),
             metrics_listen: self.metrics_listen.or(file.metrics_listen),
             log_level: self.log_level.or(file.log_level),
         }
@@ -206,6 +225,20 @@ fn main() -> anyhow::Result<()> {
         Some(ms) => config.producer_id_expiration = Duration::from_millis(ms),
         None => {}
     }
+    let topics = &mut config.topics;
+    match flags.num_partitions {
+        Some(0) => bail!("--num-partitions must be at least 1"),
+        Some(count) => topics.partitions = count,
+        None => {}
+    }
+    match flags.default_replication_factor {
+        Some(0) => bail!("--default-replication-factor must be at least 1"),
+        Some(count) => topics.replication_factor = count,
+        None => {}
+    }
+    topics.auto_create = flags
+        .auto_create_topics_enable
+        .unwrap_or(topics.auto_create);
     let group = &mut config.group;
     group.session_timeout_ms_min = flags
         .group_min_session_timeout_ms

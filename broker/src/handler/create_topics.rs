@@ -14,8 +14,6 @@ use crate::topic_config::TopicConfig;
 
 /// Used when a request leaves the partition count or replication factor to
 /// the broker (-1).
-const DEFAULT_PARTITIONS: u32 = 1;
-const DEFAULT_REPLICATION_FACTOR: u16 = 1;
 
 pub async fn handle(
     context: &Context,
@@ -59,12 +57,12 @@ pub async fn handle(
             continue;
         }
         let partition_count = if topic.num_partitions == -1 {
-            DEFAULT_PARTITIONS
+            context.topic_defaults.partitions
         } else {
             topic.num_partitions.max(0) as u32
         };
         let replication_factor = if topic.replication_factor == -1 {
-            DEFAULT_REPLICATION_FACTOR
+            context.topic_defaults.replication_factor
         } else {
             topic.replication_factor.max(0) as u16
         };

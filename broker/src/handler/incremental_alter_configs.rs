@@ -7,12 +7,10 @@ use std::collections::BTreeMap;
 use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
-use super::{commit, str_bytes, Committed, Context};
-use crate::controller::metadata::MetadataCommand;
+use super::alter_configs::{self, RESOURCE_TOPIC};
+use super::{str_bytes, Context};
 use crate::server::error_code;
-use crate::topic_config::TopicConfig;
 
-const RESOURCE_TOPIC: i8 = 2;
 const OPERATION_SET: i8 = 0;
 const OPERATION_DELETE: i8 = 1;
 
@@ -72,24 +70,10 @@ pub async fn handle(
             responses.push(refuse(error_code::INVALID_REQUEST, message));
             continue;
         }
-        if let Err(error) = TopicConfig::from_overrides(&configs) {
-            responses.push(refuse(error_code::INVALID_CONFIG, error.to_string()));
-            continue;
-        }
-        if request.validate_only {
-            responses.push(response);
-            continue;
-        }
-        let committed: Committed = commit(
-            context,
-            MetadataCommand::AlterTopicConfigs { name, configs },
-        )
-        .await;
-        responses.push(
-            response
-                .with_error_code(committed.error_code)
-                .with_error_message(committed.error_message),
-        );
+        let (code, message) =
+            alter_configs::replace_topic_configs(context, name, configs, request.validate_only)
+                .await;
+        responses.push(response.with_error_code(code).with_error_message(message));
     }
     context.replicas.reconcile(&context.controller.metadata());
     IncrementalAlterConfigsResponse::default().with_responses(responses)

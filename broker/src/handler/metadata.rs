@@ -6,14 +6,26 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 
+use std::collections::BTreeMap;
+
+use tracing::{debug, info, warn};
 use uuid::Uuid;
 
-use super::{str_bytes, Context};
-use crate::controller::metadata::TopicRecord;
+use super::{commit, str_bytes, Context};
+use crate::controller::metadata::{validate_topic_name, MetadataCommand, TopicRecord};
 use crate::group::OFFSETS_TOPIC;
 use crate::server::error_code;
 
-pub fn handle(context: &Context, request: MetadataRequest, api_version: i16) -> MetadataResponse {
+pub async fn handle(
+    context: &Context,
+    request: MetadataRequest,
+    api_version: i16,
+) -> MetadataResponse {
+    // Versions before 4 have no flag: they always asked for creation.
+    if context.topic_defaults.auto_create && (api_version < 4 || request.allow_auto_topic_creation)
+    {
+        create_missing(context, &request).await;
+    }
     let metadata = context.controller.metadata();
     let brokers = metadata
         .alive_broker_records()
@@ -67,6 +79,50 @@ pub fn handle(context: &Context, request: MetadataRequest, api_version: i16) -> 
             .for_each(|topic| topic.topic_id = Uuid::nil());
     }
     response
+}
+
+/// With `auto.create.topics.enable`: creates the requested topics that do
+/// not exist, with the broker's default partitions and replication factor.
+/// One that cannot be created (a bad name, too few brokers) is answered as
+/// unknown, and the refusal is logged.
+async fn create_missing(context: &Context, request: &MetadataRequest) {
+    let Some(requested) = &request.topics else {
+        return;
+    };
+    let missing: Vec<String> = {
+        let metadata = context.controller.metadata();
+        requested
+            .iter()
+            .filter_map(|topic| topic.name.as_ref())
+            .map(|name| name.0.to_string())
+            .filter(|name| !metadata.topics.contains_key(name) && name != OFFSETS_TOPIC)
+            .collect()
+    };
+    if missing.is_empty() {
+        return;
+    }
+    let defaults = context.topic_defaults;
+    for name in missing {
+        if let Err(error) = validate_topic_name(&name) {
+            debug!(topic = %name, %error, "not creating a topic a Metadata request named");
+            continue;
+        }
+        let command = MetadataCommand::CreateTopic {
+            name: name.clone(),
+            topic_id: Uuid::new_v4(),
+            partition_count: defaults.partitions,
+            replication_factor: defaults.replication_factor,
+            configs: BTreeMap::new(),
+        };
+        let committed = commit(context, command).await;
+        if committed.is_ok() {
+            info!(topic = %name, partitions = defaults.partitions, replication_factor = defaults.replication_factor,
+                "created a topic a client asked for (auto.create.topics.enable)");
+        } else if committed.error_code != error_code::TOPIC_ALREADY_EXISTS {
+            warn!(topic = %name, error = ?committed.error_message, "cannot create a topic a client asked for");
+        }
+    }
+    context.replicas.reconcile(&context.controller.metadata());
 }
 
 fn describe(topic: &TopicRecord) -> MetadataResponseTopic {

@@ -2,6 +2,7 @@
 //! controller and the replicas, and their results into a response.
 //! Wire types stop here.
 
+pub mod alter_configs;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -9,8 +10,10 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -52,6 +55,7 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIds,
+    pub topic_defaults: crate::config::TopicDefaults,
 }
 
 /// How a metadata command went, as a Kafka error code (0 for success) and

@@ -510,6 +510,11 @@ impl Partition {
         self.log().log_end_offset()
     }
 
+    /// Bytes of records the log holds on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log().size_bytes()
+    }
+
     /// Validates and appends a producer's (or a coordinator's) record
     /// batches as leader, stamped with the leader epoch this broker leads
     /// in, which must be `leader_epoch` if that is given. With `Acks::All`

@@ -32,7 +32,7 @@ pub async fn dispatch(
                 ResponseKind::ApiVersions(versions::api_versions_response(0))
             }
             RequestKind::Metadata(body) => {
-                ResponseKind::Metadata(handler::metadata::handle(context, body, api_version))
+                ResponseKind::Metadata(handler::metadata::handle(context, body, api_version).await)
             }
             RequestKind::Produce(body) => {
                 ResponseKind::Produce(handler::produce::handle(context, body, api_version).await?)
@@ -57,6 +57,9 @@ pub async fn dispatch(
             ),
             RequestKind::DescribeConfigs(body) => {
                 ResponseKind::DescribeConfigs(handler::describe_configs::handle(context, body))
+            }
+            RequestKind::AlterConfigs(body) => {
+                ResponseKind::AlterConfigs(handler::alter_configs::handle(context, body).await)
             }
             RequestKind::IncrementalAlterConfigs(body) => ResponseKind::IncrementalAlterConfigs(
                 handler::incremental_alter_configs::handle(context, body).await,
@@ -99,6 +102,12 @@ pub async fn dispatch(
             }
             RequestKind::DeleteGroups(body) => {
                 ResponseKind::DeleteGroups(handler::delete_groups::handle(context, body).await)
+            }
+            RequestKind::DescribeLogDirs(body) => {
+                ResponseKind::DescribeLogDirs(handler::describe_log_dirs::handle(context, body))
+            }
+            RequestKind::ElectLeaders(body) => {
+                ResponseKind::ElectLeaders(handler::elect_leaders::handle(context, body).await)
             }
             RequestKind::DescribeProducers(body) => {
                 ResponseKind::DescribeProducers(handler::describe_producers::handle(context, body))
