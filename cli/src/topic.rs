@@ -46,11 +46,36 @@ pub enum TopicCommand {
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
     },
+    /// Delete a partition's records below an offset, for good (consumers
+    /// then start at that offset).
+    DeleteRecords {
+        /// The topic whose records go.
+        name: String,
+        /// Only this partition (default: every partition).
+        #[arg(short, long)]
+        partition: Option<i32>,
+        /// Delete every record below OFFSET; "end" deletes everything
+        /// consumers can read now.
+        #[arg(long, value_name = "OFFSET", value_parser = parse_before)]
+        before: i64,
+    },
     /// Delete a topic and its data.
     Delete {
         /// The topic to delete.
         name: String,
     },
+}
+
+/// An offset, or "end" (-1: the high watermark).
+fn parse_before(text: &str) -> Result<i64, String> {
+    match text {
+        "end" => Ok(-1),
+        _ => text
+            .parse::<i64>()
+            .ok()
+            .filter(|offset| *offset >= 0)
+            .ok_or_else(|| format!("'{text}' is not an offset or end")),
+    }
 }
 
 fn parse_config(pair: &str) -> anyhow::Result<(String, String)> {
@@ -140,6 +165,37 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
             match format {
                 Format::Json => print_json(&json!({"topic": name, "altered": true})),
                 Format::Table => say!("altered topic {name}"),
+            }
+        }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let partitions: Vec<(i32, i64)> = match partition {
+                Some(partition) => vec![(partition, before)],
+                None => admin
+                    .describe_topic(&name)
+                    .await?
+                    .topic
+                    .partitions
+                    .iter()
+                    .map(|partition| (partition.partition, before))
+                    .collect(),
+            };
+            let starts = admin.delete_records(&name, &partitions).await?;
+            match format {
+                Format::Json => print_json(&json!(starts
+                    .iter()
+                    .map(|(partition, start)| json!({"topic": name, "partition": partition, "log_start_offset": start}))
+                    .collect::<Vec<_>>())),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = starts
+                        .iter()
+                        .map(|(partition, start)| vec![name.clone(), partition.to_string(), start.to_string()])
+                        .collect();
+                    print_table(&["TOPIC", "PARTITION", "LOG-START"], &rows);
+                }
             }
         }
         TopicCommand::Delete { name } => {

@@ -559,6 +559,22 @@ fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_c
     let out = logctl.ok(&["consume", "audit", "-o", "-3", "-n", "3", "-f", "%o %v\n"]);
     assert_eq!(out, "7 login-7\n8 login-8\n9 login-9\n");
 
+    // delete-records: consumers start at the new log start.
+    let out = logctl.ok(&[
+        "topic",
+        "delete-records",
+        "audit",
+        "--before",
+        "4",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json(&out)[0]["log_start_offset"], 4, "{out}");
+    let out = logctl.ok(&["consume", "audit", "-n", "1", "-f", "%o\n"]);
+    assert_eq!(out, "4\n");
+    let (_, error) = logctl.fails(&["topic", "delete-records", "audit", "--before", "999"]);
+    assert!(error.contains("past the high watermark"), "{error}");
+
     // A host without a port is port 9092; logd listens elsewhere here, so
     // the error names 9092.
     let bare = Logctl {

@@ -705,6 +705,78 @@ impl Admin {
         Ok(producers)
     }
 
+    /// Deletes the records of `topic` below `before` in each partition given
+    /// (`-1`: everything its consumers can read now), for good: each leader
+    /// moves its log start offset there. Returns each partition's new log
+    /// start offset.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        before: &[(i32, i64)],
+    ) -> Result<Vec<(i32, i64)>> {
+        use kafka_protocol::messages::delete_records_request::{
+            DeleteRecordsPartition, DeleteRecordsTopic,
+        };
+        use kafka_protocol::messages::DeleteRecordsRequest;
+        let info = self.cluster.refresh(&[topic]).await?.remove(0)?;
+        let mut by_leader: std::collections::BTreeMap<i32, Vec<DeleteRecordsPartition>> =
+            Default::default();
+        for &(partition, offset) in before {
+            let leader = info
+                .partitions
+                .iter()
+                .find(|info| info.partition == partition)
+                .ok_or_else(|| Error::UnknownPartition {
+                    topic: topic.to_string(),
+                    partition,
+                })?
+                .leader
+                .ok_or_else(|| {
+                    Error::broker(
+                        format!("delete records of {topic}-{partition}"),
+                        ResponseError::LeaderNotAvailable.code(),
+                        None,
+                    )
+                })?;
+            by_leader.entry(leader).or_default().push(
+                DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(offset),
+            );
+        }
+        let mut low_watermarks = Vec::new();
+        for (leader, partitions) in by_leader {
+            let connection = self.cluster.connection(leader).await?;
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(30_000)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(topic_name(topic))
+                    .with_partitions(partitions)]);
+            let response = self
+                .cluster
+                .timed("DeleteRecords", connection.send(&request))
+                .await?;
+            for partition in response.topics.iter().flat_map(|topic| &topic.partitions) {
+                let operation =
+                    || format!("delete records of {topic}-{}", partition.partition_index);
+                if partition.error_code == ResponseError::OffsetOutOfRange.code() {
+                    return Err(Error::broker(
+                        operation(),
+                        partition.error_code,
+                        Some(
+                            "the offset is past the high watermark (what consumers can read)"
+                                .into(),
+                        ),
+                    ));
+                }
+                check(operation, partition.error_code, None)?;
+                low_watermarks.push((partition.partition_index, partition.low_watermark));
+            }
+        }
+        low_watermarks.sort_unstable();
+        Ok(low_watermarks)
+    }
+
     pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {

@@ -49,6 +49,7 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 3, 4),
     (ApiKey::DescribeGroups, 3, 5),
     (ApiKey::DeleteGroups, 1, 2),
+    (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::InitProducerId, 2, 4),
     (ApiKey::DescribeProducers, 0, 0),
 ];

@@ -75,6 +75,11 @@ assert len(sizes) == 12 and sum(sizes) > 0, log_dirs
 
 admin.elect_leaders(0, {"py-orders": [0, 1, 2]})
 
+start = ends[TopicPartition("py-orders", 0)].offset // 2
+admin.delete_records({TopicPartition("py-orders", 0): start})
+earliest = admin.list_partition_offsets({TopicPartition("py-orders", 0): -2})
+assert earliest[TopicPartition("py-orders", 0)].offset == start, earliest
+
 producers = admin.describe_producers([TopicPartition("py-orders", p) for p in range(3)])
 assert any(state.active_producers for state in producers.values()), producers
 
@@ -157,6 +162,11 @@ assert sum(future.result().offset for future in ends.values()) == 300
 elected = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("rd-orders", 0)]).result()
 for partition, error in elected.items():
     assert error is None or error.code() == 84, error  # ELECTION_NOT_NEEDED
+
+deleted = admin.delete_records([TopicPartition("rd-audit", 0, 100)])
+assert deleted[TopicPartition("rd-audit", 0, 100)].result().low_watermark == 100
+earliest = admin.list_offsets({TopicPartition("rd-audit", 0): OffsetSpec.earliest()})
+assert list(earliest.values())[0].result().offset == 100
 
 done(admin.delete_consumer_groups(["rd-group"]))
 done(admin.delete_topics(["rd-orders", "rd-audit"]))

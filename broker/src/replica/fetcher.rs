@@ -444,8 +444,9 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
                 None => {
                     let records = data.records.unwrap_or_default();
                     let had_records = !records.is_empty();
-                    let outcome =
-                        partition.append_from_leader(&records, data.high_watermark, now_ms());
+                    let outcome = partition
+                        .append_from_leader(&records, data.high_watermark, now_ms())
+                        .and_then(|()| partition.follow_log_start(data.log_start_offset));
                     appended |= had_records && outcome.is_ok();
                     outcome
                 }

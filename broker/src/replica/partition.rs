@@ -657,6 +657,45 @@ impl Partition {
         Ok(found.filter(|found| found.offset < high_watermark))
     }
 
+    /// As leader: makes the records below `offset` unreadable for good
+    /// (DeleteRecords; -1 means the high watermark) and deletes the
+    /// segments wholly below it. Only what every in-sync replica has can be
+    /// deleted: `offset` may not pass the high watermark. Followers follow
+    /// on their next fetch. Returns the new log start offset.
+    pub fn delete_records_before(&self, offset: i64) -> Result<i64, AppendError> {
+        let mut log = self.log();
+        if self.leading_epoch.load(Ordering::Acquire) == NOT_LEADING {
+            return Err(AppendError::NotLeader);
+        }
+        let high_watermark = self.high_watermark();
+        let offset = if offset == -1 { high_watermark } else { offset };
+        if offset < 0 || offset > high_watermark {
+            return Err(AppendError::Storage(StorageError::OffsetOutOfRange {
+                requested: offset,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: high_watermark,
+            }));
+        }
+        log.delete_records_before(offset)
+            .map_err(AppendError::Storage)?;
+        let log_start_offset = log.log_start_offset();
+        drop(log);
+        info!(partition = ?self, log_start_offset, "records deleted below a new log start offset");
+        Ok(log_start_offset)
+    }
+
+    /// As a follower: moves the log start up to the leader's, as far as
+    /// this replica's high watermark (records deleted there, by
+    /// DeleteRecords or retention, go here too).
+    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
+        let bound = leader_log_start.min(self.high_watermark());
+        let mut log = self.log();
+        if bound > log.log_start_offset() {
+            log.delete_records_before(bound)?;
+        }
+        Ok(())
+    }
+
     /// Deletes segments past retention, never above the high watermark.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
         let high_watermark = self.high_watermark();

@@ -109,6 +109,9 @@ pub async fn dispatch(
             RequestKind::ElectLeaders(body) => {
                 ResponseKind::ElectLeaders(handler::elect_leaders::handle(context, body).await)
             }
+            RequestKind::DeleteRecords(body) => {
+                ResponseKind::DeleteRecords(handler::delete_records::handle(context, body))
+            }
             RequestKind::DescribeProducers(body) => {
                 ResponseKind::DescribeProducers(handler::describe_producers::handle(context, body))
             }
