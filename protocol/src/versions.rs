@@ -52,13 +52,13 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::DeleteRecords, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0),
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::ElectLeaders, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::DescribeProducers, 0, 0),
-    // v2 adds the voters' listeners, which the controller does not track yet.
-    api(ApiKey::DescribeQuorum, 0, 1),
+    api(ApiKey::DescribeQuorum, 0, 2),
 ];
 
 /// The supported range of `api_key`, if Strata serves it.

@@ -83,6 +83,13 @@ assert earliest[TopicPartition("py-orders", 0)].offset == start, earliest
 producers = admin.describe_producers([TopicPartition("py-orders", p) for p in range(3)])
 assert any(state.active_producers for state in producers.values()), producers
 
+quorum = admin.describe_metadata_quorum()
+assert quorum["topics"][0]["partitions"][0]["leader_id"] in (1, 2, 3), quorum
+assert len(quorum["nodes"]) == 3, quorum
+
+admin.delete_group_offsets("py-group", [TopicPartition("py-orders", 1)])
+assert TopicPartition("py-orders", 1) not in admin.list_group_offsets("py-group")["py-group"]
+
 admin.delete_groups(["py-group"])
 admin.delete_topics(["py-orders", "py-auto"])
 print("ok")

@@ -81,6 +81,13 @@ struct Flags {
     /// [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// How long an empty consumer group's committed offsets are kept
+    /// [default: 10080, a week].
+    #[arg(long, value_name = "MINUTES")]
+    offsets_retention_minutes: Option<u64>,
+    /// How often expired committed offsets are looked for [default: 600000].
+    #[arg(long, value_name = "MS")]
+    offsets_retention_check_interval_ms: Option<u64>,
     /// Partitions of a topic created without a count [default: 1].
     #[arg(long, value_name = "N")]
     num_partitions: Option<u32>,
@@ -137,6 +144,12 @@ impl Flags {
             group_initial_rebalance_delay_ms: self
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms),
+            offsets_retention_minutes: self
+                .offsets_retention_minutes
+                .or(file.offsets_retention_minutes),
+            offsets_retention_check_interval_ms: self
+                .offsets_retention_check_interval_ms
+                .or(file.offsets_retention_check_interval_ms),
             num_partitions: self.num_partitions.or(file.num_partitions),
             default_replication_factor: self
                 .default_replication_factor
@@ -257,6 +270,16 @@ fn main() -> anyhow::Result<()> {
             group.session_timeout_ms_min,
             group.session_timeout_ms_max
         );
+    }
+    match flags.offsets_retention_minutes {
+        Some(0) => bail!("--offsets-retention-minutes must be positive"),
+        Some(minutes) => group.offsets_retention_ms = (minutes as i64).saturating_mul(60_000),
+        None => {}
+    }
+    match flags.offsets_retention_check_interval_ms {
+        Some(0) => bail!("--offsets-retention-check-interval-ms must be positive"),
+        Some(ms) => group.offsets_retention_check_interval_ms = ms as i64,
+        None => {}
     }
     if group.initial_rebalance_delay_ms < 0 {
         bail!(

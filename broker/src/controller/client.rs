@@ -54,6 +54,11 @@ struct Inner {
 }
 
 impl ControllerClient {
+    /// The controller voters' addresses, by id.
+    pub fn voters(&self) -> &BTreeMap<u64, String> {
+        &self.inner.voters
+    }
+
     /// A client of the quorum `voters` (id → controller address) that
     /// heartbeats every `heartbeat_interval`.
     pub fn new(voters: BTreeMap<u64, String>, heartbeat_interval: Duration) -> Self {

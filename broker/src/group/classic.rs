@@ -71,6 +71,11 @@ pub struct GroupConfig {
     pub initial_rebalance_delay_ms: i64,
     /// `group.max.size`: members and pending member ids together.
     pub members_max: usize,
+    /// `offsets.retention.minutes`, in ms: how long an empty group's
+    /// committed offsets are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: i64,
 }
 
 impl Default for GroupConfig {
@@ -81,6 +86,8 @@ impl Default for GroupConfig {
             session_timeout_ms_max: 1_800_000,
             initial_rebalance_delay_ms: 3_000,
             members_max: crate::limits::GROUP_MEMBERS_MAX,
+            offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
         }
     }
 }
@@ -339,6 +346,11 @@ impl ClassicGroup {
 
     pub fn state(&self) -> GroupState {
         self.state
+    }
+
+    /// When the group entered its current state (ms).
+    pub fn state_since_ms(&self) -> i64 {
+        self.state_timestamp_ms
     }
 
     pub fn generation(&self) -> i32 {
@@ -996,6 +1008,8 @@ mod tests {
         session_timeout_ms_max: 60_000,
         initial_rebalance_delay_ms: 100,
         members_max: 4,
+        offsets_retention_ms: 60_000,
+        offsets_retention_check_interval_ms: 1_000,
     };
 
     fn request(member_id: &str, instance: Option<&str>) -> JoinRequest {

@@ -123,6 +123,30 @@ impl Groups {
             .collect()
     }
 
+    /// Tombstones for the offsets (and records) of empty groups past
+    /// `offsets.retention.minutes`.
+    fn expired_records(&self, now_ms: i64, retention_ms: i64) -> Vec<KeyedRecord> {
+        self.shard
+            .groups()
+            .flat_map(|(name, records)| {
+                let empty_since = match self.classic.get(name) {
+                    Some(classic) if !classic.is_idle() => None,
+                    Some(classic) => Some(classic.state_since_ms()),
+                    // Offsets committed without membership (an admin, a
+                    // consumer that assigns itself): their commit times.
+                    None => Some(
+                        records
+                            .metadata
+                            .as_ref()
+                            .map_or(i64::MIN, |(group, _)| group.state_timestamp_ms),
+                    ),
+                };
+                self.shard.expired(name, empty_since, now_ms, retention_ms)
+            })
+            .map(|key| (key.encode(), None))
+            .collect()
+    }
+
     fn classic_mut(&mut self, group: &str, config: GroupConfig, now_ms: i64) -> &mut ClassicGroup {
         self.classic
             .entry(group.to_string())
@@ -484,6 +508,41 @@ impl Led {
         .await
     }
 
+    /// Deletes some committed offsets of a group without members
+    /// (OffsetDelete); a group with members keeps them
+    /// (`GROUP_SUBSCRIBED_TO_TOPIC`: they may be reading those partitions).
+    pub async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), i16> {
+        self.write_with(|groups, _config, _now| {
+            if groups
+                .classic(group)
+                .is_some_and(|classic| !classic.is_idle())
+            {
+                return Err(error_code::GROUP_SUBSCRIBED_TO_TOPIC);
+            }
+            let records = groups
+                .shard
+                .group(group)
+                .ok_or(error_code::GROUP_ID_NOT_FOUND)?;
+            Ok(partitions
+                .iter()
+                .filter(|slot| records.offsets.contains_key(*slot))
+                .map(|(topic, partition)| {
+                    let key = Key::Offset {
+                        group: group.to_string(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (key.encode(), None)
+                })
+                .collect())
+        })
+        .await
+    }
+
     /// Deletes a group without members: tombstones for its offsets and its
     /// record.
     pub async fn delete(&self, group: &str) -> Result<(), i16> {
@@ -516,6 +575,19 @@ impl Led {
             Ok(keys.iter().map(|key| (key.encode(), None)).collect())
         })
         .await
+    }
+
+    /// Deletes the committed offsets of empty groups past their retention;
+    /// how many records that wrote.
+    pub async fn expire_offsets(&self) -> Result<usize, i16> {
+        let mut written = 0;
+        self.write_with(|groups, config, now| {
+            let records = groups.expired_records(now, config.offsets_retention_ms);
+            written = records.len();
+            Ok(records)
+        })
+        .await?;
+        Ok(written)
     }
 
     /// Expires sessions and ends rebalances whose time is up, for every
@@ -665,10 +737,29 @@ impl GroupCoordinator {
     pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let expiry_interval =
+            Duration::from_millis(self.config.offsets_retention_check_interval_ms.max(1) as u64);
+        let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
+            }
+            if last_expiry.elapsed() >= expiry_interval {
+                last_expiry = tokio::time::Instant::now();
+                for led in self.all_led() {
+                    tokio::spawn(async move {
+                        match led.expire_offsets().await {
+                            Ok(0) => {}
+                            Ok(records) => {
+                                info!(partition = ?led.partition, records, "expired the committed offsets of empty groups (offsets.retention.minutes)")
+                            }
+                            Err(code) => {
+                                warn!(partition = ?led.partition, code, "cannot expire committed offsets")
+                            }
+                        }
+                    });
+                }
             }
             let partitions: Vec<(i32, Arc<tokio::sync::Mutex<Option<Loaded>>>)> = self
                 .loaded

@@ -104,11 +104,87 @@ impl Shard {
     pub fn groups(&self) -> impl Iterator<Item = (&String, &GroupRecords)> {
         self.groups.iter()
     }
+
+    /// What expires of `group` at `now_ms` (Kafka's KIP-211 rule): nothing
+    /// while it has members (`empty_since` is `None`); otherwise each
+    /// committed offset older than `retention_ms`, counted from its commit
+    /// or from when the group became empty, whichever is later. Once every
+    /// offset goes, the group's record goes too.
+    pub fn expired(
+        &self,
+        group: &str,
+        empty_since: Option<i64>,
+        now_ms: i64,
+        retention_ms: i64,
+    ) -> Vec<Key> {
+        let (Some(empty_since), Some(records)) = (empty_since, self.groups.get(group)) else {
+            return Vec::new();
+        };
+        let mut expired: Vec<Key> = records
+            .offsets
+            .iter()
+            .filter(|(_, committed)| {
+                let since = committed.value.commit_timestamp_ms.max(empty_since);
+                now_ms.saturating_sub(since) >= retention_ms
+            })
+            .map(|((topic, partition), _)| Key::Offset {
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *partition,
+            })
+            .collect();
+        let all_offsets_go = expired.len() == records.offsets.len();
+        let idle_for = now_ms.saturating_sub(empty_since);
+        if records.metadata.is_some() && all_offsets_go && idle_for >= retention_ms {
+            expired.push(Key::Group {
+                group: group.to_string(),
+            });
+        }
+        expired
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_expire_only_once_the_group_is_empty_and_the_retention_passed() {
+        let mut shard = Shard::default();
+        let commit = |at: i64| OffsetValue {
+            offset: 10,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: at,
+        };
+        shard
+            .apply(&offset_key("g", 0), Some(&commit(1_000).encode()), 0)
+            .unwrap();
+        shard
+            .apply(&offset_key("g", 1), Some(&commit(5_000).encode()), 1)
+            .unwrap();
+        let group_key = Key::Group { group: "g".into() }.encode();
+        shard
+            .apply(&group_key, Some(&GroupValue::default().encode()), 2)
+            .unwrap();
+        // With members: nothing expires, however old.
+        assert!(shard.expired("g", None, 1_000_000, 100).is_empty());
+        // Empty since 2 000: partition 0 (committed at 1 000) expires at
+        // 2 000 + 3 000; partition 1 at 5 000 + 3 000; then the group goes.
+        assert!(shard.expired("g", Some(2_000), 4_999, 3_000).is_empty());
+        assert_eq!(
+            shard.expired("g", Some(2_000), 5_000, 3_000),
+            vec![Key::Offset {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition: 0
+            }]
+        );
+        let all = shard.expired("g", Some(2_000), 8_000, 3_000);
+        assert_eq!(all.len(), 3, "{all:?}");
+        assert_eq!(all[2], Key::Group { group: "g".into() });
+        assert!(shard.expired("unknown", Some(0), 8_000, 3_000).is_empty());
+    }
 
     fn offset_key(group: &str, partition: i32) -> Vec<u8> {
         Key::Offset {

@@ -3,7 +3,9 @@
 //! `__cluster_metadata-0`, whose leader epoch is the Raft term and whose
 //! high watermark is the offset after the last applied metadata entry.
 
-use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
+use kafka_protocol::messages::describe_quorum_response::{
+    Listener, Node, PartitionData, ReplicaState, TopicData,
+};
 use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumResponse};
 
 use strata_protocol::METADATA_TOPIC;
@@ -11,7 +13,14 @@ use strata_protocol::METADATA_TOPIC;
 use super::{str_bytes, Context};
 use crate::server::error_code;
 
-pub fn handle(context: &Context, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
+/// The listener name voters are shown with (v2 and later).
+const CONTROLLER_LISTENER: &str = "CONTROLLER";
+
+pub fn handle(
+    context: &Context,
+    request: DescribeQuorumRequest,
+    api_version: i16,
+) -> DescribeQuorumResponse {
     let topics = request
         .topics
         .into_iter()
@@ -38,7 +47,27 @@ pub fn handle(context: &Context, request: DescribeQuorumRequest) -> DescribeQuor
                 .with_partitions(partitions)
         })
         .collect();
-    DescribeQuorumResponse::default().with_topics(topics)
+    let response = DescribeQuorumResponse::default().with_topics(topics);
+    if api_version < 2 {
+        return response;
+    }
+    let nodes = context
+        .controller
+        .voters()
+        .iter()
+        .filter_map(|(id, address)| {
+            let (host, port) = address.rsplit_once(':')?;
+            Some(
+                Node::default()
+                    .with_node_id(BrokerId(*id as i32))
+                    .with_listeners(vec![Listener::default()
+                        .with_name(str_bytes(CONTROLLER_LISTENER))
+                        .with_host(str_bytes(host.to_string()))
+                        .with_port(port.parse().ok()?)]),
+            )
+        })
+        .collect();
+    response.with_nodes(nodes)
 }
 
 /// The quorum as its leader last described it to this broker (within one

@@ -109,6 +109,9 @@ pub async fn dispatch(
             RequestKind::ElectLeaders(body) => {
                 ResponseKind::ElectLeaders(handler::elect_leaders::handle(context, body).await)
             }
+            RequestKind::OffsetDelete(body) => {
+                ResponseKind::OffsetDelete(handler::offset_delete::handle(context, body).await)
+            }
             RequestKind::DeleteRecords(body) => {
                 ResponseKind::DeleteRecords(handler::delete_records::handle(context, body))
             }
@@ -118,9 +121,9 @@ pub async fn dispatch(
             RequestKind::InitProducerId(body) => {
                 ResponseKind::InitProducerId(handler::init_producer_id::handle(context, body).await)
             }
-            RequestKind::DescribeQuorum(body) => {
-                ResponseKind::DescribeQuorum(handler::describe_quorum::handle(context, body))
-            }
+            RequestKind::DescribeQuorum(body) => ResponseKind::DescribeQuorum(
+                handler::describe_quorum::handle(context, body, api_version),
+            ),
             other => {
                 unreachable!("the decoder refuses APIs missing from SUPPORTED_APIS: {other:?}")
             }
