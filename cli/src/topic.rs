@@ -59,6 +59,33 @@ pub enum TopicCommand {
         #[arg(long, value_name = "OFFSET", value_parser = parse_before)]
         before: i64,
     },
+    /// Move partitions to other brokers or change how many replicas they
+    /// have, while they serve. The new replicas copy the log; the old ones
+    /// leave (and delete their copy) once every new one is in sync.
+    Reassign {
+        /// The topic whose partitions move.
+        name: String,
+        /// Only this partition (default: every partition).
+        #[arg(short, long)]
+        partition: Option<i32>,
+        /// The new replicas, BROKER,BROKER,...; the first is the preferred
+        /// leader.
+        #[arg(
+            long,
+            value_name = "BROKERS",
+            value_delimiter = ',',
+            required_unless_present = "cancel"
+        )]
+        replicas: Vec<i32>,
+        /// Cancel the move under way: back to the original replicas.
+        #[arg(long, conflicts_with = "replicas")]
+        cancel: bool,
+        /// Wait until the move completes, printing its progress.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Partitions whose replicas are moving.
+    Reassignments,
     /// Delete a topic and its data.
     Delete {
         /// The topic to delete.
@@ -198,6 +225,77 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
                 }
             }
         }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            cancel,
+            wait,
+        } => {
+            let target = (!cancel).then_some(replicas);
+            let partitions: Vec<i32> = match partition {
+                Some(partition) => vec![partition],
+                None => admin
+                    .describe_topic(&name)
+                    .await?
+                    .topic
+                    .partitions
+                    .iter()
+                    .map(|partition| partition.partition)
+                    .collect(),
+            };
+            let moves: Vec<(i32, Option<Vec<i32>>)> = partitions
+                .iter()
+                .map(|&partition| (partition, target.clone()))
+                .collect();
+            admin.reassign_partitions(&name, &moves).await?;
+            if wait {
+                wait_for_reassignment(&admin, &name, format).await?;
+            }
+            match format {
+                Format::Json => print_json(
+                    &json!({"topic": name, "partitions": partitions, "completed": wait, "cancelled": cancel}),
+                ),
+                Format::Table if cancel => say!("cancelled the reassignment of {name}"),
+                Format::Table if wait => say!("reassigned {name}"),
+                Format::Table => {
+                    say!("reassigning {name}; `logctl topic reassignments` shows progress")
+                }
+            }
+        }
+        TopicCommand::Reassignments => {
+            let moving = admin.list_reassignments().await?;
+            match format {
+                Format::Json => print_json(&json!(moving
+                    .iter()
+                    .map(|moving| json!({
+                        "topic": moving.topic,
+                        "partition": moving.partition,
+                        "replicas": moving.replicas,
+                        "adding": moving.adding,
+                        "removing": moving.removing,
+                    }))
+                    .collect::<Vec<_>>())),
+                Format::Table => {
+                    let rows: Vec<Vec<String>> = moving
+                        .iter()
+                        .map(|moving| {
+                            vec![
+                                moving.topic.clone(),
+                                moving.partition.to_string(),
+                                ids(&moving.replicas),
+                                ids(&moving.adding),
+                                ids(&moving.removing),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["TOPIC", "PARTITION", "REPLICAS", "ADDING", "REMOVING"],
+                        &rows,
+                    );
+                }
+            }
+        }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
             match format {
@@ -207,6 +305,55 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
         }
     }
     Ok(())
+}
+
+/// Polls until no partition of `topic` moves; a line a second on stderr
+/// (table output) saying how far the new replicas are.
+async fn wait_for_reassignment(admin: &Admin, topic: &str, format: Format) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let moving: Vec<_> = admin
+            .list_reassignments()
+            .await?
+            .into_iter()
+            .filter(|moving| moving.topic == topic)
+            .collect();
+        if moving.is_empty() {
+            return Ok(());
+        }
+        if format == Format::Table {
+            let described = admin.describe_topic(topic).await?;
+            let waiting: Vec<String> = moving
+                .iter()
+                .map(|moving| {
+                    let isr = described
+                        .topic
+                        .partitions
+                        .iter()
+                        .find(|info| info.partition == moving.partition)
+                        .map(|info| info.isr.clone())
+                        .unwrap_or_default();
+                    let synced = moving
+                        .adding
+                        .iter()
+                        .filter(|broker| isr.contains(broker))
+                        .count();
+                    format!(
+                        "{}: {synced}/{} new replicas in sync",
+                        moving.partition,
+                        moving.adding.len()
+                    )
+                })
+                .collect();
+            eprintln!(
+                "{:>4.0} s  {} partition(s) moving  {}",
+                started.elapsed().as_secs_f64(),
+                moving.len(),
+                waiting.join("  ")
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 async fn describe(admin: &Admin, format: Format, name: &str) -> anyhow::Result<()> {

@@ -575,6 +575,18 @@ fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_c
     let (_, error) = logctl.fails(&["topic", "delete-records", "audit", "--before", "999"]);
     assert!(error.contains("past the high watermark"), "{error}");
 
+    // reassign: one broker here, so only its refusal and the empty list.
+    let (_, error) = logctl.fails(&["topic", "reassign", "audit", "--replicas", "1,9"]);
+    assert!(error.contains("broker 9 is not alive"), "{error}");
+    assert_eq!(
+        logctl.ok(&["topic", "reassign", "audit", "--replicas", "1", "--wait"]),
+        "reassigned audit\n"
+    );
+    assert_eq!(
+        logctl.ok(&["topic", "reassignments"]),
+        "TOPIC  PARTITION  REPLICAS  ADDING  REMOVING\n"
+    );
+
     // A host without a port is port 9092 (nothing listens on 127.0.0.2).
     let bare = Logctl {
         bootstrap: "127.0.0.2".to_string(),

@@ -94,6 +94,17 @@ pub struct ProducerDescription {
 }
 
 /// A broker as DescribeCluster reports it.
+/// A partition whose replicas are moving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReassignment {
+    pub topic: String,
+    pub partition: i32,
+    /// The replicas while it moves: the target's, then the ones leaving.
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterBroker {
     pub id: i32,
@@ -354,6 +365,97 @@ impl Admin {
             .list_offset(leader, topic, partition, timestamp_ms)
             .await?;
         Ok((offset >= 0).then_some(offset))
+    }
+
+    /// Moves partitions of `topic` to new replica sets (`Some(brokers)`,
+    /// the first the preferred leader), or cancels a move (`None`). The
+    /// move runs in the background: the new replicas copy the log, and the
+    /// old ones leave once every new one is in sync
+    /// ([`Admin::list_reassignments`] shows what still moves).
+    pub async fn reassign_partitions(
+        &self,
+        topic: &str,
+        moves: &[(i32, Option<Vec<i32>>)],
+    ) -> Result<()> {
+        use kafka_protocol::messages::alter_partition_reassignments_request::{
+            ReassignablePartition, ReassignableTopic,
+        };
+        use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
+        let connection = self.cluster.any_connection().await?;
+        let partitions = moves
+            .iter()
+            .map(|(partition, replicas)| {
+                ReassignablePartition::default()
+                    .with_partition_index(*partition)
+                    .with_replicas(
+                        replicas
+                            .as_ref()
+                            .map(|replicas| replicas.iter().copied().map(BrokerId).collect()),
+                    )
+            })
+            .collect();
+        let request = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(true)
+            .with_topics(vec![ReassignableTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(partitions)]);
+        let response = self
+            .cluster
+            .timed("AlterPartitionReassignments", connection.send(&request))
+            .await?;
+        check(
+            || format!("reassign partitions of {topic}"),
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        for partition in response
+            .responses
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+        {
+            check(
+                || format!("reassign {topic}-{}", partition.partition_index),
+                partition.error_code,
+                partition.error_message.as_ref(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Every partition whose replicas are moving.
+    pub async fn list_reassignments(&self) -> Result<Vec<PartitionReassignment>> {
+        use kafka_protocol::messages::ListPartitionReassignmentsRequest;
+        let connection = self.cluster.any_connection().await?;
+        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000);
+        let response = self
+            .cluster
+            .timed("ListPartitionReassignments", connection.send(&request))
+            .await?;
+        check(
+            || "list reassignments".to_string(),
+            response.error_code,
+            response.error_message.as_ref(),
+        )?;
+        let ids = |brokers: &[kafka_protocol::messages::BrokerId]| -> Vec<i32> {
+            brokers.iter().map(|broker| broker.0).collect()
+        };
+        Ok(response
+            .topics
+            .iter()
+            .flat_map(|topic| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(|partition| PartitionReassignment {
+                        topic: topic.name.to_string(),
+                        partition: partition.partition_index,
+                        replicas: ids(&partition.replicas),
+                        adding: ids(&partition.adding_replicas),
+                        removing: ids(&partition.removing_replicas),
+                    })
+            })
+            .collect())
     }
 
     /// Grows `name` to `partition_count` partitions.

@@ -50,8 +50,8 @@ mod producer;
 
 pub use admin::{
     Admin, ClusterBroker, ClusterDescription, ConfigEntry, GroupDescription, GroupListing,
-    GroupMember, NewTopic, PartitionOffsets, ProducerDescription, QuorumDescription,
-    TopicDescription,
+    GroupMember, NewTopic, PartitionOffsets, PartitionReassignment, ProducerDescription,
+    QuorumDescription, TopicDescription,
 };
 pub use assignor::Assignor;
 pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};

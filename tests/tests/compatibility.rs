@@ -71,7 +71,7 @@ sizes = [partition["partition_size"]
          for broker in log_dirs for log_dir in broker["log_dirs"]
          for topic in log_dir["topics"] if topic["name"] == "py-orders"
          for partition in topic["partitions"]]
-assert len(sizes) == 12 and sum(sizes) > 0, log_dirs
+assert len(sizes) == 12 and sum(sizes) > 0, log_dirs  # 4 partitions x 3 replicas
 
 admin.elect_leaders(0, {"py-orders": [0, 1, 2]})
 
@@ -82,6 +82,13 @@ assert earliest[TopicPartition("py-orders", 0)].offset == start, earliest
 
 producers = admin.describe_producers([TopicPartition("py-orders", p) for p in range(3)])
 assert any(state.active_producers for state in producers.values()), producers
+
+# Shrink partition 2 to two replicas: in sync already, so done at once.
+shrunk = admin.alter_partition_reassignments({TopicPartition("py-orders", 2): [2, 3]})
+assert shrunk[TopicPartition("py-orders", 2)] is None, shrunk
+assert not admin.list_partition_reassignments(), admin.list_partition_reassignments()
+replicas = admin.describe_topics(["py-orders"])[0]["partitions"]
+assert sorted(p["replica_nodes"] for p in replicas if p["partition_index"] == 2) == [[2, 3]], replicas
 
 quorum = admin.describe_metadata_quorum()
 assert quorum["topics"][0]["partitions"][0]["leader_id"] in (1, 2, 3), quorum

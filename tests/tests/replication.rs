@@ -1056,3 +1056,75 @@ fn unclean_election_only_where_enabled_and_the_loss_is_reported() {
     assert_replicas_identical(&mut cluster, "safe", safe);
     assert_replicas_identical(&mut cluster, "risky", risky);
 }
+
+#[test]
+fn a_reassignment_under_acks_all_load_keeps_every_record_and_removes_the_old_copies() {
+    let _serial = one_cluster_at_a_time();
+    // Four brokers, three voters: each partition can move to two brokers
+    // that never held it.
+    let mut cluster = Cluster::start_with_voters(4, 3);
+    create_replicated_topic(&cluster.nodes[0], "moving", 2, 2);
+    let producer = HistoryProducer::start(&cluster, "moving", 2);
+    wait_for(Duration::from_secs(30), "writes before the move", || {
+        (producer.acknowledged() >= 2_000).then_some(())
+    });
+
+    let view = cluster.node(1).view().expect("broker 1 answers");
+    let moves: Vec<(i32, Vec<i32>, Vec<i32>)> = (0..2)
+        .map(|partition| {
+            let original = view.partitions[&("moving".to_string(), partition)]
+                .replicas
+                .clone();
+            let target: Vec<i32> = (1..=4).filter(|id| !original.contains(id)).collect();
+            (partition, original, target)
+        })
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let admin = runtime
+        .block_on(strata_client::Admin::connect(&cluster.bootstrap()))
+        .unwrap();
+    let requested: Vec<(i32, Option<Vec<i32>>)> = moves
+        .iter()
+        .map(|(partition, _, target)| (*partition, Some(target.clone())))
+        .collect();
+    let started = Instant::now();
+    runtime
+        .block_on(admin.reassign_partitions("moving", &requested))
+        .unwrap();
+    wait_for(Duration::from_secs(60), "the move to complete", || {
+        let moving = runtime.block_on(admin.list_reassignments()).ok()?;
+        let view = cluster.nodes[0].view()?;
+        let done = moving.is_empty()
+            && moves.iter().all(|(partition, _, target)| {
+                view.partitions[&("moving".to_string(), *partition)].replicas == *target
+            });
+        done.then_some(())
+    });
+    println!(
+        "2 partitions moved to new replicas in {} ms under acks=all load",
+        started.elapsed().as_millis()
+    );
+
+    // Writers on both sides of the move: the new leaders take writes too.
+    let moved_at = producer.acknowledged();
+    wait_for(Duration::from_secs(30), "writes after the move", || {
+        (producer.acknowledged() >= moved_at + 2_000).then_some(())
+    });
+    let history = producer.finish();
+    let stored = check_history(&mut cluster, "moving", &history);
+    assert!(stored >= history.iter().map(Vec::len).sum::<usize>());
+    for (partition, original, target) in &moves {
+        assert_replicas_identical(&mut cluster, "moving", *partition);
+        for broker in original.iter().filter(|broker| !target.contains(broker)) {
+            let dir = cluster
+                .node(*broker)
+                .data_dir
+                .join(format!("moving-{partition}"));
+            wait_for(
+                Duration::from_secs(10),
+                "the old copy to be removed",
+                || (!dir.exists()).then_some(()),
+            );
+        }
+    }
+}

@@ -65,6 +65,39 @@ pub struct PartitionRecord {
     /// Bumped by every change of leader or ISR. A leader that asks for an
     /// ISR change names the version it saw, so a stale request is refused.
     pub partition_epoch: i32,
+    /// A move of the partition's replicas under way (see
+    /// [`MetadataCommand::ReassignPartition`]).
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A partition moving from one replica set to another. While it runs the
+/// partition's replicas are the target's followed by the original ones
+/// not in it; once every target replica is in the ISR, the replicas become
+/// the target and the others leave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub target: Vec<BrokerId>,
+    pub original: Vec<BrokerId>,
+}
+
+impl Reassignment {
+    /// Replicas being added: in the target, not in the original set.
+    pub fn adding(&self) -> Vec<BrokerId> {
+        self.target
+            .iter()
+            .copied()
+            .filter(|broker| !self.original.contains(broker))
+            .collect()
+    }
+
+    /// Replicas being removed: in the original set, not in the target.
+    pub fn removing(&self) -> Vec<BrokerId> {
+        self.original
+            .iter()
+            .copied()
+            .filter(|broker| !self.target.contains(broker))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,6 +198,17 @@ pub enum MetadataCommand {
         broker_id: BrokerId,
         request_id: Uuid,
     },
+    /// Moves a partition to the replicas `target` (alive brokers, each
+    /// once), or with `None` cancels the move under way. The new replicas
+    /// copy the log as followers and join the ISR as any follower does; the
+    /// move completes when the ISR holds the whole target (the leader moves
+    /// to a target replica if it was not one). Cancelling returns to the
+    /// original replicas, refused if none of them is in sync.
+    ReassignPartition {
+        topic: String,
+        partition: u32,
+        target: Option<Vec<BrokerId>>,
+    },
 }
 
 /// Why a command was refused. Refusals are results, committed like any
@@ -196,6 +240,8 @@ pub enum MetadataError {
         current_leader: BrokerId,
         current_epoch: i32,
     },
+    #[error("invalid reassignment: {0}")]
+    InvalidReassignment(String),
     #[error("the ISR change was based on partition epoch {requested}, but it is {current} now")]
     StalePartitionEpoch { requested: i32, current: i32 },
     #[error("invalid ISR {isr:?}: {reason}")]
@@ -309,7 +355,9 @@ impl ClusterMetadata {
                         topic: topic.clone(),
                         partition,
                     })?;
-                record.alter_isr(leader_id, leader_epoch, partition_epoch, isr, &alive)
+                let changed =
+                    record.alter_isr(leader_id, leader_epoch, partition_epoch, isr, &alive)?;
+                Ok(record.complete_reassignment(&alive) || changed)
             }
             MetadataCommand::CreateTopic {
                 name,
@@ -405,6 +453,25 @@ impl ClusterMetadata {
                     .get_mut(partition as usize)
                     .ok_or(MetadataError::UnknownPartition { topic, partition })?;
                 Ok(record.elect_unclean(&alive))
+            }
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => {
+                let alive = self.alive_set();
+                let record = self
+                    .topics
+                    .get_mut(&topic)
+                    .and_then(|record| record.partitions.get_mut(partition as usize))
+                    .ok_or_else(|| MetadataError::UnknownPartition {
+                        topic: topic.clone(),
+                        partition,
+                    })?;
+                match target {
+                    Some(target) => record.start_reassignment(target, &alive),
+                    None => record.cancel_reassignment(&alive),
+                }
             }
             MetadataCommand::AllocateProducerIds {
                 broker_id,
@@ -610,6 +677,89 @@ impl PartitionRecord {
         true
     }
 
+    fn start_reassignment(
+        &mut self,
+        target: Vec<BrokerId>,
+        alive: &BTreeSet<BrokerId>,
+    ) -> Result<bool, MetadataError> {
+        let invalid = |reason: String| Err(MetadataError::InvalidReassignment(reason));
+        let distinct: BTreeSet<BrokerId> = target.iter().copied().collect();
+        if target.is_empty() {
+            return invalid("the target has no replicas".into());
+        }
+        if distinct.len() != target.len() {
+            return invalid("a broker is listed twice".into());
+        }
+        if let Some(absent) = target.iter().find(|broker| !alive.contains(broker)) {
+            return invalid(format!("broker {absent} is not alive"));
+        }
+        if self.reassignment.is_some() {
+            return invalid(
+                "a reassignment of this partition is under way; cancel it first".into(),
+            );
+        }
+        if target == self.replicas {
+            return Ok(false);
+        }
+        let original = std::mem::take(&mut self.replicas);
+        self.replicas = target
+            .iter()
+            .chain(original.iter().filter(|broker| !distinct.contains(broker)))
+            .copied()
+            .collect();
+        self.reassignment = Some(Reassignment { target, original });
+        self.partition_epoch += 1;
+        self.complete_reassignment(alive);
+        Ok(true)
+    }
+
+    fn cancel_reassignment(&mut self, alive: &BTreeSet<BrokerId>) -> Result<bool, MetadataError> {
+        let Some(reassignment) = &self.reassignment else {
+            return Err(MetadataError::InvalidReassignment(
+                "no reassignment of this partition is under way".into(),
+            ));
+        };
+        let original = reassignment.original.clone();
+        if !self.isr.iter().any(|member| original.contains(member)) {
+            return Err(MetadataError::InvalidReassignment(
+                "none of the original replicas is in sync any more".into(),
+            ));
+        }
+        self.finish_move(original, alive);
+        Ok(true)
+    }
+
+    /// Completes the reassignment once every target replica is in sync;
+    /// true if it did.
+    fn complete_reassignment(&mut self, alive: &BTreeSet<BrokerId>) -> bool {
+        let Some(reassignment) = &self.reassignment else {
+            return false;
+        };
+        if !reassignment
+            .target
+            .iter()
+            .all(|broker| self.isr.contains(broker))
+        {
+            return false;
+        }
+        let target = reassignment.target.clone();
+        self.finish_move(target, alive);
+        true
+    }
+
+    /// The replicas become `replicas` (whose in-sync members keep the
+    /// ISR), the leader one of them.
+    fn finish_move(&mut self, replicas: Vec<BrokerId>, alive: &BTreeSet<BrokerId>) {
+        self.isr.retain(|member| replicas.contains(member));
+        self.replicas = replicas;
+        self.reassignment = None;
+        self.partition_epoch += 1;
+        if !self.replicas.contains(&self.leader) {
+            let leader = self.candidate(alive);
+            self.set_leader(leader);
+        }
+    }
+
     /// Moves leadership back to the first replica when it can lead.
     fn elect_preferred(&mut self, alive: &BTreeSet<BrokerId>) -> bool {
         let waiting = self.preferred_leader_waits(alive);
@@ -662,6 +812,7 @@ fn assign_partitions(
                 isr: replicas.clone(),
                 replicas,
                 partition_epoch: 0,
+                reassignment: None,
             }
         })
         .collect()
@@ -860,6 +1011,109 @@ mod tests {
             partition_epoch: current.partition_epoch,
             isr,
         }
+    }
+
+    fn reassign(topic: &str, index: u32, target: Option<Vec<BrokerId>>) -> MetadataCommand {
+        MetadataCommand::ReassignPartition {
+            topic: topic.into(),
+            partition: index,
+            target,
+        }
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_target_then_drops_the_rest_once_the_target_is_in_sync() {
+        let mut metadata = cluster(4);
+        metadata.apply(create("moving", 1, 2)).unwrap();
+        let start = partition(&metadata, "moving", 0);
+        let original = start.replicas.clone();
+        let outsiders: Vec<BrokerId> = (1..=4).filter(|id| !original.contains(id)).collect();
+        // Move wholly away from the original replicas (the leader too).
+        let target = outsiders.clone();
+        metadata
+            .apply(reassign("moving", 0, Some(target.clone())))
+            .unwrap();
+        check_invariants(&metadata);
+        let moving = partition(&metadata, "moving", 0);
+        assert_eq!(moving.replicas, [target.clone(), original.clone()].concat());
+        assert_eq!(
+            moving.isr, start.isr,
+            "nobody joins the ISR before catching up"
+        );
+        assert_eq!(moving.leader, start.leader);
+        let reassignment = moving.reassignment.clone().unwrap();
+        assert_eq!(reassignment.adding(), target);
+        assert_eq!(reassignment.removing(), original);
+        assert!(matches!(
+            metadata.apply(reassign("moving", 0, Some(original.clone()))),
+            Err(MetadataError::InvalidReassignment(_))
+        ));
+
+        // One target replica catches up: still moving.
+        let isr = [moving.isr.clone(), vec![target[0]]].concat();
+        metadata
+            .apply(alter_isr("moving", 0, &moving, isr))
+            .unwrap();
+        let half = partition(&metadata, "moving", 0);
+        assert!(half.reassignment.is_some());
+        // The other does: the move completes and the leader moves to it.
+        let isr = [half.isr.clone(), vec![target[1]]].concat();
+        metadata.apply(alter_isr("moving", 0, &half, isr)).unwrap();
+        check_invariants(&metadata);
+        let done = partition(&metadata, "moving", 0);
+        assert_eq!(done.replicas, target);
+        assert_eq!(done.reassignment, None);
+        assert!(target.contains(&done.leader), "{done:?}");
+        assert!(done.leader_epoch > start.leader_epoch);
+        let mut isr = done.isr.clone();
+        isr.sort_unstable();
+        assert_eq!(isr, target);
+    }
+
+    #[test]
+    fn a_reassignment_can_shrink_at_once_or_be_cancelled_and_refuses_nonsense() {
+        let mut metadata = cluster(4);
+        metadata.apply(create("t", 2, 3)).unwrap();
+        // Shrinking to replicas already in sync completes in one command.
+        let before = partition(&metadata, "t", 0);
+        let keep = vec![before.replicas[1], before.replicas[2]];
+        metadata
+            .apply(reassign("t", 0, Some(keep.clone())))
+            .unwrap();
+        let after = partition(&metadata, "t", 0);
+        assert_eq!(after.replicas, keep);
+        assert_eq!(after.reassignment, None);
+        assert!(keep.contains(&after.leader));
+        check_invariants(&metadata);
+
+        // A grow waits for the new replica; cancelling returns to the
+        // original replicas.
+        let outsider = (1..=4).find(|id| !keep.contains(id)).unwrap();
+        metadata
+            .apply(reassign("t", 0, Some(vec![keep[0], outsider])))
+            .unwrap();
+        assert!(partition(&metadata, "t", 0).reassignment.is_some());
+        metadata.apply(reassign("t", 0, None)).unwrap();
+        let cancelled = partition(&metadata, "t", 0);
+        assert_eq!(cancelled.replicas, keep);
+        assert_eq!(cancelled.reassignment, None);
+        check_invariants(&metadata);
+
+        for refused in [
+            reassign("t", 1, Some(vec![])),
+            reassign("t", 1, Some(vec![1, 1])),
+            reassign("t", 1, Some(vec![9])),
+            reassign("t", 1, None),
+        ] {
+            assert!(
+                matches!(
+                    metadata.apply(refused),
+                    Err(MetadataError::InvalidReassignment(_))
+                ),
+                "refused"
+            );
+        }
+        check_invariants(&metadata);
     }
 
     #[test]

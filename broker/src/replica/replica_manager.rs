@@ -97,18 +97,27 @@ impl ReplicaManager {
         let mut follow: HashMap<BrokerId, Assignment> = HashMap::new();
         let mut partitions = self.partitions.write().expect("partitions lock");
         partitions.retain(|(topic, index), partition| {
-            let current = metadata.topics.get(topic).is_some_and(|record| {
-                record.topic_id == partition.topic_id && (*index as usize) < record.partitions.len()
-            });
-            if !current {
+            let record = metadata
+                .topics
+                .get(topic)
+                .filter(|record| record.topic_id == partition.topic_id);
+            let assigned = record.and_then(|record| record.partitions.get(*index as usize));
+            let hosted_here =
+                assigned.is_some_and(|assigned| assigned.replicas.contains(&self.broker_id));
+            if !hosted_here {
                 partition.close();
                 let dir = self.directory(topic, *index);
-                info!(dir = %dir.display(), "removing partition of a deleted topic");
+                let why = if assigned.is_some() {
+                    "removing a replica moved to other brokers"
+                } else {
+                    "removing partition of a deleted topic"
+                };
+                info!(dir = %dir.display(), "{why}");
                 if let Err(error) = std::fs::remove_dir_all(&dir) {
                     error!(dir = %dir.display(), %error, "cannot remove partition directory");
                 }
             }
-            current
+            hosted_here
         });
         for topic in metadata.topics.values() {
             let config = match TopicConfig::from_overrides(&topic.configs) {
@@ -186,8 +195,8 @@ impl ReplicaManager {
         self.fetchers.update(plan);
     }
 
-    /// Removes directories of partitions the metadata does not know (topics
-    /// deleted while this broker was down).
+    /// Removes directories of partitions the metadata does not place on
+    /// this broker (topics deleted, replicas moved while it was down).
     pub fn remove_unknown_directories(&self, metadata: &ClusterMetadata) -> std::io::Result<()> {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return Ok(());
@@ -201,12 +210,14 @@ impl ReplicaManager {
             let Ok(index) = index.parse::<usize>() else {
                 continue;
             };
-            let known = metadata
+            let hosted_here = metadata
                 .topics
                 .get(topic)
-                .is_some_and(|record| index < record.partitions.len());
-            if !known && entry.file_type()?.is_dir() && entry.path().join("topic-id").exists() {
-                info!(dir = %entry.path().display(), "removing partition directory of a deleted topic");
+                .and_then(|record| record.partitions.get(index))
+                .is_some_and(|assigned| assigned.replicas.contains(&self.broker_id));
+            if !hosted_here && entry.file_type()?.is_dir() && entry.path().join("topic-id").exists()
+            {
+                info!(dir = %entry.path().display(), "removing the directory of a partition not hosted here (topic deleted or replica moved)");
                 std::fs::remove_dir_all(entry.path())?;
             }
         }

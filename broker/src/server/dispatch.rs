@@ -109,6 +109,16 @@ pub async fn dispatch(
             RequestKind::ElectLeaders(body) => {
                 ResponseKind::ElectLeaders(handler::elect_leaders::handle(context, body).await)
             }
+            RequestKind::AlterPartitionReassignments(body) => {
+                ResponseKind::AlterPartitionReassignments(
+                    handler::partition_reassignments::alter(context, body, api_version).await,
+                )
+            }
+            RequestKind::ListPartitionReassignments(body) => {
+                ResponseKind::ListPartitionReassignments(handler::partition_reassignments::list(
+                    context, body,
+                ))
+            }
             RequestKind::OffsetDelete(body) => {
                 ResponseKind::OffsetDelete(handler::offset_delete::handle(context, body).await)
             }

@@ -34,6 +34,7 @@ pub const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code()
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = ResponseError::OutOfOrderSequenceNumber.code();
 pub const INVALID_PRODUCER_EPOCH: i16 = ResponseError::InvalidProducerEpoch.code();
 pub const UNKNOWN_PRODUCER_ID: i16 = ResponseError::UnknownProducerId.code();
+pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFactor.code();
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = ResponseError::GroupSubscribedToTopic.code();
 pub const ELECTION_NOT_NEEDED: i16 = ResponseError::ElectionNotNeeded.code();
 pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = ResponseError::PreferredLeaderNotAvailable.code();
@@ -100,6 +101,7 @@ pub fn for_metadata(error: &MetadataError) -> i16 {
         MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
         MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidReassignment(_) => ResponseError::InvalidReplicaAssignment,
         // Brokers' and the controller's own commands; a Kafka request never
         // carries them.
         MetadataError::ClusterIdSet(_)
