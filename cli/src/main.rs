@@ -108,19 +108,7 @@ mod tests {
     /// Every argument of every command says what it is for.
     #[test]
     fn every_flag_has_help() {
-        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
-            for arg in command.get_arguments() {
-                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
-                if !builtin && arg.get_help().is_none() {
-                    missing.push(format!("{path} {}", arg.get_id()));
-                }
-            }
-            for sub in command.get_subcommands() {
-                check(sub, &format!("{path} {}", sub.get_name()), missing);
-            }
-        }
-        let mut missing = Vec::new();
-        check(&Cli::command(), "logctl", &mut missing);
+        let missing = strata_tests::arguments_without_help(&Cli::command());
         assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

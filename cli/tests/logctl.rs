@@ -499,6 +499,41 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
         "the group reads again from the reset offsets"
     );
 
+    // Ctrl-C leaves the group at once, not a session later.
+    let member = Command::new(env!("CARGO_BIN_EXE_logctl"))
+        .args(["--bootstrap-server", &logctl.bootstrap])
+        .args(["consume", "orders", "-g", "interrupted"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start logctl consume");
+    let describe_interrupted = || {
+        let output = logctl.run_with_input(
+            &["group", "describe", "interrupted", "--format", "json"],
+            "",
+        );
+        output
+            .status
+            .success()
+            .then(|| json(&String::from_utf8_lossy(&output.stdout)))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while describe_interrupted().is_none_or(|described| described["state"] != "Stable") {
+        assert!(std::time::Instant::now() < deadline, "no stable member");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let interrupted = Command::new("kill")
+        .args(["-INT", &member.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupted.success());
+    let output = member.wait_with_output().expect("member output");
+    assert!(output.status.success(), "{:?}", output.status);
+    // Gone from the group at once (its session would keep it for 45 s).
+    if let Some(described) = describe_interrupted() {
+        assert_eq!(described["state"], "Empty", "left on Ctrl-C: {described}");
+        assert_eq!(described["members"], serde_json::json!([]), "{described}");
+    }
+
     // Mistakes get a sentence; delete removes the group.
     let (_, error) = logctl.fails(&["consume", "orders", "-g", "billing", "-p", "0"]);
     assert!(error.contains("-p and -g do not mix"), "{error}");

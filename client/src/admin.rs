@@ -94,6 +94,26 @@ pub struct ProducerDescription {
 }
 
 /// A broker as DescribeCluster reports it.
+/// The leader of `partition` of the topic `info` describes; `operation`
+/// names what needed it in the error when there is none.
+fn leader_of(info: &TopicInfo, partition: i32, operation: &str) -> Result<i32> {
+    info.partitions
+        .iter()
+        .find(|info| info.partition == partition)
+        .ok_or_else(|| Error::UnknownPartition {
+            topic: info.name.clone(),
+            partition,
+        })?
+        .leader
+        .ok_or_else(|| {
+            Error::broker(
+                format!("{operation} of {}-{partition}", info.name),
+                ResponseError::LeaderNotAvailable.code(),
+                None,
+            )
+        })
+}
+
 /// A partition whose replicas are moving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionReassignment {
@@ -337,29 +357,8 @@ impl Admin {
         partition: i32,
         timestamp_ms: i64,
     ) -> Result<Option<i64>> {
-        let info = self
-            .cluster
-            .refresh(&[topic])
-            .await?
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Err(Error::UnknownTopic(topic.to_string())))?;
-        let leader = info
-            .partitions
-            .iter()
-            .find(|info| info.partition == partition)
-            .ok_or_else(|| Error::UnknownPartition {
-                topic: topic.to_string(),
-                partition,
-            })?
-            .leader
-            .ok_or_else(|| {
-                Error::broker(
-                    format!("{topic}-{partition}"),
-                    ResponseError::LeaderNotAvailable.code(),
-                    None,
-                )
-            })?;
+        let info = self.cluster.refresh(&[topic]).await?.remove(0)?;
+        let leader = leader_of(&info, partition, "list offsets")?;
         let offset = self
             .cluster
             .list_offset(leader, topic, partition, timestamp_ms)
@@ -824,22 +823,7 @@ impl Admin {
         let mut by_leader: std::collections::BTreeMap<i32, Vec<DeleteRecordsPartition>> =
             Default::default();
         for &(partition, offset) in before {
-            let leader = info
-                .partitions
-                .iter()
-                .find(|info| info.partition == partition)
-                .ok_or_else(|| Error::UnknownPartition {
-                    topic: topic.to_string(),
-                    partition,
-                })?
-                .leader
-                .ok_or_else(|| {
-                    Error::broker(
-                        format!("delete records of {topic}-{partition}"),
-                        ResponseError::LeaderNotAvailable.code(),
-                        None,
-                    )
-                })?;
+            let leader = leader_of(&info, partition, "delete records")?;
             by_leader.entry(leader).or_default().push(
                 DeleteRecordsPartition::default()
                     .with_partition_index(partition)

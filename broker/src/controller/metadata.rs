@@ -347,14 +347,7 @@ impl ClusterMetadata {
                 isr,
             } => {
                 let alive = self.alive_set();
-                let record = self
-                    .topics
-                    .get_mut(&topic)
-                    .and_then(|record| record.partitions.get_mut(partition as usize))
-                    .ok_or_else(|| MetadataError::UnknownPartition {
-                        topic: topic.clone(),
-                        partition,
-                    })?;
+                let record = self.partition_mut(topic, partition)?;
                 let changed =
                     record.alter_isr(leader_id, leader_epoch, partition_epoch, isr, &alive)?;
                 Ok(record.complete_reassignment(&alive) || changed)
@@ -460,14 +453,7 @@ impl ClusterMetadata {
                 target,
             } => {
                 let alive = self.alive_set();
-                let record = self
-                    .topics
-                    .get_mut(&topic)
-                    .and_then(|record| record.partitions.get_mut(partition as usize))
-                    .ok_or_else(|| MetadataError::UnknownPartition {
-                        topic: topic.clone(),
-                        partition,
-                    })?;
+                let record = self.partition_mut(topic, partition)?;
                 match target {
                     Some(target) => record.start_reassignment(target, &alive),
                     None => record.cancel_reassignment(&alive),
@@ -490,6 +476,17 @@ impl ClusterMetadata {
                 Ok(true)
             }
         }
+    }
+
+    fn partition_mut(
+        &mut self,
+        topic: String,
+        partition: u32,
+    ) -> Result<&mut PartitionRecord, MetadataError> {
+        self.topics
+            .get_mut(&topic)
+            .and_then(|record| record.partitions.get_mut(partition as usize))
+            .ok_or(MetadataError::UnknownPartition { topic, partition })
     }
 
     /// Partitions that [`MetadataCommand::ElectUncleanLeader`] would give a
