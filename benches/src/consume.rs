@@ -146,7 +146,9 @@ async fn readable(
         };
         match args.messages {
             Some(wanted) if available >= wanted => return Ok((description, wanted)),
-            None if settled => return Ok((description, available)),
+            None if settled || started.elapsed() >= READABLE_WAIT_MAX => {
+                return Ok((description, available))
+            }
             Some(wanted) if started.elapsed() >= READABLE_WAIT_MAX => bail!(
                 "{} holds {available} readable messages after {READABLE_WAIT_MAX:?}, fewer than the {wanted} asked for",
                 args.topic

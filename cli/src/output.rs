@@ -74,6 +74,14 @@ pub fn print_json(value: &serde_json::Value) {
     say!("{value}");
 }
 
+/// `KEY=VALUE` as a pair; `what` names it in the error.
+pub fn key_value(text: &str, what: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+        _ => Err(format!("{what} '{text}' is not KEY=VALUE")),
+    }
+}
+
 pub fn ids(ids: &[i32]) -> String {
     ids.iter()
         .map(ToString::to_string)

@@ -47,10 +47,7 @@ pub struct ProduceArgs {
 }
 
 fn parse_header(text: &str) -> Result<(String, String), String> {
-    match text.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => Err(format!("header '{text}' is not KEY=VALUE")),
-    }
+    crate::output::key_value(text, "header")
 }
 
 #[derive(Default)]

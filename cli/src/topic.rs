@@ -106,10 +106,7 @@ fn parse_before(text: &str) -> Result<i64, String> {
 }
 
 fn parse_config(pair: &str) -> anyhow::Result<(String, String)> {
-    match pair.split_once('=') {
-        Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
-        _ => bail!("config '{pair}' is not KEY=VALUE"),
-    }
+    crate::output::key_value(pair, "config").map_err(anyhow::Error::msg)
 }
 
 pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyhow::Result<()> {
@@ -320,6 +317,20 @@ async fn wait_for_reassignment(admin: &Admin, topic: &str, format: Format) -> an
             .collect();
         if moving.is_empty() {
             return Ok(());
+        }
+        // A move waits for every new replica: one on a broker that is down
+        // would keep this waiting until the broker returns.
+        let alive = admin.describe_cluster().await?.brokers;
+        if let Some(down) = moving
+            .iter()
+            .flat_map(|moving| &moving.adding)
+            .find(|broker| {
+                !alive
+                    .iter()
+                    .any(|alive| alive.id == **broker && !alive.fenced)
+            })
+        {
+            bail!("broker {down} is down: the move waits for it; `logctl topic reassign {topic} --cancel` returns to the original replicas");
         }
         if format == Format::Table {
             let described = admin.describe_topic(topic).await?;
