@@ -147,6 +147,40 @@ consumer.commit(asynchronous=False)
 consumer.close()
 assert seen == 600, seen
 
+# KIP-848: two group.protocol=consumer members share a topic, then one
+# leaves and the other takes its partitions back; every record is read.
+done(admin.create_topics([NewTopic("rd-shared", 6, 3)]))
+for i in range(600):
+    producer.produce("rd-shared", key=b"k%d" % i, value=b"v%d" % i)
+assert producer.flush(30) == 0
+read = set()
+def member():
+    consumer = Consumer(dict(config, **{"group.id": "rd-848", "group.protocol": "consumer",
+                                       "auto.offset.reset": "earliest"}))
+    consumer.subscribe(["rd-shared"])
+    return consumer
+def poll(consumers, until):
+    deadline = time.time() + 40
+    while not until():
+        assert time.time() < deadline, [c.assignment() for c in consumers]
+        for consumer in consumers:
+            message = consumer.poll(0.1)
+            if message is not None:
+                assert not message.error(), message.error()
+                read.add((message.partition(), message.offset()))
+owned = lambda consumer: {tp.partition for tp in consumer.assignment()}
+first = member()
+poll([first], lambda: owned(first) == set(range(6)))
+second = member()
+poll([first, second], lambda: owned(first) and owned(second)
+     and not owned(first) & owned(second) and owned(first) | owned(second) == set(range(6)))
+poll([first, second], lambda: len(read) == 600)
+described = admin.describe_consumer_groups(["rd-848"])["rd-848"].result()
+assert len(described.members) == 2 and described.partition_assignor == "uniform", described
+second.close()
+poll([first], lambda: owned(first) == set(range(6)))
+first.close()
+
 resource = ConfigResource(ResourceType.TOPIC, "rd-orders", set_config={"retention.ms": "600000"})
 done(admin.alter_configs([resource]))
 incremental = ConfigResource(ResourceType.TOPIC, "rd-orders", incremental_configs=[
@@ -182,8 +216,8 @@ assert deleted[TopicPartition("rd-audit", 0, 100)].result().low_watermark == 100
 earliest = admin.list_offsets({TopicPartition("rd-audit", 0): OffsetSpec.earliest()})
 assert list(earliest.values())[0].result().offset == 100
 
-done(admin.delete_consumer_groups(["rd-group"]))
-done(admin.delete_topics(["rd-orders", "rd-audit"]))
+done(admin.delete_consumer_groups(["rd-group", "rd-848"]))
+done(admin.delete_topics(["rd-orders", "rd-audit", "rd-shared"]))
 assert not errors, errors
 print("ok")
 "#;
@@ -199,6 +233,10 @@ fn mainstream_clients_on_their_defaults_against_a_three_node_cluster() {
             "3",
             "--default-replication-factor",
             "2",
+            // KIP-848 members learn of released partitions at their next
+            // heartbeat; a second rather than five keeps the test short.
+            "--group-consumer-heartbeat-interval-ms",
+            "1000",
         ],
     );
     let bootstrap = cluster.bootstrap();

@@ -4,7 +4,9 @@
 //! members (kafka-python and Strata's consumer) sharing partitions, taking
 //! over a killed member's partitions, following the group to a new
 //! coordinator, rebalancing cooperatively (only moved partitions stop), and
-//! giving up the partitions of a member that stopped polling.
+//! giving up the partitions of a member that stopped polling; and groups
+//! under the consumer protocol (KIP-848) keeping their members, epochs and
+//! assignments across the coordinator's kill -9.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
@@ -21,11 +23,14 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
-    RequestKind, ResponseKind, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupHeartbeatRequest,
+    ConsumerProtocolAssignment, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+    GroupId, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
+    TopicName,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use uuid::Uuid;
+
 use strata_client::{Acks, Consumer, OffsetReset, Producer, ProducerRecord, Rebalance};
 use strata_tests::{
     create_replicated_topic, create_topic, one_cluster_at_a_time, produce, python, wait_for,
@@ -68,6 +73,18 @@ fn commit(
     topic: &str,
     offsets: &[(i32, i64)],
 ) -> Vec<i16> {
+    commit_as(connection, group, ("", -1), topic, offsets)
+}
+
+/// As [`commit`], by the member with this id in this generation (or, under
+/// the consumer protocol, member epoch).
+fn commit_as(
+    connection: &mut Connection,
+    group: &str,
+    (member_id, generation): (&str, i32),
+    topic: &str,
+    offsets: &[(i32, i64)],
+) -> Vec<i16> {
     let partitions = offsets
         .iter()
         .map(|&(partition, offset)| {
@@ -79,7 +96,8 @@ fn commit(
         .collect();
     let request = OffsetCommitRequest::default()
         .with_group_id(group_id(group))
-        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(StrBytes::from_string(member_id.to_string()))
+        .with_generation_id_or_member_epoch(generation)
         .with_topics(vec![OffsetCommitRequestTopic::default()
             .with_name(topic_name(topic))
             .with_partitions(partitions)]);
@@ -1098,4 +1116,212 @@ fn a_member_that_stops_polling_leaves_and_rejoins_when_it_polls_again() {
         stop.store(true, Ordering::Release);
         steady.await.expect("steady member");
     });
+}
+
+/// A member of a consumer-protocol group as the test drives it.
+struct Kip848Member {
+    id: String,
+    epoch: i32,
+    owned: Vec<(Uuid, Vec<i32>)>,
+}
+
+impl Kip848Member {
+    fn partitions(&self) -> BTreeSet<i32> {
+        self.owned
+            .iter()
+            .flat_map(|(_, partitions)| partitions.iter().copied())
+            .collect()
+    }
+}
+
+/// One ConsumerGroupHeartbeat v1 of `member` (epoch 0: it joins, with a
+/// subscription to `topic`); applies the answer to it and returns the error
+/// code.
+fn consumer_heartbeat(
+    connection: &mut Connection,
+    group: &str,
+    topic: &str,
+    member: &mut Kip848Member,
+) -> i16 {
+    use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    let joining = member.epoch == 0;
+    let request = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(group_id(group))
+        .with_member_id(StrBytes::from_string(member.id.clone()))
+        .with_member_epoch(member.epoch)
+        .with_rebalance_timeout_ms(if joining { 30_000 } else { -1 })
+        .with_subscribed_topic_names(joining.then(|| vec![topic_name(topic)]))
+        .with_topic_partitions(Some(
+            member
+                .owned
+                .iter()
+                .map(|(topic_id, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic_id(*topic_id)
+                        .with_partitions(partitions.clone())
+                })
+                .collect(),
+        ));
+    let Ok(ResponseKind::ConsumerGroupHeartbeat(response)) = connection.send(
+        ApiKey::ConsumerGroupHeartbeat,
+        1,
+        &RequestKind::ConsumerGroupHeartbeat(request),
+    ) else {
+        return -1;
+    };
+    if response.error_code == 0 {
+        member.epoch = response.member_epoch;
+        if let Some(assignment) = response.assignment {
+            member.owned = assignment
+                .topic_partitions
+                .into_iter()
+                .map(|topic| (topic.topic_id, topic.partitions))
+                .collect();
+        }
+    }
+    response.error_code
+}
+
+fn consumer_group_describe(
+    connection: &mut Connection,
+    group: &str,
+) -> Option<(String, i32, usize)> {
+    let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+    let Ok(ResponseKind::ConsumerGroupDescribe(response)) = connection.send(
+        ApiKey::ConsumerGroupDescribe,
+        0,
+        &RequestKind::ConsumerGroupDescribe(request),
+    ) else {
+        return None;
+    };
+    let group = &response.groups[0];
+    (group.error_code == 0).then(|| {
+        (
+            group.group_state.to_string(),
+            group.group_epoch,
+            group.members.len(),
+        )
+    })
+}
+
+#[test]
+fn a_consumer_protocol_group_keeps_its_members_and_epochs_across_the_coordinators_kill() {
+    let _serial = one_cluster_at_a_time();
+    let mut cluster = Cluster::start(3);
+    create_replicated_topic(cluster.node(1), "orders", 4, 3);
+    let group = "kip848";
+    let coordinator = coordinator_of(&mut cluster, group);
+    let mut connection = cluster.node(coordinator).connect();
+    let mut members: Vec<Kip848Member> = ["m1", "m2"]
+        .iter()
+        .map(|id| Kip848Member {
+            id: id.to_string(),
+            epoch: 0,
+            owned: Vec::new(),
+        })
+        .collect();
+    // Heartbeat both until they share the partitions, each in the group's
+    // epoch: the second gets partitions only as the first lets go.
+    let settled = |members: &[Kip848Member]| {
+        let (a, b) = (members[0].partitions(), members[1].partitions());
+        members[0].epoch == members[1].epoch && a.len() == 2 && b.len() == 2 && a.is_disjoint(&b)
+    };
+    wait_for(
+        Duration::from_secs(20),
+        "two members sharing four partitions",
+        || {
+            for member in members.iter_mut() {
+                let code = consumer_heartbeat(&mut connection, group, "orders", member);
+                assert!(code == 0 || code == 15 || code == -1, "heartbeat: {code}");
+            }
+            settled(&members).then_some(())
+        },
+    );
+    let epoch = members[0].epoch;
+    assert_eq!(
+        consumer_group_describe(&mut connection, group),
+        Some(("Stable".to_string(), epoch, 2))
+    );
+    // Commits in the member's epoch only.
+    let partition = *members[0].partitions().first().unwrap();
+    assert_eq!(
+        commit_as(
+            &mut connection,
+            group,
+            ("m1", epoch),
+            "orders",
+            &[(partition, 5)]
+        ),
+        [0]
+    );
+    assert_eq!(
+        commit_as(
+            &mut connection,
+            group,
+            ("m1", epoch - 1),
+            "orders",
+            &[(partition, 6)]
+        ),
+        [113],
+        "STALE_MEMBER_EPOCH"
+    );
+    assert_eq!(
+        commit_as(
+            &mut connection,
+            group,
+            ("", -1),
+            "orders",
+            &[(partition, 6)]
+        ),
+        [25],
+        "UNKNOWN_MEMBER_ID"
+    );
+
+    cluster.node(coordinator).kill9();
+    let successor = wait_for(Duration::from_secs(20), "a new coordinator", || {
+        Some(coordinator_of(&mut cluster, group)).filter(|&id| id != coordinator)
+    });
+    let mut at_successor = cluster.node(successor).connect();
+    // The successor knows both members in their epochs: no one rejoins,
+    // nothing moves.
+    let before: Vec<BTreeSet<i32>> = members.iter().map(Kip848Member::partitions).collect();
+    wait_for(
+        Duration::from_secs(20),
+        "the successor to take heartbeats",
+        || {
+            let code = consumer_heartbeat(&mut at_successor, group, "orders", &mut members[0]);
+            assert!(
+                code == 0 || code == 14 || code == 15 || code == 16 || code == -1,
+                "heartbeat after failover: {code}"
+            );
+            (code == 0).then_some(())
+        },
+    );
+    assert_eq!(
+        consumer_heartbeat(&mut at_successor, group, "orders", &mut members[1]),
+        0
+    );
+    assert_eq!(members[0].epoch, epoch);
+    assert_eq!(members[1].epoch, epoch);
+    let after: Vec<BTreeSet<i32>> = members.iter().map(Kip848Member::partitions).collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        consumer_group_describe(&mut at_successor, group),
+        Some(("Stable".to_string(), epoch, 2))
+    );
+    assert_eq!(
+        committed(&mut at_successor, group, "orders", &[partition]),
+        Ok(vec![5])
+    );
+    // A zombie in an old epoch is fenced.
+    let mut zombie = Kip848Member {
+        id: "m1".into(),
+        epoch: epoch + 7,
+        owned: Vec::new(),
+    };
+    assert_eq!(
+        consumer_heartbeat(&mut at_successor, group, "orders", &mut zombie),
+        110,
+        "FENCED_MEMBER_EPOCH"
+    );
 }

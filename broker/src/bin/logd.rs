@@ -81,6 +81,14 @@ struct Flags {
     /// [default: 3000].
     #[arg(long, value_name = "MS")]
     group_initial_rebalance_delay_ms: Option<i64>,
+    /// A consumer-protocol (KIP-848) member not heard from for this long is
+    /// removed and its partitions reassigned [default: 45000].
+    #[arg(long, value_name = "MS")]
+    group_consumer_session_timeout_ms: Option<i32>,
+    /// How often consumer-protocol members heartbeat, so how soon one
+    /// learns of partitions handed to it [default: 5000].
+    #[arg(long, value_name = "MS")]
+    group_consumer_heartbeat_interval_ms: Option<i32>,
     /// How long an empty consumer group's committed offsets are kept
     /// [default: 10080, a week].
     #[arg(long, value_name = "MINUTES")]
@@ -144,6 +152,12 @@ impl Flags {
             group_initial_rebalance_delay_ms: self
                 .group_initial_rebalance_delay_ms
                 .or(file.group_initial_rebalance_delay_ms),
+            group_consumer_session_timeout_ms: self
+                .group_consumer_session_timeout_ms
+                .or(file.group_consumer_session_timeout_ms),
+            group_consumer_heartbeat_interval_ms: self
+                .group_consumer_heartbeat_interval_ms
+                .or(file.group_consumer_heartbeat_interval_ms),
             offsets_retention_minutes: self
                 .offsets_retention_minutes
                 .or(file.offsets_retention_minutes),
@@ -269,6 +283,21 @@ fn main() -> anyhow::Result<()> {
             "--group-min-session-timeout-ms ({}) must be positive and at most --group-max-session-timeout-ms ({})",
             group.session_timeout_ms_min,
             group.session_timeout_ms_max
+        );
+    }
+    group.consumer_session_timeout_ms = flags
+        .group_consumer_session_timeout_ms
+        .unwrap_or(group.consumer_session_timeout_ms);
+    group.consumer_heartbeat_interval_ms = flags
+        .group_consumer_heartbeat_interval_ms
+        .unwrap_or(group.consumer_heartbeat_interval_ms);
+    if group.consumer_heartbeat_interval_ms <= 0
+        || group.consumer_heartbeat_interval_ms >= group.consumer_session_timeout_ms
+    {
+        bail!(
+            "--group-consumer-heartbeat-interval-ms ({}) must be positive and below --group-consumer-session-timeout-ms ({})",
+            group.consumer_heartbeat_interval_ms,
+            group.consumer_session_timeout_ms
         );
     }
     match flags.offsets_retention_minutes {

@@ -55,6 +55,41 @@ pub enum GroupError {
     /// JoinGroup v4+: rejoin with this member id (KIP-394), so a client
     /// that retries a lost answer does not leave a phantom member behind.
     MemberIdRequired(String),
+    /// Consumer protocol (KIP-848): the member's epoch is not its current
+    /// one; it must give up its partitions and join again.
+    FencedMemberEpoch,
+    /// An offset commit in an epoch the member has since left.
+    StaleMemberEpoch,
+    /// Another member still holds this static instance id.
+    UnreleasedInstanceId,
+    UnsupportedAssignor(String),
+    InvalidRegularExpression(String),
+    InvalidRequest(String),
+    /// The group exists under the other protocol.
+    WrongGroupType {
+        group: String,
+        protocol: &'static str,
+    },
+}
+
+impl GroupError {
+    /// Words for the error's message field, where the code alone does not
+    /// say enough.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            GroupError::UnsupportedAssignor(name) => Some(format!(
+                "server assignor '{name}' is not supported; use one of: {}",
+                super::assignor::ASSIGNORS.join(", ")
+            )),
+            GroupError::InvalidRegularExpression(why) | GroupError::InvalidRequest(why) => {
+                Some(why.clone())
+            }
+            GroupError::WrongGroupType { group, protocol } => {
+                Some(format!("group '{group}' is not a {protocol} group"))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The coordinator's bounds for groups.
@@ -76,6 +111,12 @@ pub struct GroupConfig {
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: i64,
+    /// `group.consumer.session.timeout.ms`: a consumer-protocol member not
+    /// heard from for this long is removed.
+    pub consumer_session_timeout_ms: i32,
+    /// `group.consumer.heartbeat.interval.ms`: how often consumer-protocol
+    /// members heartbeat, so how soon one learns of partitions released.
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -88,6 +129,8 @@ impl Default for GroupConfig {
             members_max: crate::limits::GROUP_MEMBERS_MAX,
             offsets_retention_ms: 7 * 24 * 60 * 60 * 1000,
             offsets_retention_check_interval_ms: 600_000,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -1000,16 +1043,18 @@ pub struct SyncRequest {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const CONFIG: GroupConfig = GroupConfig {
+    pub(crate) const CONFIG: GroupConfig = GroupConfig {
         session_timeout_ms_min: 100,
         session_timeout_ms_max: 60_000,
         initial_rebalance_delay_ms: 100,
         members_max: 4,
         offsets_retention_ms: 60_000,
         offsets_retention_check_interval_ms: 1_000,
+        consumer_session_timeout_ms: 45_000,
+        consumer_heartbeat_interval_ms: 5_000,
     };
 
     fn request(member_id: &str, instance: Option<&str>) -> JoinRequest {

@@ -23,10 +23,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use super::assignor::Topics;
 use super::classic::{
-    ClassicGroup, Effect, GroupConfig, GroupError, GroupState, JoinRequest, Joined, Reply,
-    SyncRequest,
+    ClassicGroup, Effect, GroupConfig, GroupError, JoinRequest, Joined, Reply, SyncRequest,
 };
+use super::consumer::{ConsumerGroup, HeartbeatRequest, Heartbeated};
 use super::records::Key;
 use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
@@ -58,8 +59,11 @@ type Answering<T> = (oneshot::Sender<Answer<T>>, Result<T, GroupError>);
 pub struct Groups {
     /// What the partition's records say.
     shard: Shard,
-    /// Membership, for groups with members or on record.
+    /// Membership of classic-protocol groups with members or on record.
     classic: HashMap<String, ClassicGroup>,
+    /// Consumer-protocol (KIP-848) groups with members or on record. A
+    /// group is in one map or the other.
+    consumer: HashMap<String, ConsumerGroup>,
     /// Parked JoinGroups and SyncGroups, by (group, member id).
     join_waiters: Waiters<Joined>,
     sync_waiters: Waiters<Bytes>,
@@ -67,19 +71,35 @@ pub struct Groups {
 
 impl Groups {
     fn new(shard: Shard, config: GroupConfig, now_ms: i64) -> Groups {
-        let classic = shard
-            .groups()
-            .filter_map(|(name, records)| {
-                let (record, _) = records.metadata.as_ref()?;
-                Some((
-                    name.clone(),
-                    ClassicGroup::from_record(config, record, now_ms),
-                ))
-            })
-            .collect();
+        let mut classic = HashMap::new();
+        let mut consumer = HashMap::new();
+        for (name, records) in shard.groups() {
+            match (
+                records.consumer_is_latest(),
+                &records.metadata,
+                &records.consumer,
+            ) {
+                (Some(false), Some((record, _)), _) => {
+                    let group = ClassicGroup::from_record(config, record, now_ms);
+                    classic.insert(name.clone(), group);
+                }
+                (Some(true), _, Some((record, _))) => {
+                    match ConsumerGroup::decode(record, &config, now_ms) {
+                        Ok(group) => {
+                            consumer.insert(name.clone(), group);
+                        }
+                        Err(error) => {
+                            warn!(group = name, %error, "skipped an unreadable consumer group record")
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
         Groups {
             shard,
             classic,
+            consumer,
             join_waiters: HashMap::new(),
             sync_waiters: HashMap::new(),
         }
@@ -95,24 +115,43 @@ impl Groups {
             .filter(|classic| !classic.is_idle() || self.shard.group(group).is_some())
     }
 
-    /// A group's state and protocol type, if it has members or records.
-    pub fn summary(&self, group: &str) -> Option<(GroupState, String)> {
+    pub fn consumer(&self, group: &str) -> Option<&ConsumerGroup> {
+        self.consumer
+            .get(group)
+            .filter(|consumer| !consumer.is_empty() || self.shard.group(group).is_some())
+    }
+
+    /// Has the group members (under either protocol)?
+    fn has_members(&self, group: &str) -> bool {
+        self.classic
+            .get(group)
+            .is_some_and(|classic| !classic.is_idle())
+            || self
+                .consumer
+                .get(group)
+                .is_some_and(|consumer| !consumer.is_empty())
+    }
+
+    /// A group's state name and protocol type, if it has members or
+    /// records. A consumer-protocol group's protocol type is "consumer".
+    pub fn summary(&self, group: &str) -> Option<(&'static str, String)> {
+        if let Some(consumer) = self.consumer(group) {
+            return Some((consumer.state_name(), "consumer".to_string()));
+        }
         match self.classic(group) {
-            Some(classic) => Some((classic.state(), classic.protocol_type().to_string())),
-            None => self
-                .shard
-                .group(group)
-                .map(|_| (GroupState::Empty, String::new())),
+            Some(classic) => Some((classic.state().name(), classic.protocol_type().to_string())),
+            None => self.shard.group(group).map(|_| ("Empty", String::new())),
         }
     }
 
     /// Every group with members or records: name, state, protocol type.
-    pub fn list(&self) -> Vec<(String, GroupState, String)> {
+    pub fn list(&self) -> Vec<(String, &'static str, String)> {
         let names: BTreeSet<&String> = self
             .shard
             .groups()
             .map(|(name, _)| name)
             .chain(self.classic.keys())
+            .chain(self.consumer.keys())
             .collect();
         names
             .into_iter()
@@ -129,12 +168,14 @@ impl Groups {
         self.shard
             .groups()
             .flat_map(|(name, records)| {
-                let empty_since = match self.classic.get(name) {
-                    Some(classic) if !classic.is_idle() => None,
-                    Some(classic) => Some(classic.state_since_ms()),
+                let empty_since = match (self.classic.get(name), self.consumer.get(name)) {
+                    (Some(classic), _) if !classic.is_idle() => None,
+                    (_, Some(consumer)) if !consumer.is_empty() => None,
+                    (Some(classic), _) => Some(classic.state_since_ms()),
+                    (_, Some(consumer)) => Some(consumer.state_since_ms()),
                     // Offsets committed without membership (an admin, a
                     // consumer that assigns itself): their commit times.
-                    None => Some(
+                    (None, None) => Some(
                         records
                             .metadata
                             .as_ref()
@@ -434,6 +475,14 @@ impl Led {
         let config = self.config;
         let pending = self
             .step(group, |groups, effects, now| {
+                // A consumer-protocol group with members keeps its protocol;
+                // an empty one becomes a classic group.
+                if let Some(consumer) = groups.consumer.get(group) {
+                    if !consumer.is_empty() {
+                        return Pending::Now(Err(GroupError::InconsistentGroupProtocol));
+                    }
+                    groups.consumer.remove(group);
+                }
                 let reply = groups
                     .classic_mut(group, config, now)
                     .join(now, request, &fresh, effects);
@@ -473,6 +522,72 @@ impl Led {
         .await
     }
 
+    /// ConsumerGroupHeartbeat (KIP-848): one step of the member, answered
+    /// once the group's record is durable if the step changed the group.
+    /// `topics` is the cluster's topics now.
+    pub async fn consumer_heartbeat(
+        &self,
+        group: &str,
+        request: HeartbeatRequest,
+        topics: &Topics,
+    ) -> Answer<Heartbeated> {
+        let fresh = Uuid::new_v4().to_string();
+        let (answer, written) = {
+            let mut loaded = self.loaded.lock().await;
+            let groups = self.load(&mut loaded).await?;
+            let now = now_ms();
+            // An empty classic group becomes a consumer-protocol group; one
+            // with members keeps its protocol.
+            if let Some(classic) = groups.classic.get(group) {
+                if !classic.is_idle() {
+                    return Ok(Err(GroupError::WrongGroupType {
+                        group: group.to_string(),
+                        protocol: "consumer",
+                    }));
+                }
+                groups.classic.remove(group);
+            }
+            let consumer = groups
+                .consumer
+                .entry(group.to_string())
+                .or_insert_with(|| ConsumerGroup::new(now));
+            let answer = consumer.heartbeat(&self.config, now, request, topics, &fresh);
+            let changed = answer.as_ref().is_ok_and(|beat| beat.changed);
+            (
+                answer,
+                changed.then(|| self.persist_consumer(groups, group, now)),
+            )
+        };
+        if let Some(written) = written {
+            let (records, appended) = written?;
+            self.await_durable(&records, appended).await?;
+        }
+        Ok(answer)
+    }
+
+    /// Appends the record of consumer-protocol group `group`.
+    fn persist_consumer(
+        &self,
+        groups: &Groups,
+        group: &str,
+        now: i64,
+    ) -> Result<(Vec<KeyedRecord>, LeaderAppend), i16> {
+        let consumer = &groups.consumer[group];
+        info!(
+            group,
+            group_epoch = consumer.group_epoch(),
+            state = consumer.state_name(),
+            members = consumer.describe().len(),
+            "consumer group changed"
+        );
+        let key = Key::ConsumerGroup {
+            group: group.to_string(),
+        };
+        let records = vec![(key.encode(), Some(consumer.encode()))];
+        let appended = self.append(&records, now)?;
+        Ok((records, appended))
+    }
+
     /// LeaveGroup for each (member id, instance id).
     pub async fn leave(
         &self,
@@ -499,10 +614,17 @@ impl Led {
         records: Vec<KeyedRecord>,
     ) -> Result<(), i16> {
         self.write_with(|groups, config, now| {
-            groups
-                .classic_mut(group, config, now)
-                .check_commit(now, member_id, group_instance_id, generation)
-                .map_err(|error| error_code::for_group(&error))?;
+            match groups.consumer.get(group) {
+                // The consumer protocol commits in the member's epoch.
+                Some(consumer) => consumer.check_commit(member_id, generation),
+                None => groups.classic_mut(group, config, now).check_commit(
+                    now,
+                    member_id,
+                    group_instance_id,
+                    generation,
+                ),
+            }
+            .map_err(|error| error_code::for_group(&error))?;
             Ok(records)
         })
         .await
@@ -517,10 +639,7 @@ impl Led {
         partitions: &[(String, i32)],
     ) -> Result<(), i16> {
         self.write_with(|groups, _config, _now| {
-            if groups
-                .classic(group)
-                .is_some_and(|classic| !classic.is_idle())
-            {
+            if groups.has_members(group) {
                 return Err(error_code::GROUP_SUBSCRIBED_TO_TOPIC);
             }
             let records = groups
@@ -547,10 +666,7 @@ impl Led {
     /// record.
     pub async fn delete(&self, group: &str) -> Result<(), i16> {
         self.write_with(|groups, _config, _now| {
-            if groups
-                .classic(group)
-                .is_some_and(|classic| !classic.is_idle())
-            {
+            if groups.has_members(group) {
                 return Err(error_code::NON_EMPTY_GROUP);
             }
             let records = groups
@@ -566,12 +682,9 @@ impl Led {
                     partition: *partition,
                 })
                 .collect();
-            if records.metadata.is_some() {
-                keys.push(Key::Group {
-                    group: group.to_string(),
-                });
-            }
+            keys.extend(records.group_keys(group));
             groups.classic.remove(group);
+            groups.consumer.remove(group);
             Ok(keys.iter().map(|key| (key.encode(), None)).collect())
         })
         .await
@@ -604,10 +717,31 @@ impl Led {
                 deliveries.push(self.prepare(groups, &name, effects, now));
             }
         }
+        let names: Vec<String> = groups.consumer.keys().cloned().collect();
+        for name in names {
+            let removed = groups
+                .consumer
+                .get_mut(&name)
+                .map(|consumer| consumer.tick(now))
+                .unwrap_or_default();
+            for (member_id, cause) in &removed {
+                info!(group = name, member_id, cause, "member left its group");
+            }
+            if !removed.is_empty() {
+                deliveries.push(Delivery {
+                    written: Some(self.persist_consumer(groups, &name, now)),
+                    joins: Vec::new(),
+                    syncs: Vec::new(),
+                });
+            }
+        }
         let shard = &groups.shard;
         groups
             .classic
             .retain(|name, classic| !classic.is_idle() || shard.group(name).is_some());
+        groups
+            .consumer
+            .retain(|name, consumer| !consumer.is_empty() || shard.group(name).is_some());
         deliveries
     }
 }
@@ -663,6 +797,10 @@ impl GroupCoordinator {
             config,
             loaded: Mutex::new(HashMap::new()),
         }
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
     }
 
     /// The partition holding `group`, if this broker coordinates it;

@@ -14,7 +14,9 @@
 //! each completed rebalance writes the group's record, from which the next
 //! coordinator resumes the group without a rebalance.
 
+pub mod assignor;
 pub mod classic;
+pub mod consumer;
 pub mod coordinator;
 pub mod records;
 pub mod shard;

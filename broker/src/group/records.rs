@@ -9,13 +9,18 @@
 //!   `(offset, leader epoch, metadata, commit timestamp)`; v0-v2 values are
 //!   read too;
 //! - group metadata: key v2 `(group)`, value v3 `(protocol type,
-//!   generation, protocol, leader, state timestamp, members)`; v0-v2 read too.
+//!   generation, protocol, leader, state timestamp, members)`; v0-v2 read too;
+//! - consumer-protocol (KIP-848) group: key v100 `(group)`, a Strata record
+//!   holding the whole group (see `consumer.rs`; Kafka's own records for
+//!   these groups use key versions 3-8, which Strata neither writes nor
+//!   reads, and Kafka's tools skip a key version they do not know).
 
 use bytes::{Buf, BufMut};
 use thiserror::Error;
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
+const CONSUMER_GROUP_KEY_VERSION: i16 = 100;
 const OFFSET_VALUE_VERSION: i16 = 3;
 const GROUP_VALUE_VERSION: i16 = 3;
 
@@ -36,6 +41,9 @@ pub enum Key {
         partition: i32,
     },
     Group {
+        group: String,
+    },
+    ConsumerGroup {
         group: String,
     },
 }
@@ -77,7 +85,9 @@ pub struct MemberValue {
 impl Key {
     pub fn group(&self) -> &str {
         match self {
-            Key::Offset { group, .. } | Key::Group { group } => group,
+            Key::Offset { group, .. } | Key::Group { group } | Key::ConsumerGroup { group } => {
+                group
+            }
         }
     }
 
@@ -98,6 +108,10 @@ impl Key {
                 out.put_i16(GROUP_KEY_VERSION);
                 put_string(&mut out, group);
             }
+            Key::ConsumerGroup { group } => {
+                out.put_i16(CONSUMER_GROUP_KEY_VERSION);
+                put_string(&mut out, group);
+            }
         }
         out
     }
@@ -111,6 +125,9 @@ impl Key {
                 partition: get_i32(buf)?,
             }),
             2 => Ok(Key::Group {
+                group: get_string(buf)?,
+            }),
+            CONSUMER_GROUP_KEY_VERSION => Ok(Key::ConsumerGroup {
                 group: get_string(buf)?,
             }),
             version => malformed(format!("unknown key version {version}")),
@@ -305,6 +322,9 @@ mod tests {
                 partition: 7,
             },
             Key::Group {
+                group: "billing".into(),
+            },
+            Key::ConsumerGroup {
                 group: "billing".into(),
             },
         ];

@@ -22,11 +22,39 @@ pub struct Committed {
 pub struct GroupRecords {
     pub offsets: BTreeMap<(String, i32), Committed>,
     pub metadata: Option<(GroupValue, i64)>,
+    /// A consumer-protocol group's record, decoded by `ConsumerGroup`.
+    pub consumer: Option<(Vec<u8>, i64)>,
 }
 
 impl GroupRecords {
     fn is_empty(&self) -> bool {
-        self.offsets.is_empty() && self.metadata.is_none()
+        self.offsets.is_empty() && self.metadata.is_none() && self.consumer.is_none()
+    }
+
+    /// The keys of its group records (either protocol).
+    pub fn group_keys(&self, group: &str) -> Vec<Key> {
+        let group = group.to_string();
+        let mut keys = Vec::new();
+        if self.metadata.is_some() {
+            keys.push(Key::Group {
+                group: group.clone(),
+            });
+        }
+        if self.consumer.is_some() {
+            keys.push(Key::ConsumerGroup { group });
+        }
+        keys
+    }
+
+    /// Which protocol's record is the later, if any: true for the
+    /// consumer protocol's.
+    pub fn consumer_is_latest(&self) -> Option<bool> {
+        match (&self.metadata, &self.consumer) {
+            (None, None) => None,
+            (Some(_), None) => Some(false),
+            (None, Some(_)) => Some(true),
+            (Some((_, classic)), Some((_, consumer))) => Some(consumer > classic),
+        }
     }
 }
 
@@ -90,6 +118,16 @@ impl Shard {
                     None => None,
                 };
             }
+            Key::ConsumerGroup { .. } => {
+                if group
+                    .consumer
+                    .as_ref()
+                    .is_some_and(|(_, at)| *at >= record_offset)
+                {
+                    return Ok(());
+                }
+                group.consumer = value.map(|value| (value.to_vec(), record_offset));
+            }
         }
         if group.is_empty() {
             self.groups.remove(&name);
@@ -135,10 +173,8 @@ impl Shard {
             .collect();
         let all_offsets_go = expired.len() == records.offsets.len();
         let idle_for = now_ms.saturating_sub(empty_since);
-        if records.metadata.is_some() && all_offsets_go && idle_for >= retention_ms {
-            expired.push(Key::Group {
-                group: group.to_string(),
-            });
+        if all_offsets_go && idle_for >= retention_ms {
+            expired.extend(records.group_keys(group));
         }
         expired
     }

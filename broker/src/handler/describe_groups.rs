@@ -1,14 +1,34 @@
 //! DescribeGroups: each group's state, protocol and members as its
 //! coordinator knows them; a group with neither members nor records is
-//! `Dead`.
+//! `Dead`. A consumer-protocol (KIP-848) group's members are shown as a
+//! classic consumer group's would be (subscription and assignment in the
+//! consumer protocol's layout, version 0), so tools that know only
+//! DescribeGroups still see who owns what.
 
+use std::collections::HashMap;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
-use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
+use kafka_protocol::messages::{
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, DescribeGroupsRequest,
+    DescribeGroupsResponse, TopicName,
+};
+use kafka_protocol::protocol::Encodable;
+use uuid::Uuid;
 
 use super::{str_bytes, Context};
-use crate::group::classic::{DescribedMember, GroupState};
+use crate::group::classic::DescribedMember;
+use crate::group::consumer::ConsumerGroup;
 
 pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+    let names: HashMap<Uuid, String> = context
+        .controller
+        .metadata()
+        .topics
+        .iter()
+        .map(|(name, topic)| (topic.topic_id, name.clone()))
+        .collect();
     let mut groups = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
         let group = group_id.0.to_string();
@@ -17,10 +37,16 @@ pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> Descri
             Ok(led) => {
                 led.read(|groups| {
                     let (state, protocol_type) = groups.summary(&group)?;
-                    let (protocol, members) = groups
-                        .classic(&group)
-                        .map(|classic| (classic.protocol().to_string(), classic.describe()))
-                        .unwrap_or_default();
+                    let (protocol, members) = match groups.consumer(&group) {
+                        Some(consumer) => (
+                            consumer.assignor().to_string(),
+                            consumer_members(consumer, &names),
+                        ),
+                        None => groups
+                            .classic(&group)
+                            .map(|classic| (classic.protocol().to_string(), classic.describe()))
+                            .unwrap_or_default(),
+                    };
                     Some((state, protocol_type, protocol, members))
                 })
                 .await
@@ -29,9 +55,9 @@ pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> Descri
         };
         groups.push(match found {
             Ok(Some((state, protocol_type, protocol, members))) => described
-                .with_group_state(str_bytes(state.name()))
+                .with_group_state(str_bytes(state))
                 .with_protocol_type(str_bytes(protocol_type))
-                .with_protocol_data(str_bytes(if state == GroupState::Stable {
+                .with_protocol_data(str_bytes(if state == "Stable" {
                     protocol
                 } else {
                     String::new()
@@ -52,4 +78,56 @@ fn member(member: DescribedMember) -> DescribedGroupMember {
         .with_client_host(str_bytes(member.client_host))
         .with_member_metadata(member.metadata)
         .with_member_assignment(member.assignment)
+}
+
+fn consumer_members(
+    consumer: &ConsumerGroup,
+    names: &HashMap<Uuid, String>,
+) -> Vec<DescribedMember> {
+    let name = |topic_id: &Uuid| names.get(topic_id).cloned().unwrap_or_default();
+    consumer
+        .describe()
+        .into_iter()
+        .map(|described| {
+            let member = described.member;
+            let subscription = ConsumerProtocolSubscription::default().with_topics(
+                member
+                    .subscribed_names
+                    .iter()
+                    .cloned()
+                    .map(str_bytes)
+                    .collect(),
+            );
+            let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+                member
+                    .assigned
+                    .iter()
+                    .map(|(topic_id, partitions)| {
+                        TopicPartition::default()
+                            .with_topic(TopicName(str_bytes(name(topic_id))))
+                            .with_partitions(partitions.iter().copied().collect())
+                    })
+                    .collect(),
+            );
+            DescribedMember {
+                member_id: member.member_id.clone(),
+                group_instance_id: member.instance_id.clone(),
+                client_id: member.client_id.clone(),
+                client_host: member.client_host.clone(),
+                metadata: versioned(&subscription),
+                assignment: versioned(&assignment),
+            }
+        })
+        .collect()
+}
+
+/// `message` in the consumer protocol's layout: an i16 version (0), then
+/// the message at that version.
+fn versioned(message: &impl Encodable) -> Bytes {
+    let mut bytes = BytesMut::new();
+    bytes.put_i16(0);
+    message
+        .encode(&mut bytes, 0)
+        .expect("version 0 encodes every field set here");
+    bytes.freeze()
 }

@@ -21,7 +21,7 @@ pub async fn handle(
                 && !request
                     .states_filter
                     .iter()
-                    .any(|wanted| wanted.as_str() == state.name())
+                    .any(|wanted| wanted.as_str() == state)
             {
                 continue;
             }
@@ -29,7 +29,7 @@ pub async fn handle(
                 .with_group_id(GroupId(str_bytes(name)))
                 .with_protocol_type(str_bytes(protocol_type));
             groups.push(if api_version >= 4 {
-                group.with_group_state(str_bytes(state.name()))
+                group.with_group_state(str_bytes(state))
             } else {
                 group
             });

@@ -44,14 +44,27 @@ pub async fn handle(
     let topics = match request.topics {
         _ if all_topics => metadata.topics.values().map(describe).collect(),
         None => Vec::new(),
+        // v10+ may name a topic by id alone (consumer-protocol members
+        // learn their assignment as ids).
         Some(requested) => requested
             .into_iter()
-            .filter_map(|topic| topic.name)
-            .map(|name| match metadata.topics.get(name.0.as_str()) {
-                Some(record) => describe(record),
-                None => MetadataResponseTopic::default()
-                    .with_name(Some(name))
-                    .with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+            .map(|topic| match topic.name {
+                Some(name) => match metadata.topics.get(name.0.as_str()) {
+                    Some(record) => describe(record),
+                    None => MetadataResponseTopic::default()
+                        .with_name(Some(name))
+                        .with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION),
+                },
+                None => match metadata
+                    .topics
+                    .values()
+                    .find(|record| record.topic_id == topic.topic_id)
+                {
+                    Some(record) => describe(record),
+                    None => MetadataResponseTopic::default()
+                        .with_topic_id(topic.topic_id)
+                        .with_error_code(error_code::UNKNOWN_TOPIC_ID),
+                },
             })
             .collect(),
     };

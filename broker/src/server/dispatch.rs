@@ -82,6 +82,18 @@ pub async fn dispatch(
             RequestKind::SyncGroup(body) => {
                 ResponseKind::SyncGroup(handler::sync_group::handle(context, body).await)
             }
+            RequestKind::ConsumerGroupHeartbeat(body) => {
+                let client = handler::join_group::Client {
+                    client_id: request.header.client_id.as_deref().unwrap_or_default(),
+                    client_host,
+                };
+                ResponseKind::ConsumerGroupHeartbeat(
+                    handler::consumer_group_heartbeat::handle(context, body, client).await,
+                )
+            }
+            RequestKind::ConsumerGroupDescribe(body) => ResponseKind::ConsumerGroupDescribe(
+                handler::consumer_group_describe::handle(context, body).await,
+            ),
             RequestKind::Heartbeat(body) => {
                 ResponseKind::Heartbeat(handler::heartbeat::handle(context, body).await)
             }

@@ -28,6 +28,7 @@ pub const COORDINATOR_NOT_AVAILABLE: i16 = ResponseError::CoordinatorNotAvailabl
 pub const INVALID_GROUP_ID: i16 = ResponseError::InvalidGroupId.code();
 pub const UNKNOWN_MEMBER_ID: i16 = ResponseError::UnknownMemberId.code();
 pub const OFFSET_METADATA_TOO_LARGE: i16 = ResponseError::OffsetMetadataTooLarge.code();
+pub const UNKNOWN_TOPIC_ID: i16 = ResponseError::UnknownTopicId.code();
 pub const GROUP_ID_NOT_FOUND: i16 = ResponseError::GroupIdNotFound.code();
 pub const NON_EMPTY_GROUP: i16 = ResponseError::NonEmptyGroup.code();
 pub const REBALANCE_IN_PROGRESS: i16 = ResponseError::RebalanceInProgress.code();
@@ -89,6 +90,15 @@ pub fn for_group(error: &GroupError) -> i16 {
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
         GroupError::GroupMaxSizeReached => ResponseError::GroupMaxSizeReached,
         GroupError::MemberIdRequired(_) => ResponseError::MemberIdRequired,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        GroupError::UnsupportedAssignor(_) => ResponseError::UnsupportedAssignor,
+        GroupError::InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
+        GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+        // Kafka's answer to a request of one protocol for a group of the
+        // other; a classic JoinGroup gets INCONSISTENT_GROUP_PROTOCOL.
+        GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
     };
     code.code()
 }
