@@ -134,6 +134,11 @@ pub struct ConsumerGroup {
     members: BTreeMap<String, Member>,
     /// When it last became empty (offsets retention counts from there).
     state_since_ms: i64,
+    /// The group epoch and cluster topics the subscriptions were last
+    /// resolved against: while neither changes, a heartbeat skips matching
+    /// every member's subscription against every topic.
+    #[serde(skip)]
+    resolved: Option<(i32, Topics)>,
 }
 
 impl ConsumerGroup {
@@ -409,6 +414,13 @@ impl ConsumerGroup {
     /// computes the target if it is behind the group epoch. True if either
     /// happened.
     fn refresh_target(&mut self, topics: &Topics) -> bool {
+        if self
+            .resolved
+            .as_ref()
+            .is_some_and(|(epoch, seen)| *epoch == self.group_epoch && seen == topics)
+        {
+            return false;
+        }
         let subscriptions: BTreeMap<String, BTreeSet<String>> = self
             .members
             .values()
@@ -436,6 +448,7 @@ impl ConsumerGroup {
             self.assignment_epoch = self.group_epoch;
             changed = true;
         }
+        self.resolved = Some((self.group_epoch, topics.clone()));
         changed
     }
 
