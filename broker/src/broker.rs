@@ -198,6 +198,7 @@ impl Broker {
             groups,
             producer_ids: ProducerIds::new(config.node_id, controller.clone()),
             topic_defaults: config.topics,
+            catch_up_throttle: Default::default(),
         });
         tasks.push(tokio::spawn(listener::run(
             listener,

@@ -17,6 +17,9 @@ pub const MAX_MESSAGE_BYTES: &str = "max.message.bytes";
 pub const CLEANUP_POLICY: &str = "cleanup.policy";
 pub const DELETE_RETENTION_MS: &str = "delete.retention.ms";
 pub const UNCLEAN_LEADER_ELECTION_ENABLE: &str = "unclean.leader.election.enable";
+/// Strata's own key (Kafka sets throttles per broker): see
+/// `replica/throttle.rs`.
+pub const REPLICATION_THROTTLED_RATE: &str = "replication.throttled.rate";
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("invalid value '{value}' for {key}: {reason}")]
@@ -48,6 +51,9 @@ pub struct TopicConfig {
     pub cleanup_compact: bool,
     /// `delete.retention.ms`: how long a compacted topic keeps tombstones.
     pub delete_retention_ms: i64,
+    /// `replication.throttled.rate`: bytes per second each leader may send
+    /// the replicas a reassignment adds, while they catch up; 0: no limit.
+    pub replication_throttled_rate: u64,
 }
 
 impl Default for TopicConfig {
@@ -64,6 +70,7 @@ impl Default for TopicConfig {
             cleanup_delete: true,
             cleanup_compact: false,
             delete_retention_ms: 24 * 60 * 60 * 1000,
+            replication_throttled_rate: 0,
         }
     }
 }
@@ -173,6 +180,14 @@ impl TopicConfig {
                         "must be a non-negative number of milliseconds",
                     )?
                 }
+                REPLICATION_THROTTLED_RATE => {
+                    config.replication_throttled_rate = parse(
+                        key,
+                        value,
+                        |_: &u64| true,
+                        "must be a non-negative number of bytes per second (0: no limit)",
+                    )?
+                }
                 _ => {
                     let reason = "unknown or unsupported topic config".into();
                     return Err(ConfigError {
@@ -221,6 +236,10 @@ impl TopicConfig {
             (MAX_MESSAGE_BYTES, self.max_message_bytes.to_string()),
             (MIN_INSYNC_REPLICAS, self.min_insync_replicas.to_string()),
             (RETENTION_BYTES, self.retention_bytes.to_string()),
+            (
+                REPLICATION_THROTTLED_RATE,
+                self.replication_throttled_rate.to_string(),
+            ),
             (RETENTION_MS, self.retention_ms.to_string()),
             (SEGMENT_BYTES, self.segment_bytes.to_string()),
             (SEGMENT_MS, self.segment_ms.to_string()),

@@ -83,6 +83,14 @@ pub enum TopicCommand {
         /// Wait until the move completes, printing its progress.
         #[arg(long)]
         wait: bool,
+        /// Cap how fast the new replicas copy from each leader, in bytes
+        /// per second (suffixes KB, MB, GB, KiB, MiB, GiB), so the copy does
+        /// not crowd out producers and consumers. Sets the topic's
+        /// replication.throttled.rate; --wait removes it once the move is
+        /// done (otherwise: topic alter NAME --delete-config
+        /// replication.throttled.rate).
+        #[arg(long, value_name = "RATE", value_parser = parse_rate, conflicts_with = "cancel")]
+        throttle: Option<u64>,
     },
     /// Partitions whose replicas are moving.
     Reassignments,
@@ -91,6 +99,41 @@ pub enum TopicCommand {
         /// The topic to delete.
         name: String,
     },
+}
+
+/// The topic config `topic reassign --throttle` sets.
+const THROTTLE_KEY: &str = "replication.throttled.rate";
+
+/// Bytes per second: a number with an optional decimal (KB, MB, GB) or
+/// binary (KiB, MiB, GiB) suffix.
+fn parse_rate(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a rate: a number of bytes per second, like 50MB"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" | "k" => 1_000,
+        "mb" | "m" => 1_000_000,
+        "gb" | "g" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}': use KB, MB, GB, KiB, MiB or GiB"
+            ))
+        }
+    };
+    match number.checked_mul(scale) {
+        Some(0) => Err("the rate must be above 0".into()),
+        Some(rate) => Ok(rate),
+        None => Err(format!("'{text}' is too large")),
+    }
 }
 
 /// An offset, or "end" (-1: the high watermark).
@@ -228,8 +271,13 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
             replicas,
             cancel,
             wait,
+            throttle,
         } => {
             let target = (!cancel).then_some(replicas);
+            if let Some(rate) = throttle {
+                let change = (THROTTLE_KEY.to_string(), Some(rate.to_string()));
+                admin.alter_configs(&name, &[change]).await?;
+            }
             let partitions: Vec<i32> = match partition {
                 Some(partition) => vec![partition],
                 None => admin
@@ -248,6 +296,11 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
             admin.reassign_partitions(&name, &moves).await?;
             if wait {
                 wait_for_reassignment(&admin, &name, format).await?;
+                if throttle.is_some() {
+                    admin
+                        .alter_configs(&name, &[(THROTTLE_KEY.to_string(), None)])
+                        .await?;
+                }
             }
             match format {
                 Format::Json => print_json(
@@ -462,4 +515,21 @@ async fn describe(admin: &Admin, format: Format, name: &str) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_take_decimal_and_binary_units() {
+        assert_eq!(parse_rate("1500"), Ok(1500));
+        assert_eq!(parse_rate("50MB"), Ok(50_000_000));
+        assert_eq!(parse_rate("2 MiB"), Ok(2 << 20));
+        assert_eq!(parse_rate("1gb"), Ok(1_000_000_000));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("5 parsecs").is_err());
+        assert!(parse_rate("99999999999999GiB").is_err());
+    }
 }

@@ -677,3 +677,59 @@ fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_c
         );
     }
 }
+
+/// `topic reassign --throttle`: 16 MB copied to a new replica at 4 MB/s
+/// cannot take much under 3 s (one second's worth may go at once); without
+/// the throttle it takes a fraction of a second here. `--wait` removes the
+/// throttle once the move is done, and the new replica holds everything.
+#[test]
+fn topic_reassign_throttles_the_copy_and_removes_the_throttle_when_done() {
+    use std::time::{Duration, Instant};
+    let _serial = strata_tests::one_cluster_at_a_time();
+    let mut cluster = strata_tests::Cluster::start(3);
+    let logctl = Logctl {
+        bootstrap: cluster.bootstrap(),
+    };
+    logctl.ok(&["topic", "create", "bulky", "-p", "1", "-r", "1"]);
+    let line = "x".repeat(1023);
+    let input: String = (0..16_000).map(|_| format!("{line}\n")).collect();
+    logctl.ok_with_input(&["produce", "bulky"], &input);
+    let leader = cluster.leader_of("bulky", 0, Duration::from_secs(10));
+    let other = (1..=3).find(|id| *id != leader).unwrap();
+    let replicas = format!("{leader},{other}");
+    let started = Instant::now();
+    let out = logctl.ok(&[
+        "topic",
+        "reassign",
+        "bulky",
+        "--replicas",
+        &replicas,
+        "--throttle",
+        "4MB",
+        "--wait",
+    ]);
+    let elapsed = started.elapsed();
+    assert_eq!(out, "reassigned bulky\n");
+    assert!(
+        elapsed >= Duration::from_millis(2_500),
+        "16 MB at 4 MB/s took only {elapsed:?}"
+    );
+    println!("16 MB copied to a new replica at a 4 MB/s throttle in {elapsed:?}");
+    let described = json(&logctl.ok(&["--format", "json", "topic", "describe", "bulky"]));
+    assert_eq!(described["configs"], serde_json::json!({}), "{described}");
+    assert_eq!(
+        described["partitions"][0]["isr"].as_array().unwrap().len(),
+        2
+    );
+    assert_eq!(described["partitions"][0]["high_watermark"], 16_000);
+    let (_, error) = logctl.fails(&[
+        "topic",
+        "reassign",
+        "bulky",
+        "--replicas",
+        "1",
+        "--throttle",
+        "fast",
+    ]);
+    assert!(error.contains("is not a rate"), "{error}");
+}

@@ -163,6 +163,8 @@ fn read_for_follower(
     follower: BrokerId,
     api_version: i16,
 ) -> (FetchResponse, usize) {
+    let metadata = context.controller.metadata();
+    let now = Instant::now();
     walk(request, |topic, fetch, response, max_bytes, spent| {
         if api_version < FOLLOWER_FETCH_VERSION_MIN {
             return (response.with_error_code(error_code::UNSUPPORTED_VERSION), 0);
@@ -179,9 +181,23 @@ fn read_for_follower(
             log_end: fetch.fetch_offset,
             durable_end,
         };
+        // A replica a reassignment adds copies at the topic's throttled
+        // rate until it joins the ISR; with nothing allowed now, it is
+        // answered as if the response were full.
+        let allowance = metadata.topics.get(topic).and_then(|record| {
+            let index = usize::try_from(fetch.partition).ok()?;
+            context
+                .catch_up_throttle
+                .allowance(record, index, follower, now)
+        });
+        let spent = spent || allowance == Some(0);
+        let max_bytes = allowance.map_or(max_bytes, |allowed| allowed.min(max_bytes));
         let served = (!spent).then(|| {
             partition.serve_follower(follower, position, fetch.last_fetched_epoch, max_bytes)
         });
+        if let (Some(_), Some(Ok(FollowerRead::Records(read)))) = (allowance, &served) {
+            context.catch_up_throttle.spend(topic, read.records.len());
+        }
         let high_watermark = partition.high_watermark();
         let response = response
             .with_high_watermark(high_watermark)

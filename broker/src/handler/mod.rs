@@ -61,6 +61,8 @@ pub struct Context {
     pub groups: Arc<GroupCoordinator>,
     pub producer_ids: ProducerIds,
     pub topic_defaults: crate::config::TopicDefaults,
+    /// Caps how fast replicas a reassignment adds copy from this leader.
+    pub catch_up_throttle: crate::replica::throttle::CatchUpThrottle,
 }
 
 /// How a metadata command went, as a Kafka error code (0 for success) and

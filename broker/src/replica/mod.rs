@@ -4,3 +4,4 @@ pub mod fetcher;
 pub mod in_sync;
 pub mod partition;
 pub mod replica_manager;
+pub mod throttle;
