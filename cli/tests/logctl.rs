@@ -681,12 +681,16 @@ fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_c
 /// `topic reassign --throttle`: 16 MB copied to a new replica at 4 MB/s
 /// cannot take much under 3 s (one second's worth may go at once); without
 /// the throttle it takes a fraction of a second here. `--wait` removes the
-/// throttle once the move is done, and the new replica holds everything.
+/// throttle once the move is done, and the new replica holds everything
+/// (`cluster log-dirs`). Then `cluster elect-leaders` gives leadership back
+/// to the preferred replica after its restart.
 #[test]
-fn topic_reassign_throttles_the_copy_and_removes_the_throttle_when_done() {
+fn topic_reassign_throttles_the_copy_then_log_dirs_and_elect_leaders_show_and_restore() {
     use std::time::{Duration, Instant};
     let _serial = strata_tests::one_cluster_at_a_time();
-    let mut cluster = strata_tests::Cluster::start(3);
+    // Leadership returns to the preferred replica only when asked here.
+    let mut cluster =
+        strata_tests::Cluster::start_with_args(3, &["--auto-leader-rebalance", "false"]);
     let logctl = Logctl {
         bootstrap: cluster.bootstrap(),
     };
@@ -732,4 +736,62 @@ fn topic_reassign_throttles_the_copy_and_removes_the_throttle_when_done() {
         "fast",
     ]);
     assert!(error.contains("is not a rate"), "{error}");
+
+    // cluster log-dirs: both replicas hold the same bytes.
+    let dirs = json(&logctl.ok(&["--format", "json", "cluster", "log-dirs"]));
+    let sizes: Vec<i64> = dirs
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|dir| {
+            assert!(dir["usable_bytes"].as_i64().unwrap() > 0, "{dir}");
+            dir["replicas"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|replica| replica["topic"] == "bulky")
+                .map(|replica| replica["bytes"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(sizes.len(), 2, "{dirs}");
+    assert_eq!(sizes[0], sizes[1], "{dirs}");
+    assert!(sizes[0] >= 16_000 * 1024, "{dirs}");
+    let table = logctl.ok(&["cluster", "log-dirs"]);
+    assert!(table.starts_with("BROKER  LOG-DIR"), "{table}");
+
+    // cluster elect-leaders: the preferred replica leads already; after it
+    // restarts, the other one leads until the election gives it back.
+    let out = logctl.ok(&["cluster", "elect-leaders", "-t", "bulky"]);
+    assert!(out.contains("already led by it"), "{out}");
+    cluster.node(leader).kill9();
+    strata_tests::wait_for(Duration::from_secs(30), "the other replica leading", || {
+        let view = cluster.node(other).view()?;
+        (view.partitions[&("bulky".to_string(), 0)].leader == other).then_some(())
+    });
+    cluster.node(leader).restart();
+    strata_tests::wait_for(
+        Duration::from_secs(30),
+        "the preferred leader elected",
+        || {
+            let args = [
+                "--format",
+                "json",
+                "cluster",
+                "elect-leaders",
+                "-t",
+                "bulky",
+                "-p",
+                "0",
+            ];
+            let text = String::from_utf8(logctl.run_with_input(&args, "").stdout).unwrap();
+            text.contains("\"elected\":true").then_some(())
+        },
+    );
+    assert_eq!(
+        cluster.leader_of("bulky", 0, Duration::from_secs(10)),
+        leader
+    );
+    let (_, error) = logctl.fails(&["cluster", "elect-leaders", "-t", "missing"]);
+    assert!(error.contains("does not exist"), "{error}");
 }

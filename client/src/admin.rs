@@ -125,6 +125,36 @@ pub struct PartitionReassignment {
     pub removing: Vec<i32>,
 }
 
+/// How a leader election for one partition went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Election {
+    pub topic: String,
+    pub partition: i32,
+    pub outcome: ElectionOutcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ElectionOutcome {
+    Elected,
+    /// The wanted replica already leads.
+    NotNeeded,
+    /// Refused, with the broker's reason.
+    Failed(String),
+}
+
+/// One broker's log directory: its file system's size and free space, and
+/// the bytes each replica there holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDir {
+    pub broker: i32,
+    pub path: String,
+    /// -1 when the broker cannot tell.
+    pub total_bytes: i64,
+    pub usable_bytes: i64,
+    /// (topic, partition, bytes).
+    pub replicas: Vec<(String, i32, i64)>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterBroker {
     pub id: i32,
@@ -455,6 +485,114 @@ impl Admin {
                     })
             })
             .collect())
+    }
+
+    /// Elects leaders: each partition's preferred replica (the first), or
+    /// with `unclean`, any live replica where the topic allows losing what
+    /// only the out-of-sync ones had. `partitions` of `None`: every one.
+    pub async fn elect_leaders(
+        &self,
+        partitions: Option<&[(String, i32)]>,
+        unclean: bool,
+    ) -> Result<Vec<Election>> {
+        use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
+        use kafka_protocol::messages::ElectLeadersRequest;
+        let connection = self.cluster.any_connection().await?;
+        let topics = partitions.map(|partitions| {
+            let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
+            for (topic, partition) in partitions {
+                by_topic.entry(topic).or_default().push(*partition);
+            }
+            by_topic
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    TopicPartitions::default()
+                        .with_topic(topic_name(topic))
+                        .with_partitions(partitions)
+                })
+                .collect()
+        });
+        let request = ElectLeadersRequest::default()
+            .with_election_type(i8::from(unclean))
+            .with_topic_partitions(topics)
+            .with_timeout_ms(30_000);
+        let response = self
+            .cluster
+            .timed("ElectLeaders", connection.send(&request))
+            .await?;
+        check(|| "elect leaders".to_string(), response.error_code, None)?;
+        let mut elections: Vec<Election> = response
+            .replica_election_results
+            .iter()
+            .flat_map(|topic| {
+                topic.partition_result.iter().map(|result| Election {
+                    topic: topic.topic.to_string(),
+                    partition: result.partition_id,
+                    outcome: match result.error_code {
+                        0 => ElectionOutcome::Elected,
+                        code if code == ResponseError::ElectionNotNeeded.code() => {
+                            ElectionOutcome::NotNeeded
+                        }
+                        code => ElectionOutcome::Failed(
+                            Error::broker(
+                                "elect a leader",
+                                code,
+                                result.error_message.as_ref().map(ToString::to_string),
+                            )
+                            .to_string(),
+                        ),
+                    },
+                })
+            })
+            .collect();
+        elections.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        Ok(elections)
+    }
+
+    /// Every live broker's log directory.
+    pub async fn describe_log_dirs(&self) -> Result<Vec<LogDir>> {
+        use kafka_protocol::messages::DescribeLogDirsRequest;
+        let brokers = self.describe_cluster().await?.brokers;
+        let mut dirs = Vec::new();
+        for broker in brokers.iter().filter(|broker| !broker.fenced) {
+            let connection = self.cluster.connection(broker.id).await?;
+            let response = self
+                .cluster
+                .timed(
+                    "DescribeLogDirs",
+                    connection.send(&DescribeLogDirsRequest::default().with_topics(None)),
+                )
+                .await?;
+            check(
+                || format!("describe the log directories of broker {}", broker.id),
+                response.error_code,
+                None,
+            )?;
+            for result in &response.results {
+                let mut replicas: Vec<(String, i32, i64)> = result
+                    .topics
+                    .iter()
+                    .flat_map(|topic| {
+                        topic.partitions.iter().map(|partition| {
+                            (
+                                topic.name.to_string(),
+                                partition.partition_index,
+                                partition.partition_size,
+                            )
+                        })
+                    })
+                    .collect();
+                replicas.sort();
+                dirs.push(LogDir {
+                    broker: broker.id,
+                    path: result.log_dir.to_string(),
+                    total_bytes: result.total_bytes,
+                    usable_bytes: result.usable_bytes,
+                    replicas,
+                });
+            }
+        }
+        Ok(dirs)
     }
 
     /// Grows `name` to `partition_count` partitions.

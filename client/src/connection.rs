@@ -50,6 +50,8 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 3, 5),
     (ApiKey::DeleteGroups, 1, 2),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::ElectLeaders, 1, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::AlterPartitionReassignments, 1, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::InitProducerId, 2, 4),

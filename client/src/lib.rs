@@ -49,9 +49,9 @@ pub mod partitioner;
 mod producer;
 
 pub use admin::{
-    Admin, ClusterBroker, ClusterDescription, ConfigEntry, GroupDescription, GroupListing,
-    GroupMember, NewTopic, PartitionOffsets, PartitionReassignment, ProducerDescription,
-    QuorumDescription, TopicDescription,
+    Admin, ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome,
+    GroupDescription, GroupListing, GroupMember, LogDir, NewTopic, PartitionOffsets,
+    PartitionReassignment, ProducerDescription, QuorumDescription, TopicDescription,
 };
 pub use assignor::Assignor;
 pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};
