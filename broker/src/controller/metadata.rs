@@ -550,6 +550,15 @@ impl ClusterMetadata {
         self.brokers.values().filter(|broker| !broker.fenced)
     }
 
+    /// Every topic's name by its id (consumer-protocol assignments name
+    /// topics by id).
+    pub fn topic_names(&self) -> std::collections::HashMap<Uuid, String> {
+        self.topics
+            .values()
+            .map(|topic| (topic.topic_id, topic.name.clone()))
+            .collect()
+    }
+
     /// Ids of the registered, unfenced brokers, in order.
     pub fn alive_brokers(&self) -> Vec<BrokerId> {
         self.alive_broker_records()

@@ -21,13 +21,7 @@ pub async fn handle(
     context: &Context,
     request: ConsumerGroupDescribeRequest,
 ) -> ConsumerGroupDescribeResponse {
-    let names: HashMap<Uuid, String> = context
-        .controller
-        .metadata()
-        .topics
-        .iter()
-        .map(|(name, topic)| (topic.topic_id, name.clone()))
-        .collect();
+    let names = context.controller.metadata().topic_names();
     let mut described = Vec::with_capacity(request.group_ids.len());
     for group_id in request.group_ids {
         let group = group_id.0.to_string();

@@ -22,13 +22,7 @@ use crate::group::classic::DescribedMember;
 use crate::group::consumer::ConsumerGroup;
 
 pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-    let names: HashMap<Uuid, String> = context
-        .controller
-        .metadata()
-        .topics
-        .iter()
-        .map(|(name, topic)| (topic.topic_id, name.clone()))
-        .collect();
+    let names = context.controller.metadata().topic_names();
     let mut groups = Vec::with_capacity(request.groups.len());
     for group_id in request.groups {
         let group = group_id.0.to_string();
