@@ -12,9 +12,6 @@ use crate::controller::metadata::{validate_topic_name, MetadataCommand};
 use crate::server::error_code;
 use crate::topic_config::TopicConfig;
 
-/// Used when a request leaves the partition count or replication factor to
-/// the broker (-1).
-
 pub async fn handle(
     context: &Context,
     request: CreateTopicsRequest,
