@@ -17,12 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::controller::client::ControllerClient;
 use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
-use crate::handler::{now_ms, Context};
+use crate::handler::Context;
 use crate::metrics::{self, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::server::listener;

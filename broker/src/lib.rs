@@ -7,6 +7,7 @@
 //!   [`group`]: committed offsets of consumer groups.
 
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod controller;
 pub mod group;

@@ -654,7 +654,7 @@ fn logctl_prints_like_kcat_takes_headers_and_the_last_n_and_stops_quietly_at_a_c
         let mut child = Command::new(env!("CARGO_BIN_EXE_logctl"))
             .arg("--bootstrap-server")
             .arg(&logctl.bootstrap)
-            .args(&args)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

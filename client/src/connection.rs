@@ -10,10 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::{Request, StrBytes};
+use strata_protocol::exchange;
+use strata_protocol::frame::{FrameCodec, FrameReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -22,8 +24,6 @@ use crate::error::{Error, Result};
 
 /// Largest response accepted; a larger size prefix means a confused peer.
 pub(crate) const RESPONSE_BYTES_MAX: usize = 512 << 20;
-/// Read buffer kept per connection; responses are split off it without copies.
-const READ_BUFFER_BYTES: usize = 256 << 10;
 
 /// API versions this client speaks: `(api, min, max)`. Requests are built for
 /// every version in the range; the highest the broker also offers is used.
@@ -208,15 +208,16 @@ impl Connection {
     /// Writes `request`; the response is awaited separately, so requests
     /// written one after another reach the broker in that order.
     pub(crate) async fn start<R: Request>(&self, request: &R) -> Result<Sent<R>> {
-        let version = self.version(api_key::<R>())?;
+        let version = self.version(exchange::api_key::<R>())?;
         self.start_versioned(request, version).await
     }
 
     async fn start_versioned<R: Request>(&self, request: &R, version: i16) -> Result<Sent<R>> {
         let (sender, receiver) = oneshot::channel();
-        self.write(request, version, Some(sender)).await?;
+        let correlation_id = self.write(request, version, Some(sender)).await?;
         Ok(Sent {
             receiver,
+            correlation_id,
             version,
             address: self.address.clone(),
             request: std::marker::PhantomData,
@@ -225,7 +226,7 @@ impl Connection {
 
     /// Sends a request no response will come for (Produce with acks=0).
     pub(crate) async fn send_without_response<R: Request>(&self, request: &R) -> Result<()> {
-        let version = self.version(api_key::<R>())?;
+        let version = self.version(exchange::api_key::<R>())?;
         self.write(request, version, None).await.map(drop)
     }
 
@@ -238,26 +239,19 @@ impl Connection {
         let mut writer = self.writer.lock().await;
         writer.correlation_id = writer.correlation_id.wrapping_add(1);
         let correlation_id = writer.correlation_id;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(self.client_id.clone()));
         let frame = &mut writer.frame;
         frame.clear();
-        frame.extend_from_slice(&[0; 4]);
-        header
-            .encode(frame, R::header_version(version))
-            .and_then(|()| request.encode(frame, version))
-            .map_err(|error| Error::Protocol {
-                address: self.address.clone(),
-                reason: format!(
-                    "cannot encode {} v{version}: {error}",
-                    api_name(api_key::<R>())
-                ),
-            })?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
+        exchange::encode(
+            frame,
+            version,
+            correlation_id,
+            Some(&self.client_id),
+            request,
+        )
+        .map_err(|error| Error::Protocol {
+            address: self.address.clone(),
+            reason: error.to_string(),
+        })?;
         {
             let mut shared = self.shared.lock().expect("connection state");
             if let Some(failure) = &shared.failure {
@@ -288,6 +282,7 @@ impl Connection {
 /// A request on the wire, waiting for its response.
 pub(crate) struct Sent<R> {
     receiver: oneshot::Receiver<Result<Bytes>>,
+    correlation_id: i32,
     version: i16,
     address: String,
     request: std::marker::PhantomData<fn() -> R>,
@@ -295,19 +290,14 @@ pub(crate) struct Sent<R> {
 
 impl<R: Request> Sent<R> {
     pub(crate) async fn response(self) -> Result<R::Response> {
-        let mut body = self.receiver.await.map_err(|_closed| Error::Closed)??;
-        let malformed = |error: anyhow::Error| Error::Protocol {
-            address: self.address.clone(),
-            reason: error.to_string(),
-        };
-        ResponseHeader::decode(&mut body, R::Response::header_version(self.version))
-            .map_err(malformed)?;
-        R::Response::decode(&mut body, self.version).map_err(malformed)
+        let frame = self.receiver.await.map_err(|_closed| Error::Closed)??;
+        exchange::decode::<R>(frame, self.version, self.correlation_id).map_err(|error| {
+            Error::Protocol {
+                address: self.address.clone(),
+                reason: error.to_string(),
+            }
+        })
     }
-}
-
-fn api_key<R: Request>() -> ApiKey {
-    ApiKey::try_from(R::KEY).expect("request types carry a known API key")
 }
 
 pub(crate) fn api_name(api: ApiKey) -> &'static str {
@@ -360,33 +350,18 @@ async fn read_loop(
     address: &str,
     shared: &Mutex<Shared>,
 ) -> std::io::Result<()> {
-    let mut buffer = BytesMut::with_capacity(READ_BUFFER_BYTES);
+    let mut frames = FrameReader::new(FrameCodec::new(RESPONSE_BYTES_MAX).reserving_whole_frames());
     loop {
-        while buffer.len() < 4 {
-            buffer.reserve(READ_BUFFER_BYTES);
-            if read.read_buf(&mut buffer).await? == 0 {
-                return if buffer.is_empty() {
-                    Ok(())
-                } else {
-                    Err(std::io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-        }
-        let size = i32::from_be_bytes(buffer[..4].try_into().expect("4 bytes"));
-        if size < 4 || size as usize > RESPONSE_BYTES_MAX {
+        let Some(body) = frames.read(read).await? else {
+            return Ok(());
+        };
+        let body = body.freeze();
+        if body.len() < 4 {
             return Err(std::io::Error::other(format!(
-                "{address} sent a response size of {size} bytes"
+                "{address} sent a response of {} bytes, too short for a header",
+                body.len()
             )));
         }
-        let size = size as usize;
-        buffer.reserve(4 + size.max(READ_BUFFER_BYTES));
-        while buffer.len() < 4 + size {
-            if read.read_buf(&mut buffer).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        buffer.advance(4);
-        let body = buffer.split_to(size).freeze();
         let correlation_id = i32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
         let waiting = shared
             .lock()

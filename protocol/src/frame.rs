@@ -27,6 +27,8 @@ pub enum FrameError {
 #[derive(Debug, Clone, Copy)]
 pub struct FrameCodec {
     frame_bytes_max: usize,
+    /// Most bytes reserved at once for the rest of an incomplete frame.
+    reserve_bytes_max: usize,
 }
 
 /// Most bytes reserved at once for the rest of an incomplete frame.
@@ -34,7 +36,20 @@ const FRAME_RESERVE_BYTES_MAX: usize = 1 << 20;
 
 impl FrameCodec {
     pub fn new(frame_bytes_max: usize) -> Self {
-        FrameCodec { frame_bytes_max }
+        FrameCodec {
+            frame_bytes_max,
+            reserve_bytes_max: FRAME_RESERVE_BYTES_MAX,
+        }
+    }
+
+    /// For a peer trusted with memory (a broker this side chose to ask):
+    /// room for a whole announced frame is reserved at once, so a large
+    /// response arrives into one allocation.
+    pub fn reserving_whole_frames(self) -> Self {
+        FrameCodec {
+            reserve_bytes_max: self.frame_bytes_max,
+            ..self
+        }
     }
 }
 
@@ -62,11 +77,98 @@ impl Decoder for FrameCodec {
             // the rest (up to a bound, so an announced size alone cannot
             // claim much), so it arrives in few reads and no regrowing copies.
             let missing = SIZE_PREFIX_BYTES + size - src.len();
-            src.reserve(missing.min(FRAME_RESERVE_BYTES_MAX));
+            src.reserve(missing.min(self.reserve_bytes_max));
             return Ok(None);
         }
         src.advance(SIZE_PREFIX_BYTES);
         Ok(Some(src.split_to(size)))
+    }
+}
+
+impl From<FrameError> for std::io::Error {
+    fn from(error: FrameError) -> Self {
+        match error {
+            FrameError::Io(error) => error,
+            error => std::io::Error::new(std::io::ErrorKind::InvalidData, error),
+        }
+    }
+}
+
+/// Appends one frame to `out`: the size prefix, then what `body` writes.
+pub fn write_frame<E>(
+    out: &mut BytesMut,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.extend_from_slice(&[0; SIZE_PREFIX_BYTES]);
+    body(out)?;
+    let size = (out.len() - start - SIZE_PREFIX_BYTES) as i32;
+    out[start..start + SIZE_PREFIX_BYTES].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
+/// Reads a stream one frame at a time through [`FrameCodec`], keeping one
+/// buffer across frames: bytes read past a frame stay for the next, and the
+/// memory of a frame the caller has dropped is reused.
+#[derive(Debug)]
+pub struct FrameReader {
+    codec: FrameCodec,
+    buffer: BytesMut,
+}
+
+/// Bytes asked of the stream per read while no frame size says more.
+const READ_CHUNK_BYTES: usize = 64 << 10;
+
+impl FrameReader {
+    pub fn new(codec: FrameCodec) -> Self {
+        FrameReader {
+            codec,
+            buffer: BytesMut::new(),
+        }
+    }
+
+    /// The next frame's body; `None` if the peer closed between frames.
+    pub async fn read<R: tokio::io::AsyncRead + Unpin>(
+        &mut self,
+        reader: &mut R,
+    ) -> std::io::Result<Option<BytesMut>> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
+                return Ok(Some(frame));
+            }
+            if self.buffer.capacity() == self.buffer.len() {
+                self.buffer.reserve(READ_CHUNK_BYTES);
+            }
+            if reader.read_buf(&mut self.buffer).await? == 0 {
+                return self.closed();
+            }
+        }
+    }
+
+    /// As [`Self::read`], from a blocking reader.
+    pub fn read_blocking<R: std::io::Read>(
+        &mut self,
+        reader: &mut R,
+    ) -> std::io::Result<Option<BytesMut>> {
+        let mut chunk = vec![0; READ_CHUNK_BYTES];
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buffer)? {
+                return Ok(Some(frame));
+            }
+            match reader.read(&mut chunk)? {
+                0 => return self.closed(),
+                read => self.buffer.extend_from_slice(&chunk[..read]),
+            }
+        }
+    }
+
+    fn closed(&self) -> std::io::Result<Option<BytesMut>> {
+        if self.buffer.is_empty() {
+            Ok(None)
+        } else {
+            Err(std::io::ErrorKind::UnexpectedEof.into())
+        }
     }
 }
 
@@ -117,6 +219,41 @@ mod tests {
             codec.decode(&mut src),
             Err(FrameError::Negative { size: -5 })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_reader_returns_frames_whole_and_knows_a_clean_close_from_a_cut() {
+        let mut out = BytesMut::new();
+        for body in [&b"first"[..], b"", b"third"] {
+            write_frame(&mut out, |out| {
+                out.extend_from_slice(body);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        }
+        let mut reader = FrameReader::new(FrameCodec::new(1024));
+        let mut stream = &out[..];
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.read(&mut stream).await.unwrap() {
+            frames.push(frame.to_vec());
+        }
+        assert_eq!(frames, [b"first".to_vec(), Vec::new(), b"third".to_vec()]);
+        let mut blocking = FrameReader::new(FrameCodec::new(1024));
+        let mut cut = &out[..out.len() - 1];
+        assert_eq!(
+            &blocking.read_blocking(&mut cut).unwrap().unwrap()[..],
+            b"first"
+        );
+        assert!(blocking
+            .read_blocking(&mut cut)
+            .unwrap()
+            .unwrap()
+            .is_empty());
+        let error = blocking.read_blocking(&mut cut).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof);
+        let mut small = FrameReader::new(FrameCodec::new(2));
+        let error = small.read(&mut &out[..]).await.unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
     }
 
     proptest! {

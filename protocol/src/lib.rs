@@ -13,6 +13,7 @@
 //! below it (replicas, storage) sees a `kafka-protocol` type.
 
 pub mod alloc;
+pub mod exchange;
 pub mod frame;
 pub mod request;
 pub mod response;

@@ -12,8 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+use strata_protocol::exchange;
+use strata_protocol::frame::{FrameCodec, FrameReader};
 
 /// How long a broker may take to start answering.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -628,6 +630,7 @@ impl Drop for Logd {
 pub struct Connection {
     stream: TcpStream,
     correlation_id: i32,
+    responses: FrameReader,
 }
 
 impl Connection {
@@ -638,6 +641,7 @@ impl Connection {
         Ok(Connection {
             stream,
             correlation_id: 0,
+            responses: FrameReader::new(FrameCodec::new(512 << 20)),
         })
     }
 
@@ -665,20 +669,16 @@ impl Connection {
         body: &RequestKind,
     ) -> std::io::Result<i32> {
         self.correlation_id += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(api_key as i16)
-            .with_request_api_version(api_version)
-            .with_correlation_id(self.correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-tests")));
         let mut frame = BytesMut::new();
-        frame.extend_from_slice(&[0; 4]);
-        header
-            .encode(&mut frame, api_key.request_header_version(api_version))
-            .map_err(std::io::Error::other)?;
-        body.encode(&mut frame, api_version)
-            .map_err(std::io::Error::other)?;
-        let size = (frame.len() - 4) as i32;
-        frame[..4].copy_from_slice(&size.to_be_bytes());
+        let client_id = StrBytes::from_static_str("strata-tests");
+        exchange::encode_request(
+            &mut frame,
+            api_key,
+            api_version,
+            self.correlation_id,
+            Some(&client_id),
+            |frame| body.encode(frame, api_version),
+        )?;
         self.stream.write_all(&frame)?;
         Ok(self.correlation_id)
     }
@@ -691,25 +691,21 @@ impl Connection {
         api_version: i16,
         correlation_id: i32,
     ) -> std::io::Result<ResponseKind> {
-        let mut size = [0u8; 4];
-        self.stream.read_exact(&mut size)?;
-        let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
-        self.stream.read_exact(&mut body)?;
-        let mut body = Bytes::from(body);
-        let header_version = if api_key == ApiKey::ApiVersions {
-            0
-        } else {
-            api_key.response_header_version(api_version)
-        };
-        let header =
-            ResponseHeader::decode(&mut body, header_version).map_err(std::io::Error::other)?;
-        if header.correlation_id != correlation_id {
-            return Err(std::io::Error::other(format!(
-                "response for correlation id {} while waiting for {correlation_id}",
-                header.correlation_id
-            )));
+        let mut body = self
+            .responses
+            .read_blocking(&mut self.stream)?
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?
+            .freeze();
+        let got = exchange::decode_response_header(api_key, api_version, &mut body)?;
+        if got != correlation_id {
+            return Err(exchange::ExchangeError::Correlation {
+                got,
+                expected: correlation_id,
+            }
+            .into());
         }
-        ResponseKind::decode(api_key, &mut body, api_version).map_err(std::io::Error::other)
+        ResponseKind::decode(api_key, &mut body, api_version)
+            .map_err(|error| exchange::malformed(api_key, api_version, error).into())
     }
 
     pub fn api_versions(&mut self) -> std::io::Result<ResponseKind> {

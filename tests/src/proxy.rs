@@ -6,11 +6,14 @@
 //! followers' fetches) always pass, so replication is not disturbed.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::BytesMut;
+use strata_protocol::frame::{FrameCodec, FrameReader};
 
 /// Largest frame the proxy forwards (a fetch of many partitions).
 const FRAME_BYTES_MAX: usize = 256 << 20;
@@ -103,49 +106,47 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Reads one size-prefixed frame into `frame`; false at the end of the
-/// stream or on a frame too large to forward.
-fn read_frame(stream: &mut TcpStream, size: &mut [u8; 4], frame: &mut Vec<u8>) -> bool {
-    if stream.read_exact(size).is_err() {
-        return false;
-    }
-    let length = i32::from_be_bytes(*size).max(0) as usize;
-    if length > FRAME_BYTES_MAX {
-        return false;
-    }
-    frame.resize(length, 0);
-    stream.read_exact(frame).is_ok()
+/// Reads `stream` one frame at a time; ends at the end of the stream or
+/// at a frame too large to forward.
+fn frames(mut stream: TcpStream) -> impl Iterator<Item = BytesMut> {
+    let mut reader = FrameReader::new(FrameCodec::new(FRAME_BYTES_MAX));
+    std::iter::from_fn(move || reader.read_blocking(&mut stream).ok().flatten())
+}
+
+/// Writes `frame` with its size prefix.
+fn forward(to: &mut TcpStream, frame: &[u8]) -> bool {
+    to.write_all(&(frame.len() as i32).to_be_bytes()).is_ok() && to.write_all(frame).is_ok()
 }
 
 /// Forwards whole request frames, noting each one's correlation id and
 /// API key (request header: api key i16, version i16, correlation id i32).
-fn forward_requests(mut client: TcpStream, mut broker: TcpStream, outstanding: Outstanding) {
-    let (mut size, mut frame) = ([0u8; 4], Vec::new());
-    while read_frame(&mut client, &mut size, &mut frame) && frame.len() >= 8 {
+fn forward_requests(client: TcpStream, mut broker: TcpStream, outstanding: Outstanding) {
+    let shutdown = client.try_clone().expect("clone a socket");
+    for frame in frames(client).take_while(|frame| frame.len() >= 8) {
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         outstanding
             .lock()
             .unwrap()
             .push_back((correlation_id, api_key));
-        if broker.write_all(&size).is_err() || broker.write_all(&frame).is_err() {
+        if !forward(&mut broker, &frame) {
             break;
         }
     }
     let _ = broker.shutdown(Shutdown::Both);
-    let _ = client.shutdown(Shutdown::Both);
+    let _ = shutdown.shutdown(Shutdown::Both);
 }
 
 /// Forwards whole response frames, dropping one Produce response in
 /// `drop_one_in` by closing both sides instead.
 fn forward_responses(
-    mut broker: TcpStream,
+    broker: TcpStream,
     mut client: TcpStream,
     outstanding: Outstanding,
     shared: Arc<Shared>,
 ) {
-    let (mut size, mut frame) = ([0u8; 4], Vec::new());
-    while read_frame(&mut broker, &mut size, &mut frame) && frame.len() >= 4 {
+    let shutdown = broker.try_clone().expect("clone a socket");
+    for frame in frames(broker).take_while(|frame| frame.len() >= 4) {
         let correlation_id = i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]);
         let api_key = {
             let mut outstanding = outstanding.lock().unwrap();
@@ -161,15 +162,15 @@ fn forward_responses(
         if api_key == Some(PRODUCE_API_KEY) {
             let count = shared.produce_responses.fetch_add(1, Ordering::Relaxed) + 1;
             let drop_one_in = shared.drop_one_in.load(Ordering::Relaxed);
-            if drop_one_in > 0 && count % drop_one_in == 0 {
+            if drop_one_in > 0 && count.is_multiple_of(drop_one_in) {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 break;
             }
         }
-        if client.write_all(&size).is_err() || client.write_all(&frame).is_err() {
+        if !forward(&mut client, &frame) {
             break;
         }
     }
     let _ = client.shutdown(Shutdown::Both);
-    let _ = broker.shutdown(Shutdown::Both);
+    let _ = shutdown.shutdown(Shutdown::Both);
 }

@@ -65,7 +65,7 @@ struct Reachability {
 pub struct Connection {
     target: NodeId,
     address: String,
-    stream: Option<TcpStream>,
+    stream: Option<rpc::Channel>,
     reachability: Arc<Mutex<BTreeMap<NodeId, Reachability>>>,
 }
 
@@ -124,10 +124,10 @@ impl Connection {
                 }
             };
             let _ = stream.set_nodelay(true);
-            self.stream = Some(stream);
+            self.stream = Some(rpc::Channel::new(stream));
         }
         let stream = self.stream.as_mut().expect("connected above");
-        match rpc::exchange(stream, &request, option.hard_ttl()).await {
+        match stream.exchange(&request, option.hard_ttl()).await {
             Ok(response) => Ok(response),
             Err(error) => {
                 self.stream = None;

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -17,7 +18,8 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_protocol::frame::{write_frame, FrameCodec, FrameReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
@@ -109,62 +111,72 @@ pub struct VoterState {
     pub log_end: Option<u64>,
 }
 
-/// Writes one frame holding `message`.
-pub async fn write<T: Serialize>(stream: &mut TcpStream, message: &T) -> std::io::Result<()> {
-    let payload = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
-    if payload.len() > FRAME_BYTES_MAX {
-        return Err(std::io::Error::other(format!(
-            "controller message of {} bytes exceeds the {FRAME_BYTES_MAX}-byte frame limit",
-            payload.len()
-        )));
-    }
-    let mut frame = Vec::with_capacity(4 + payload.len());
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    frame.extend_from_slice(&payload);
-    stream.write_all(&frame).await
+/// A connection carrying controller frames: an `i32` size, then a
+/// postcard-encoded message.
+#[derive(Debug)]
+pub struct Channel {
+    stream: TcpStream,
+    frames: FrameReader,
+    out: BytesMut,
 }
 
-/// Reads one frame; `None` when the peer closed the connection between
-/// frames.
-pub async fn read<T: DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<Option<T>> {
-    let mut length = [0u8; 4];
-    match stream.read_exact(&mut length).await {
-        Ok(_) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
+impl Channel {
+    pub fn new(stream: TcpStream) -> Channel {
+        Channel {
+            stream,
+            frames: FrameReader::new(FrameCodec::new(FRAME_BYTES_MAX)),
+            out: BytesMut::new(),
+        }
     }
-    let length = u32::from_be_bytes(length) as usize;
-    if length > FRAME_BYTES_MAX {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("controller frame of {length} bytes exceeds the {FRAME_BYTES_MAX}-byte limit"),
-        ));
-    }
-    let mut payload = vec![0u8; length];
-    stream.read_exact(&mut payload).await?;
-    postcard::from_bytes(&payload)
-        .map(Some)
-        .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
-}
 
-/// Sends `request` on `stream` and reads the response, within `timeout`.
-pub async fn exchange(
-    stream: &mut TcpStream,
-    request: &Request,
-    timeout: Duration,
-) -> std::io::Result<Response> {
-    let exchange = async {
-        write(stream, request).await?;
-        read(stream).await?.ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the controller closed the connection",
-            )
+    /// Writes one frame holding `message`.
+    pub async fn write<T: Serialize>(&mut self, message: &T) -> std::io::Result<()> {
+        let payload = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
+        if payload.len() > FRAME_BYTES_MAX {
+            return Err(std::io::Error::other(format!(
+                "controller message of {} bytes exceeds the {FRAME_BYTES_MAX}-byte frame limit",
+                payload.len()
+            )));
+        }
+        self.out.clear();
+        write_frame(&mut self.out, |out| {
+            out.extend_from_slice(&payload);
+            Ok::<(), std::convert::Infallible>(())
         })
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+        .expect("infallible");
+        self.stream.write_all(&self.out).await
+    }
+
+    /// Reads one frame; `None` when the peer closed the connection between
+    /// frames.
+    pub async fn read<T: DeserializeOwned>(&mut self) -> std::io::Result<Option<T>> {
+        let Some(frame) = self.frames.read(&mut self.stream).await? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&frame)
+            .map(Some)
+            .map_err(|error| std::io::Error::new(std::io::ErrorKind::InvalidData, error))
+    }
+
+    /// Sends `request` and reads the response, within `timeout`.
+    pub async fn exchange(
+        &mut self,
+        request: &Request,
+        timeout: Duration,
+    ) -> std::io::Result<Response> {
+        let exchange = async {
+            self.write(request).await?;
+            self.read().await?.ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the controller closed the connection",
+                )
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
+    }
 }
 
 /// Connects to `address` and makes one call, within `timeout` in all.
@@ -174,9 +186,11 @@ pub async fn call(
     timeout: Duration,
 ) -> std::io::Result<Response> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     stream.set_nodelay(true)?;
-    exchange(&mut stream, request, deadline - tokio::time::Instant::now()).await
+    Channel::new(stream)
+        .exchange(request, deadline - tokio::time::Instant::now())
+        .await
 }

@@ -46,12 +46,13 @@ pub async fn serve(listener: TcpListener, controller: Controller, shutdown: Canc
 /// its leadership, and the caller has given up long before this.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-async fn connection(mut stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
-    while let Some(request) = rpc::read::<Request>(&mut stream).await? {
+async fn connection(stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
+    let mut channel = rpc::Channel::new(stream);
+    while let Some(request) = channel.read::<Request>().await? {
         let response = tokio::time::timeout(CALL_TIMEOUT, controller.handle(request))
             .await
             .unwrap_or_else(|_| Response::Failed(format!("no answer within {CALL_TIMEOUT:?}")));
-        rpc::write(&mut stream, &response).await?;
+        channel.write(&response).await?;
     }
     Ok(())
 }

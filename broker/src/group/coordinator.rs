@@ -31,11 +31,11 @@ use super::consumer::{ConsumerGroup, HeartbeatRequest, Heartbeated};
 use super::records::Key;
 use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
-use crate::handler::now_ms;
+use crate::clock::now_ms;
+use crate::handler::error_code;
 use crate::metrics::CommittedOffset;
 use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 use crate::replica::replica_manager::ReplicaManager;
-use crate::server::error_code;
 
 /// Bytes read per step when loading a partition's groups.
 const LOAD_READ_BYTES: usize = 4 << 20;

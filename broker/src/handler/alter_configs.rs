@@ -9,9 +9,9 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
+use super::error_code;
 use super::{commit, str_bytes, Committed, Context};
 use crate::controller::metadata::MetadataCommand;
-use crate::server::error_code;
 use crate::topic_config::TopicConfig;
 
 pub const RESOURCE_TOPIC: i8 = 2;

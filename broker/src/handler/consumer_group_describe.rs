@@ -12,10 +12,10 @@ use kafka_protocol::messages::{
 };
 use uuid::Uuid;
 
+use super::error_code;
 use super::{str_bytes, Context};
 use crate::group::assignor;
 use crate::group::classic::GroupError;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

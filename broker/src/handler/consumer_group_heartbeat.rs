@@ -7,12 +7,12 @@ use std::collections::BTreeSet;
 use kafka_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use kafka_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 
+use super::error_code;
 use super::join_group::Client;
 use super::{str_bytes, Context};
 use crate::group::assignor::{self, Topics};
 use crate::group::consumer::HeartbeatRequest;
 use crate::group::OFFSETS_TOPIC;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

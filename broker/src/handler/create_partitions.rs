@@ -3,9 +3,9 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
+use super::error_code;
 use super::{commit, str_bytes, Committed, Context};
 use crate::controller::metadata::MetadataCommand;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

@@ -7,9 +7,9 @@ use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use uuid::Uuid;
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::{validate_topic_name, MetadataCommand};
-use crate::server::error_code;
 use crate::topic_config::TopicConfig;
 
 pub async fn handle(

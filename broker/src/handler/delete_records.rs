@@ -9,9 +9,9 @@ use kafka_protocol::messages::delete_records_response::{
 };
 use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 
+use super::error_code;
 use super::Context;
 use crate::group::OFFSETS_TOPIC;
-use crate::server::error_code;
 
 pub fn handle(context: &Context, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let topics = request

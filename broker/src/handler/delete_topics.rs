@@ -4,10 +4,10 @@
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
 use crate::group::OFFSETS_TOPIC;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

@@ -6,8 +6,8 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
+use super::error_code;
 use super::{str_bytes, Context};
-use crate::server::error_code;
 use crate::topic_config::TopicConfig;
 
 const RESOURCE_TOPIC: i8 = 2;

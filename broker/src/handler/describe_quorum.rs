@@ -10,8 +10,8 @@ use kafka_protocol::messages::{BrokerId, DescribeQuorumRequest, DescribeQuorumRe
 
 use strata_protocol::METADATA_TOPIC;
 
+use super::error_code;
 use super::{str_bytes, Context};
-use crate::server::error_code;
 
 /// The listener name voters are shown with (v2 and later).
 const CONTROLLER_LISTENER: &str = "CONTROLLER";

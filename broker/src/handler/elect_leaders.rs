@@ -11,9 +11,9 @@
 use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaElectionResult};
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::{ClusterMetadata, MetadataCommand, NO_LEADER};
-use crate::server::error_code;
 
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;

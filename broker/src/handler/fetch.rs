@@ -17,13 +17,13 @@ use kafka_protocol::messages::{FetchRequest, FetchResponse};
 use strata_storage::page_cache;
 use tokio::time::Instant;
 
+use super::error_code;
 use super::Context;
 use crate::controller::metadata::BrokerId;
 use crate::limits::FETCH_WAIT_MAX;
 use crate::replica::fetcher;
 use crate::replica::in_sync::FollowerPosition;
 use crate::replica::partition::FollowerRead;
-use crate::server::error_code;
 
 /// Followers fetch with v12, the first version that reports divergence.
 const FOLLOWER_FETCH_VERSION_MIN: i16 = 12;

@@ -8,12 +8,12 @@ use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinator
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
 use crate::group::{
     partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICATION_FACTOR,
 };
-use crate::server::error_code;
 use crate::topic_config::{CLEANUP_POLICY, SEGMENT_BYTES};
 
 /// `key_type` of a consumer group (1 is a transactional id).

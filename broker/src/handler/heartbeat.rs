@@ -3,8 +3,8 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
+use super::error_code;
 use super::Context;
-use crate::server::error_code;
 
 pub async fn handle(context: &Context, request: HeartbeatRequest) -> HeartbeatResponse {
     let group = request.group_id.0.to_string();

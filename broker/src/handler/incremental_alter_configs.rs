@@ -8,8 +8,8 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 
 use super::alter_configs::{self, RESOURCE_TOPIC};
+use super::error_code;
 use super::{str_bytes, Context};
-use crate::server::error_code;
 
 const OPERATION_SET: i8 = 0;
 const OPERATION_DELETE: i8 = 1;

@@ -8,8 +8,8 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use tracing::warn;
 
+use super::error_code;
 use super::Context;
-use crate::server::error_code;
 
 pub async fn handle(context: &Context, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let response = InitProducerIdResponse::default()

@@ -5,9 +5,9 @@
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
+use super::error_code;
 use super::{str_bytes, Context};
 use crate::group::classic::{GroupError, JoinRequest};
-use crate::server::error_code;
 
 /// Who sent the request, as DescribeGroups shows it.
 pub struct Client<'a> {

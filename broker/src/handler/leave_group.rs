@@ -5,8 +5,8 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
+use super::error_code;
 use super::Context;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

@@ -6,8 +6,8 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 
+use super::error_code;
 use super::Context;
-use crate::server::error_code;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use tracing::{debug, info, warn};
 use uuid::Uuid;
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::{validate_topic_name, MetadataCommand, TopicRecord};
 use crate::group::OFFSETS_TOPIC;
-use crate::server::error_code;
 
 pub async fn handle(
     context: &Context,

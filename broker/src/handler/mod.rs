@@ -17,6 +17,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod elect_leaders;
+pub mod error_code;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod heartbeat;
@@ -45,7 +46,6 @@ use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
-use crate::server::error_code;
 use crate::txn::ProducerIds;
 
 /// What every handler may use.
@@ -85,7 +85,7 @@ pub(crate) async fn commit(context: &Context, command: MetadataCommand) -> Commi
     match context.controller.propose(command).await {
         Ok(outcome) => Committed::from(outcome),
         Err(error) => Committed {
-            error_code: crate::server::error_code::REQUEST_TIMED_OUT,
+            error_code: error_code::REQUEST_TIMED_OUT,
             error_message: Some(str_bytes(error.to_string())),
         },
     }
@@ -99,7 +99,7 @@ impl From<CommandOutcome> for Committed {
                 error_message: None,
             },
             Err(refused) => Committed {
-                error_code: crate::server::error_code::for_metadata(&refused),
+                error_code: error_code::for_metadata(&refused),
                 error_message: Some(str_bytes(refused.to_string())),
             },
         }
@@ -165,11 +165,4 @@ impl Context {
 
 pub(crate) fn str_bytes(value: impl Into<String>) -> StrBytes {
     StrBytes::from_string(value.into())
-}
-
-/// Milliseconds since the Unix epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }

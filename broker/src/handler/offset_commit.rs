@@ -8,10 +8,11 @@ use kafka_protocol::messages::offset_commit_response::{
 };
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 
-use super::{now_ms, Context};
+use super::error_code;
+use super::Context;
+use crate::clock::now_ms;
 use crate::group::records::OffsetValue;
 use crate::group::{offset_record, OFFSET_METADATA_BYTES_MAX};
-use crate::server::error_code;
 
 pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();

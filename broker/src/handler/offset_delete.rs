@@ -28,7 +28,7 @@ pub async fn handle(context: &Context, request: OffsetDeleteRequest) -> OffsetDe
     let (group_code, partition_code) = match outcome {
         Ok(()) => (0, 0),
         // Members may be reading these partitions: each is refused.
-        Err(code) if code == crate::server::error_code::GROUP_SUBSCRIBED_TO_TOPIC => (0, code),
+        Err(code) if code == crate::handler::error_code::GROUP_SUBSCRIBED_TO_TOPIC => (0, code),
         Err(code) => (code, 0),
     };
     let topics = request

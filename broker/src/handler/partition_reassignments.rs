@@ -16,9 +16,9 @@ use kafka_protocol::messages::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 
+use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::MetadataCommand;
-use crate::server::error_code;
 
 pub async fn alter(
     context: &Context,

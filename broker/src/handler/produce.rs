@@ -7,11 +7,12 @@ use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 
-use super::{now_ms, str_bytes, Context};
+use super::error_code;
+use super::{str_bytes, Context};
+use crate::clock::now_ms;
 use crate::group::OFFSETS_TOPIC;
 use crate::limits::PRODUCE_TIMEOUT_MAX;
 use crate::replica::partition::{Acks, Commit};
-use crate::server::error_code;
 
 const ACKS_NONE: i16 = 0;
 const ACKS_ALL: i16 = -1;

@@ -4,9 +4,9 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
+use super::error_code;
 use super::{str_bytes, Context};
 use crate::group::classic::SyncRequest;
-use crate::server::error_code;
 
 pub async fn handle(context: &Context, request: SyncGroupRequest) -> SyncGroupResponse {
     let group = request.group_id.0.to_string();

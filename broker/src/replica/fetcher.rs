@@ -23,13 +23,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId as WireBrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader,
-    TopicName,
-};
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_protocol::exchange;
+use strata_protocol::frame::{FrameCodec, FrameReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -38,8 +37,8 @@ use tracing::{debug, warn};
 
 use super::partition::Partition;
 use super::replica_manager::TopicPartition;
+use crate::clock::now_ms;
 use crate::controller::metadata::BrokerId;
-use crate::handler::now_ms;
 
 const FETCH_VERSION: i16 = 12;
 /// The tagged field of a fetched partition (`FetchPartition`) in which a
@@ -190,11 +189,7 @@ async fn run(
                         std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                     })??;
                 stream.set_nodelay(true)?;
-                connection = Some(Connection {
-                    stream,
-                    correlation_id: 0,
-                    buffer: BytesMut::new(),
-                });
+                connection = Some(Connection::new(stream));
             }
             let connection = connection.as_mut().expect("connected above");
             let request = fetch_request(me, &partitions, wait);
@@ -305,72 +300,45 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
 struct Connection {
     stream: TcpStream,
     correlation_id: i32,
+    request: BytesMut,
     /// Holds each response while it is copied, then takes the next: the
     /// same warm memory round after round.
-    buffer: BytesMut,
+    responses: FrameReader,
 }
 
 impl Connection {
-    async fn exchange(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
-        let invalid = |error: anyhow::Error| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string())
-        };
-        self.correlation_id += 1;
-        let correlation_id = self.correlation_id;
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Fetch as i16)
-            .with_request_api_version(FETCH_VERSION)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str("strata-replica-fetcher")));
-        let mut frame = BytesMut::new();
-        frame.extend_from_slice(&[0; 4]);
-        header
-            .encode(
-                &mut frame,
-                ApiKey::Fetch.request_header_version(FETCH_VERSION),
-            )
-            .map_err(invalid)?;
-        request.encode(&mut frame, FETCH_VERSION).map_err(invalid)?;
-        let length = (frame.len() - 4) as u32;
-        frame[..4].copy_from_slice(&length.to_be_bytes());
-        self.stream.write_all(&frame).await?;
+    fn new(stream: TcpStream) -> Connection {
+        let codec = FrameCodec::new(RESPONSE_BYTES_MAX).reserving_whole_frames();
+        Connection {
+            stream,
+            correlation_id: 0,
+            request: BytesMut::new(),
+            responses: FrameReader::new(codec),
+        }
+    }
 
-        let length = self.stream.read_u32().await? as usize;
-        if length > RESPONSE_BYTES_MAX {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("fetch response of {length} bytes exceeds {RESPONSE_BYTES_MAX}"),
-            ));
-        }
-        // The last response's records were appended and dropped: this
-        // reclaims their memory rather than allocating anew.
-        self.buffer.clear();
-        self.buffer.reserve(length);
-        while self.buffer.len() < length {
-            let read = (&mut self.stream)
-                .take((length - self.buffer.len()) as u64)
-                .read_buf(&mut self.buffer)
-                .await?;
-            if read == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-        let mut body = self.buffer.split().freeze();
-        let header = ResponseHeader::decode(
-            &mut body,
-            ApiKey::Fetch.response_header_version(FETCH_VERSION),
-        )
-        .map_err(invalid)?;
-        if header.correlation_id != correlation_id {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "response to request {} while waiting for {correlation_id}",
-                    header.correlation_id
-                ),
-            ));
-        }
-        FetchResponse::decode(&mut body, FETCH_VERSION).map_err(invalid)
+    async fn exchange(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
+        self.correlation_id += 1;
+        self.request.clear();
+        let client_id = StrBytes::from_static_str("strata-replica-fetcher");
+        exchange::encode(
+            &mut self.request,
+            FETCH_VERSION,
+            self.correlation_id,
+            Some(&client_id),
+            request,
+        )?;
+        self.stream.write_all(&self.request).await?;
+        let frame = self
+            .responses
+            .read(&mut self.stream)
+            .await?
+            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        Ok(exchange::decode::<FetchRequest>(
+            frame.freeze(),
+            FETCH_VERSION,
+            self.correlation_id,
+        )?)
     }
 }
 

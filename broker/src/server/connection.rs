@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::dispatch::dispatch;
-use super::error_code;
+use crate::handler::error_code;
 use crate::handler::Context;
 use crate::limits::{
     CONNECTION_IDLE_TIMEOUT, IN_FLIGHT_REQUESTS_PER_CONNECTION, PARTIAL_REQUEST_TIMEOUT,

@@ -1,6 +1,5 @@
-//! The Kafka listener: accept loop, connections, dispatch, error codes.
+//! The Kafka listener: accept loop, connections, dispatch.
 
 pub mod connection;
 pub mod dispatch;
-pub mod error_code;
 pub mod listener;
