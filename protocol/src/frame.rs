@@ -118,6 +118,8 @@ pub struct FrameReader {
 
 /// Bytes asked of the stream per read while no frame size says more.
 const READ_CHUNK_BYTES: usize = 64 << 10;
+/// Spare room below which the buffer gets another chunk before a read.
+const READ_SPARE_MIN_BYTES: usize = 4 << 10;
 
 impl FrameReader {
     pub fn new(codec: FrameCodec) -> Self {
@@ -137,7 +139,10 @@ impl FrameReader {
             if let Some(frame) = self.codec.decode(&mut self.buffer)? {
                 return Ok(Some(frame));
             }
-            if self.buffer.capacity() == self.buffer.len() {
+            // Room for a sizeable read: a nearly full buffer gets a new
+            // chunk (or its memory back, once earlier frames are dropped),
+            // so reads are neither tiny nor an allocation per frame.
+            if self.buffer.capacity() - self.buffer.len() < READ_SPARE_MIN_BYTES {
                 self.buffer.reserve(READ_CHUNK_BYTES);
             }
             if reader.read_buf(&mut self.buffer).await? == 0 {
