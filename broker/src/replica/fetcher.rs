@@ -342,6 +342,63 @@ impl Connection {
     }
 }
 
+/// One partition's part of a fetch response, as the follower decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Answer {
+    error: Option<ResponseError>,
+    /// The leader's (epoch, end offset) where the logs diverge (KIP-320).
+    diverging: Option<(i32, i64)>,
+    leader_log_start: i64,
+    high_watermark: i64,
+}
+
+/// What a follower does with one partition's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Append the records it carries.
+    Append,
+    /// Cut the log here: what follows is not the leader's.
+    TruncateTo(i64),
+    /// Drop everything and start at the leader's log start: all this
+    /// replica has is below it.
+    RestartAt(i64),
+    /// Refused for this partition (not the leader, or not yet).
+    Refused(ResponseError),
+}
+
+/// The follower's decision (KIP-101/279 truncation as KIP-320 reports it):
+/// on divergence, keep what both logs hold, up to the end of the largest
+/// epoch both know, whichever log ends it first. `end_for_epoch(epoch)` is
+/// this replica's largest epoch at or below `epoch` with its end offset
+/// (-1 epoch: none); both lookups run only when the answer needs them.
+fn follow(
+    answer: &Answer,
+    log_end: impl FnOnce() -> i64,
+    end_for_epoch: impl FnOnce(i32) -> (i32, i64),
+) -> Step {
+    match (answer.error, answer.diverging) {
+        (None, Some((epoch, leader_end))) => {
+            let (own_epoch, own_end) = end_for_epoch(epoch);
+            Step::TruncateTo(if own_epoch < 0 {
+                leader_end
+            } else {
+                leader_end.min(own_end)
+            })
+        }
+        (None, None) => Step::Append,
+        (Some(ResponseError::OffsetOutOfRange), _) => {
+            if log_end() < answer.leader_log_start {
+                Step::RestartAt(answer.leader_log_start)
+            } else {
+                // Ahead of the leader's log end: what is past its high
+                // watermark here was never committed.
+                Step::TruncateTo(answer.high_watermark.max(0))
+            }
+        }
+        (Some(error), _) => Step::Refused(error),
+    }
+}
+
 /// Reports `durable_end` in a fetched partition.
 fn with_durable_end(mut fetch: FetchPartition, durable_end: i64) -> FetchPartition {
     fetch.unknown_tagged_fields.insert(
@@ -395,21 +452,23 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
             let Some((_, partition)) = partitions.get(&key) else {
                 continue;
             };
-            let outcome = match ResponseError::try_from_code(data.error_code) {
-                None if data.diverging_epoch.end_offset >= 0 => {
-                    // Keep what both logs hold: up to the end of the
-                    // largest epoch both know, whichever log ends it first.
-                    let leader_end = data.diverging_epoch.end_offset;
-                    let (own_epoch, own_end) =
-                        partition.end_offset_for_epoch(data.diverging_epoch.epoch);
-                    let target = if own_epoch < 0 {
-                        leader_end
-                    } else {
-                        leader_end.min(own_end)
-                    };
-                    partition.truncate_to(target)
-                }
-                None => {
+            let diverging = &data.diverging_epoch;
+            let answer = Answer {
+                error: ResponseError::try_from_code(data.error_code),
+                diverging: (diverging.end_offset >= 0)
+                    .then_some((diverging.epoch, diverging.end_offset)),
+                leader_log_start: data.log_start_offset,
+                high_watermark: data.high_watermark,
+            };
+            let step = follow(
+                &answer,
+                || partition.log_end_offset(),
+                |epoch| partition.end_offset_for_epoch(epoch),
+            );
+            let outcome = match step {
+                Step::TruncateTo(offset) => partition.truncate_to(offset),
+                Step::RestartAt(offset) => partition.restart_at(offset),
+                Step::Append => {
                     let records = data.records.unwrap_or_default();
                     let had_records = !records.is_empty();
                     let outcome = partition
@@ -418,14 +477,7 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
                     appended |= had_records && outcome.is_ok();
                     outcome
                 }
-                Some(ResponseError::OffsetOutOfRange) => {
-                    if partition.log_end_offset() < data.log_start_offset {
-                        partition.restart_at(data.log_start_offset)
-                    } else {
-                        partition.truncate_to(data.high_watermark.max(0))
-                    }
-                }
-                Some(error) => {
+                Step::Refused(error) => {
                     // Not the leader (any more), or not yet: the metadata
                     // moves this partition to the right fetcher.
                     debug!(leader, partition = ?partition, ?error, "replica fetch refused for a partition");
@@ -440,4 +492,88 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
         }
     }
     Copied { healthy, appended }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(error: Option<ResponseError>, diverging: Option<(i32, i64)>) -> Answer {
+        Answer {
+            error,
+            diverging,
+            leader_log_start: 100,
+            high_watermark: 500,
+        }
+    }
+
+    fn unused<T>() -> T {
+        panic!("a lookup the answer does not need")
+    }
+
+    #[test]
+    fn records_are_appended_and_refusals_wait_for_the_metadata() {
+        assert_eq!(
+            follow(&answer(None, None), unused, |_| unused()),
+            Step::Append
+        );
+        let refused = answer(Some(ResponseError::NotLeaderOrFollower), None);
+        assert_eq!(
+            follow(&refused, unused, |_| unused()),
+            Step::Refused(ResponseError::NotLeaderOrFollower)
+        );
+    }
+
+    /// KIP-101: the follower wrote past the leader's end of an epoch it
+    /// shares (it appended in epoch 3, then the leader changed): it cuts
+    /// back to where the leader's epoch 3 ends.
+    #[test]
+    fn a_follower_ahead_in_a_shared_epoch_cuts_to_the_leaders_end() {
+        let diverged = answer(None, Some((3, 120)));
+        assert_eq!(
+            follow(&diverged, unused, |epoch| {
+                assert_eq!(epoch, 3);
+                (3, 150)
+            }),
+            Step::TruncateTo(120)
+        );
+    }
+
+    /// KIP-279: the follower never saw the leader's epoch 5; its largest
+    /// epoch below it (4) ends at 130, before the leader's 5 ends: what both
+    /// logs hold ends there.
+    #[test]
+    fn a_follower_missing_the_leaders_epoch_keeps_what_its_own_earlier_epoch_ends_at() {
+        let diverged = answer(None, Some((5, 180)));
+        assert_eq!(
+            follow(&diverged, unused, |_| (4, 130)),
+            Step::TruncateTo(130)
+        );
+        // Its earlier epoch ends past the leader's: the leader's end wins.
+        assert_eq!(
+            follow(&diverged, unused, |_| (4, 200)),
+            Step::TruncateTo(180)
+        );
+        // No epoch at or below it at all: the leader's end.
+        assert_eq!(
+            follow(&diverged, unused, |_| (-1, -1)),
+            Step::TruncateTo(180)
+        );
+    }
+
+    #[test]
+    fn out_of_range_restarts_below_the_leaders_start_and_truncates_above_its_end() {
+        let out_of_range = answer(Some(ResponseError::OffsetOutOfRange), None);
+        // Everything here is below the leader's log start (records deleted
+        // there while this replica was away).
+        assert_eq!(
+            follow(&out_of_range, || 40, |_| unused()),
+            Step::RestartAt(100)
+        );
+        // Past the leader's end: only what its high watermark covers stays.
+        assert_eq!(
+            follow(&out_of_range, || 900, |_| unused()),
+            Step::TruncateTo(500)
+        );
+    }
 }
