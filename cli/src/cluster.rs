@@ -5,6 +5,7 @@ use serde_json::json;
 use strata_client::{Admin, ElectionOutcome};
 
 use crate::output::{print_json, print_table, say, Format};
+use crate::topic::partition_indexes;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ClusterCommand {
@@ -51,17 +52,13 @@ async fn elect_leaders(
     partition: Option<i32>,
     unclean: bool,
 ) -> anyhow::Result<()> {
-    let partitions: Option<Vec<(String, i32)>> = match (topic, partition) {
-        (None, _) => None,
-        (Some(topic), Some(partition)) => Some(vec![(topic, partition)]),
-        (Some(topic), None) => Some(
-            admin
-                .describe_topic(&topic)
+    let partitions: Option<Vec<(String, i32)>> = match topic {
+        None => None,
+        Some(topic) => Some(
+            partition_indexes(admin, &topic, partition)
                 .await?
-                .topic
-                .partitions
-                .iter()
-                .map(|info| (topic.clone(), info.partition))
+                .into_iter()
+                .map(|partition| (topic.clone(), partition))
                 .collect(),
         ),
     };

@@ -101,6 +101,25 @@ pub enum TopicCommand {
     },
 }
 
+/// `only`, or else every partition of `topic`.
+pub(crate) async fn partition_indexes(
+    admin: &Admin,
+    topic: &str,
+    only: Option<i32>,
+) -> anyhow::Result<Vec<i32>> {
+    Ok(match only {
+        Some(partition) => vec![partition],
+        None => admin
+            .describe_topic(topic)
+            .await?
+            .topic
+            .partitions
+            .iter()
+            .map(|partition| partition.partition)
+            .collect(),
+    })
+}
+
 /// The topic config `topic reassign --throttle` sets.
 const THROTTLE_KEY: &str = "replication.throttled.rate";
 
@@ -239,17 +258,11 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
             partition,
             before,
         } => {
-            let partitions: Vec<(i32, i64)> = match partition {
-                Some(partition) => vec![(partition, before)],
-                None => admin
-                    .describe_topic(&name)
-                    .await?
-                    .topic
-                    .partitions
-                    .iter()
-                    .map(|partition| (partition.partition, before))
-                    .collect(),
-            };
+            let partitions: Vec<(i32, i64)> = partition_indexes(&admin, &name, partition)
+                .await?
+                .into_iter()
+                .map(|partition| (partition, before))
+                .collect();
             let starts = admin.delete_records(&name, &partitions).await?;
             match format {
                 Format::Json => print_json(&json!(starts
@@ -278,17 +291,7 @@ pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyh
                 let change = (THROTTLE_KEY.to_string(), Some(rate.to_string()));
                 admin.alter_configs(&name, &[change]).await?;
             }
-            let partitions: Vec<i32> = match partition {
-                Some(partition) => vec![partition],
-                None => admin
-                    .describe_topic(&name)
-                    .await?
-                    .topic
-                    .partitions
-                    .iter()
-                    .map(|partition| partition.partition)
-                    .collect(),
-            };
+            let partitions = partition_indexes(&admin, &name, partition).await?;
             let moves: Vec<(i32, Option<Vec<i32>>)> = partitions
                 .iter()
                 .map(|&partition| (partition, target.clone()))

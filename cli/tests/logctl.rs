@@ -516,11 +516,11 @@ fn logctl_consumes_in_a_group_and_lists_describes_resets_and_deletes_groups() {
             .success()
             .then(|| json(&String::from_utf8_lossy(&output.stdout)))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while describe_interrupted().is_none_or(|described| described["state"] != "Stable") {
-        assert!(std::time::Instant::now() < deadline, "no stable member");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    strata_tests::wait_for(
+        std::time::Duration::from_secs(20),
+        "a stable member",
+        || describe_interrupted().filter(|described| described["state"] == "Stable"),
+    );
     let interrupted = Command::new("kill")
         .args(["-INT", &member.id().to_string()])
         .status()

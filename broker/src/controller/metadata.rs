@@ -550,6 +550,14 @@ impl ClusterMetadata {
         self.brokers.values().filter(|broker| !broker.fenced)
     }
 
+    /// Partition `index` of `topic`, if both exist.
+    pub fn partition(&self, topic: &str, index: i32) -> Option<&PartitionRecord> {
+        self.topics
+            .get(topic)?
+            .partitions
+            .get(usize::try_from(index).ok()?)
+    }
+
     /// Every topic's name by its id (consumer-protocol assignments name
     /// topics by id).
     pub fn topic_names(&self) -> std::collections::HashMap<Uuid, String> {

@@ -180,6 +180,10 @@ impl ConsumerGroup {
         self.members.is_empty()
     }
 
+    pub fn member_count(&self) -> usize {
+        self.members.len()
+    }
+
     pub fn state_since_ms(&self) -> i64 {
         self.state_since_ms
     }
@@ -469,15 +473,7 @@ impl ConsumerGroup {
 
     /// One step of `member_id` towards its target.
     fn reconcile(&mut self, member_id: &str, owned: Option<&Assignment>, now_ms: i64) {
-        let target = self.target.get(member_id).cloned().unwrap_or_default();
         let target_epoch = self.assignment_epoch;
-        // Partitions other members own or have yet to give up.
-        let taken: BTreeSet<(uuid::Uuid, i32)> = self
-            .members
-            .values()
-            .filter(|other| other.member_id != member_id)
-            .flat_map(|other| pairs(&other.assigned).chain(pairs(&other.pending_revocation)))
-            .collect();
         let member = self.members.get_mut(member_id).expect("known member");
         if member.state == MemberState::UnrevokedPartitions {
             match owned {
@@ -491,16 +487,26 @@ impl ConsumerGroup {
         if member.member_epoch == target_epoch && member.state == MemberState::Stable {
             return;
         }
-        let revoke = difference(&member.assigned, &target);
+        // Partitions other members own or have yet to give up.
+        let taken: BTreeSet<(uuid::Uuid, i32)> = self
+            .members
+            .values()
+            .filter(|other| other.member_id != member_id)
+            .flat_map(|other| pairs(&other.assigned).chain(pairs(&other.pending_revocation)))
+            .collect();
+        let no_target = Assignment::new();
+        let target = self.target.get(member_id).unwrap_or(&no_target);
+        let member = self.members.get_mut(member_id).expect("known member");
+        let revoke = difference(&member.assigned, target);
         if !revoke.is_empty() {
-            member.assigned = intersection(&member.assigned, &target);
+            member.assigned = intersection(&member.assigned, target);
             member.pending_revocation = revoke;
             member.state = MemberState::UnrevokedPartitions;
             member.revocation_deadline_ms = Some(now_ms + i64::from(member.rebalance_timeout_ms));
             return;
         }
         let mut unreleased = false;
-        for (topic_id, partition) in pairs(&difference(&target, &member.assigned)) {
+        for (topic_id, partition) in pairs(&difference(target, &member.assigned)) {
             if taken.contains(&(topic_id, partition)) {
                 unreleased = true;
             } else {

@@ -577,7 +577,7 @@ impl Led {
             group,
             group_epoch = consumer.group_epoch(),
             state = consumer.state_name(),
-            members = consumer.describe().len(),
+            members = consumer.member_count(),
             "consumer group changed"
         );
         let key = Key::ConsumerGroup {

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicN
 
 use super::error_code;
 use super::{commit, str_bytes, Context};
-use crate::controller::metadata::{ClusterMetadata, MetadataCommand, NO_LEADER};
+use crate::controller::metadata::{MetadataCommand, NO_LEADER};
 
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
@@ -46,7 +46,7 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
             let alive = metadata.alive_brokers();
             let mut waiting = Vec::new();
             for (topic, partition) in wanted {
-                let outcome = match partition_record(&metadata, &topic, partition) {
+                let outcome = match metadata.partition(&topic, partition) {
                     None => Some((
                         error_code::UNKNOWN_TOPIC_OR_PARTITION,
                         "no such partition".to_string(),
@@ -78,7 +78,8 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
                 let committed = commit(context, MetadataCommand::ElectPreferredLeaders).await;
                 let after = context.controller.metadata();
                 for (topic, partition) in waiting {
-                    let elected = partition_record(&after, &topic, partition)
+                    let elected = after
+                        .partition(&topic, partition)
                         .is_some_and(|record| record.leader == record.replicas[0]);
                     let (code, message) = if elected {
                         (0, None)
@@ -99,7 +100,7 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
         }
         UNCLEAN => {
             for (topic, partition) in wanted {
-                let (code, message) = match partition_record(&metadata, &topic, partition) {
+                let (code, message) = match metadata.partition(&topic, partition) {
                     None => (
                         error_code::UNKNOWN_TOPIC_OR_PARTITION,
                         Some("no such partition".to_string()),
@@ -114,9 +115,11 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
                             partition: partition as u32,
                         };
                         let committed = commit(context, command).await;
-                        let led =
-                            partition_record(&context.controller.metadata(), &topic, partition)
-                                .is_some_and(|record| record.leader != NO_LEADER);
+                        let led = context
+                            .controller
+                            .metadata()
+                            .partition(&topic, partition)
+                            .is_some_and(|record| record.leader != NO_LEADER);
                         if led {
                             (0, None)
                         } else if committed.is_ok() {
@@ -157,16 +160,4 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
         }
     }
     ElectLeadersResponse::default().with_replica_election_results(by_topic)
-}
-
-fn partition_record<'a>(
-    metadata: &'a ClusterMetadata,
-    topic: &str,
-    partition: i32,
-) -> Option<&'a crate::controller::metadata::PartitionRecord> {
-    metadata
-        .topics
-        .get(topic)?
-        .partitions
-        .get(usize::try_from(partition).ok()?)
 }

@@ -79,9 +79,7 @@ fn coordinator_of(
     let metadata = context.controller.metadata();
     let partition = partition_for(group);
     let leader = metadata
-        .topics
-        .get(OFFSETS_TOPIC)
-        .and_then(|topic| topic.partitions.get(partition as usize))
+        .partition(OFFSETS_TOPIC, partition)
         .map_or(-1, |partition| partition.leader);
     let not_available = || {
         (

@@ -118,14 +118,7 @@ impl Context {
                 None => Err(error_code::NOT_LEADER_OR_FOLLOWER),
             };
         }
-        let exists = self
-            .controller
-            .metadata()
-            .topics
-            .get(topic)
-            .is_some_and(|record| {
-                usize::try_from(index).is_ok_and(|index| index < record.partitions.len())
-            });
+        let exists = self.controller.metadata().partition(topic, index).is_some();
         Err(if exists {
             error_code::NOT_LEADER_OR_FOLLOWER
         } else {

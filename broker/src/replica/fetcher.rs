@@ -471,9 +471,12 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
                 Step::Append => {
                     let records = data.records.unwrap_or_default();
                     let had_records = !records.is_empty();
-                    let outcome = partition
-                        .append_from_leader(&records, data.high_watermark, now_ms())
-                        .and_then(|()| partition.follow_log_start(data.log_start_offset));
+                    let outcome = partition.append_from_leader(
+                        &records,
+                        data.high_watermark,
+                        data.log_start_offset,
+                        now_ms(),
+                    );
                     appended |= had_records && outcome.is_ok();
                     outcome
                 }

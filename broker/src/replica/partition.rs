@@ -149,6 +149,9 @@ pub struct Partition {
     durable: watch::Sender<i64>,
     /// As a follower: the high watermark the leader last reported.
     leader_high_watermark: AtomicI64,
+    /// As a follower: the log start this replica last moved up to; a fetch
+    /// answer with no newer one costs no lock.
+    followed_log_start: AtomicI64,
     /// Notified whenever the high watermark moves (wakes consumer fetches).
     visible: Arc<Notify>,
     /// Notified whenever this leader appends (wakes followers' fetches).
@@ -215,6 +218,7 @@ impl Partition {
             in_sync: Mutex::new(InSync::new(me)),
             durable,
             leader_high_watermark: AtomicI64::new(0),
+            followed_log_start: AtomicI64::new(i64::MIN),
             visible,
             appended,
             config: std::sync::RwLock::new(Arc::new(config)),
@@ -398,13 +402,14 @@ impl Partition {
         Ok(FollowerRead::Records(read))
     }
 
-    /// Appends batches fetched from the leader, with the high watermark the
-    /// leader reported, and asks for a flush at once: the leader's high
-    /// watermark waits for this replica's durable end.
+    /// Appends batches fetched from the leader, with the high watermark and
+    /// log start the leader reported, and asks for a flush at once: the
+    /// leader's high watermark waits for this replica's durable end.
     pub fn append_from_leader(
         &self,
         records: &Bytes,
         leader_high_watermark: i64,
+        leader_log_start: i64,
         now_ms: i64,
     ) -> Result<(), StorageError> {
         self.leader_high_watermark
@@ -415,7 +420,7 @@ impl Partition {
             self.flush_wanted.notify_one();
         }
         self.refresh_high_watermark();
-        Ok(())
+        self.follow_log_start(leader_log_start)
     }
 
     /// The idempotent producers this replica knows, by producer id.
@@ -687,12 +692,16 @@ impl Partition {
     /// As a follower: moves the log start up to the leader's, as far as
     /// this replica's high watermark (records deleted there, by
     /// DeleteRecords or retention, go here too).
-    pub fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
+    fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
         let bound = leader_log_start.min(self.high_watermark());
+        if bound <= self.followed_log_start.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut log = self.log();
         if bound > log.log_start_offset() {
             log.delete_records_before(bound)?;
         }
+        self.followed_log_start.store(bound, Ordering::Release);
         Ok(())
     }
 
