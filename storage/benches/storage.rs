@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::record::{BatchBuilder, Record};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{LogConfig, PartitionLog};
 
 /// Bytes appended per measured iteration; each iteration starts a fresh log.

@@ -23,8 +23,7 @@
 use std::collections::HashMap;
 
 use crate::batch::{
-    self, BatchError, BatchHeader, BatchIter, ATTRIBUTES_POSITION, BATCH_HEADER_BYTES,
-    BATCH_LENGTH_POSITION, COMPRESSION_MASK, LOG_OVERHEAD, RECORD_COUNT_POSITION,
+    BatchError, BatchHeader, BatchIter, BATCH_HEADER_BYTES, COMPRESSION_MASK, LOG_OVERHEAD,
 };
 use crate::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use crate::record::{get_varint, RecordIter};
@@ -144,18 +143,14 @@ pub(crate) fn clean_segment(
         out.extend_from_slice(&batch[..BATCH_HEADER_BYTES]);
         out.extend_from_slice(&kept);
         let rebuilt = &mut out[start..];
-        let batch_length = (rebuilt.len() - LOG_OVERHEAD) as i32;
-        rebuilt[BATCH_LENGTH_POSITION..BATCH_LENGTH_POSITION + 4]
-            .copy_from_slice(&batch_length.to_be_bytes());
-        let attributes = i16::from_be_bytes([
-            rebuilt[ATTRIBUTES_POSITION],
-            rebuilt[ATTRIBUTES_POSITION + 1],
-        ]) & !COMPRESSION_MASK;
-        rebuilt[ATTRIBUTES_POSITION..ATTRIBUTES_POSITION + 2]
-            .copy_from_slice(&attributes.to_be_bytes());
-        rebuilt[RECORD_COUNT_POSITION..RECORD_COUNT_POSITION + 4]
-            .copy_from_slice(&kept_count.to_be_bytes());
-        batch::seal_crc(rebuilt);
+        // The kept records are stored uncompressed.
+        BatchHeader {
+            batch_length: (rebuilt.len() - LOG_OVERHEAD) as i32,
+            attributes: header.attributes & !COMPRESSION_MASK,
+            record_count: kept_count,
+            ..*header
+        }
+        .write_sealed(rebuilt);
     }
     Ok((removed_total > 0).then_some((out, removed_total)))
 }

@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn a_built_compressed_batch_validates_and_reads_back() {
-        use crate::batch::{Source, ValidatedBatches};
         use crate::record::{BatchBuilder, Header, Record, RecordIter};
+        use crate::validate::{Source, ValidatedBatches};
 
         let headers = [Header {
             key: "trace",
@@ -245,8 +245,9 @@ mod tests {
 
     #[test]
     fn a_producer_batch_whose_records_do_not_decompress_is_refused() {
-        use crate::batch::{seal_crc, Source, ValidatedBatches};
+        use crate::batch::seal_crc;
         use crate::record::{BatchBuilder, Record};
+        use crate::validate::{Source, ValidatedBatches};
 
         let mut builder = BatchBuilder::new(0).compression(Compression::Lz4);
         for _ in 0..100 {

@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use strata_storage::{LogConfig, PartitionLog};
-//! use strata_storage::batch::{Source, ValidatedBatches};
+//! use strata_storage::validate::{Source, ValidatedBatches};
 //! use strata_storage::record::{BatchBuilder, Record};
 //!
 //! let dir = tempfile::tempdir()?;
@@ -42,6 +42,8 @@ mod partition_log;
 pub mod producer_state;
 pub mod record;
 mod segment;
+mod segment_file;
+pub mod validate;
 
 pub use error::{Result, StorageError};
 pub use leader_epoch::EpochEntry;

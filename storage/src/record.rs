@@ -15,7 +15,7 @@
 //!   header_key_length varint, header_key (UTF-8), header_value_length varint, header_value
 //! ```
 
-use crate::batch::{self, BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES, MAGIC_V2};
+use crate::batch::{self, BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
 
 /// A header on a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,7 @@ impl<'a> Record<'a> {
 ///
 /// ```
 /// use strata_storage::record::{BatchBuilder, Record};
-/// use strata_storage::batch::{Source, ValidatedBatches};
+/// use strata_storage::validate::{Source, ValidatedBatches};
 ///
 /// let mut builder = BatchBuilder::new(1_700_000_000_000);
 /// builder.push(Record::keyed(b"user-1", b"signed up"));
@@ -171,21 +171,21 @@ impl BatchBuilder {
             crate::compression::compress(codec, records, &mut compressed);
             self.buf = compressed;
         }
-        let batch_length = (self.buf.len() - batch::LOG_OVERHEAD) as i32;
-        let buf = &mut self.buf;
-        buf[0..8].copy_from_slice(&0i64.to_be_bytes());
-        buf[8..12].copy_from_slice(&batch_length.to_be_bytes());
-        buf[12..16].copy_from_slice(&(-1i32).to_be_bytes());
-        buf[16] = MAGIC_V2 as u8;
-        buf[21..23].copy_from_slice(&self.attributes.to_be_bytes());
-        buf[23..27].copy_from_slice(&(self.record_count - 1).to_be_bytes());
-        buf[27..35].copy_from_slice(&self.base_timestamp_ms.to_be_bytes());
-        buf[35..43].copy_from_slice(&self.max_timestamp_ms.to_be_bytes());
-        buf[43..51].copy_from_slice(&self.producer_id.to_be_bytes());
-        buf[51..53].copy_from_slice(&self.producer_epoch.to_be_bytes());
-        buf[53..57].copy_from_slice(&self.base_sequence.to_be_bytes());
-        buf[57..61].copy_from_slice(&self.record_count.to_be_bytes());
-        batch::seal_crc(buf);
+        BatchHeader {
+            base_offset: 0,
+            batch_length: (self.buf.len() - batch::LOG_OVERHEAD) as i32,
+            partition_leader_epoch: -1,
+            crc: 0,
+            attributes: self.attributes,
+            last_offset_delta: self.record_count - 1,
+            base_timestamp: self.base_timestamp_ms,
+            max_timestamp: self.max_timestamp_ms,
+            producer_id: self.producer_id,
+            producer_epoch: self.producer_epoch,
+            base_sequence: self.base_sequence,
+            record_count: self.record_count,
+        }
+        .write_sealed(&mut self.buf);
         self.buf
     }
 }

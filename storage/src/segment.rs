@@ -15,14 +15,11 @@
 //! rewrites a file in place only when no reader holds it, and otherwise writes
 //! a new file and renames it over the old one.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::IoSlice;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use memmap2::{MmapOptions, MmapRaw};
 use tracing::warn;
 
 use crate::batch::{self, BatchHeader, BatchIter, LOG_OVERHEAD};
@@ -30,6 +27,8 @@ use crate::checkpoint::{self, Durability, Loaded, PayloadReader};
 use crate::error::{io_error, Result, StorageError};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::page_cache::page_size;
+pub use crate::segment_file::LogSlice;
+pub(crate) use crate::segment_file::{SegmentFile, SegmentFileHandle, SyncTarget};
 
 const INDEX_MAGIC: [u8; 4] = *b"SOIX";
 const TIME_INDEX_MAGIC: [u8; 4] = *b"STIX";
@@ -74,252 +73,6 @@ pub(crate) fn parse_log_file_name(name: &str) -> Option<i64> {
     digits.parse().ok()
 }
 
-/// A segment's mapped file, shared by the log and every reader of it.
-pub(crate) struct SegmentFile {
-    path: PathBuf,
-    file: File,
-    map: MmapRaw,
-    map_len: usize,
-    readers: AtomicUsize,
-    delete_on_drop: Mutex<Option<PathBuf>>,
-}
-
-impl SegmentFile {
-    /// Maps `map_len` bytes of `path`; the file may be shorter (bytes past its
-    /// end are never touched).
-    fn open(path: &Path, map_len: usize, writable: bool) -> Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(writable)
-            .create(writable)
-            .truncate(false)
-            .open(path)
-            .map_err(io_error("open segment", path))?;
-        let map_len = map_len.max(1);
-        let options = {
-            let mut options = MmapOptions::new();
-            options.len(map_len);
-            options
-        };
-        let map = if writable {
-            options.map_raw(&file)
-        } else {
-            options.map_raw_read_only(&file)
-        }
-        .map_err(io_error("map segment", path))?;
-        Ok(SegmentFile {
-            path: path.to_path_buf(),
-            file,
-            map,
-            map_len,
-            readers: AtomicUsize::new(0),
-            delete_on_drop: Mutex::new(None),
-        })
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The bytes at `position..position + len`.
-    ///
-    /// The caller keeps to bytes below the segment's published size and within
-    /// the file, which the architecture invariant keeps stable.
-    fn bytes(&self, position: usize, len: usize) -> &[u8] {
-        assert!(position + len <= self.map_len, "read past the segment map");
-        // SAFETY: the range lies inside the map, which lives as long as `self`,
-        // and the log writes only above the published size (module invariant).
-        unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(position), len) }
-    }
-
-    /// Copies `bytes` into the map at `position`.
-    ///
-    /// # Safety
-    /// The range must lie inside the allocated part of the file, and no reader
-    /// may hold a slice that overlaps it.
-    unsafe fn write(&self, position: usize, bytes: &[u8]) {
-        assert!(
-            position + bytes.len() <= self.map_len,
-            "write past the segment map"
-        );
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            self.map.as_mut_ptr().add(position),
-            bytes.len(),
-        );
-    }
-
-    fn has_readers(&self) -> bool {
-        self.readers.load(Ordering::Acquire) > 0
-    }
-
-    fn sync_range(&self, start: usize, end: usize) -> std::io::Result<()> {
-        if end > start {
-            self.map.flush_range(start, end - start)?;
-        }
-        Ok(())
-    }
-
-    fn make_read_only(&self) {
-        // SAFETY: the pointer and length are exactly the map; nothing writes to
-        // a sealed segment, so dropping write permission cannot fault a writer.
-        let result =
-            unsafe { libc::mprotect(self.map.as_mut_ptr().cast(), self.map_len, libc::PROT_READ) };
-        assert_eq!(
-            result,
-            0,
-            "mprotect of a segment map failed: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-
-    /// Drops `start..end` (page aligned, on disk) from this process's page
-    /// tables and from the page cache. Readers still holding slices of the
-    /// range fault the same bytes back in from the file on their next access.
-    /// Best effort, like [`Self::prefault`].
-    fn release(&self, start: usize, end: usize) {
-        if end <= start {
-            return;
-        }
-        // SAFETY: `start..end` lies inside the map and below the durable
-        // size, so nothing writes it; for a shared file mapping MADV_DONTNEED
-        // only unmaps pages (their content stays in the file), and fadvise
-        // then drops the clean, no longer mapped pages from the cache.
-        unsafe {
-            libc::madvise(
-                self.map.as_ptr().add(start) as *mut libc::c_void,
-                end - start,
-                libc::MADV_DONTNEED,
-            );
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                start as libc::off_t,
-                (end - start) as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
-    }
-
-    /// Asks the kernel to fault in `start..end` now, so later appends copy into
-    /// warm pages. Best effort: failures (old kernels) are ignored.
-    fn prefault(&self, start: usize, end: usize) {
-        const MADV_POPULATE_WRITE: libc::c_int = 23;
-        let page = page_size();
-        let start = start / page * page;
-        if end <= start {
-            return;
-        }
-        // SAFETY: the range lies inside the map; MADV_POPULATE_WRITE only
-        // faults pages in and returns an error (never SIGBUS) on failure.
-        unsafe {
-            libc::madvise(
-                self.map.as_mut_ptr().add(start).cast(),
-                end - start,
-                MADV_POPULATE_WRITE,
-            );
-        }
-    }
-}
-
-impl Drop for SegmentFile {
-    fn drop(&mut self) {
-        let pending = self
-            .delete_on_drop
-            .get_mut()
-            .map(Option::take)
-            .unwrap_or_default();
-        if let Some(path) = pending {
-            if let Err(error) = fs::remove_file(&path) {
-                warn!(path = %path.display(), %error, "cannot remove deleted segment");
-            }
-        }
-    }
-}
-
-/// Whole batches from one segment, read without copying. Holding it keeps the
-/// segment's map alive and its bytes unchanged.
-pub struct LogSlice {
-    file: Option<Arc<SegmentFile>>,
-    position: usize,
-    len: usize,
-}
-
-impl LogSlice {
-    pub(crate) fn empty() -> Self {
-        LogSlice {
-            file: None,
-            position: 0,
-            len: 0,
-        }
-    }
-
-    fn new(file: &Arc<SegmentFile>, position: usize, len: usize) -> Self {
-        file.readers.fetch_add(1, Ordering::AcqRel);
-        LogSlice {
-            file: Some(Arc::clone(file)),
-            position,
-            len,
-        }
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        match &self.file {
-            Some(file) => file.bytes(self.position, self.len),
-            None => &[],
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl Clone for LogSlice {
-    fn clone(&self) -> Self {
-        match &self.file {
-            Some(file) => LogSlice::new(file, self.position, self.len),
-            None => LogSlice::empty(),
-        }
-    }
-}
-
-impl Drop for LogSlice {
-    fn drop(&mut self) {
-        if let Some(file) = &self.file {
-            file.readers.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-impl std::ops::Deref for LogSlice {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        self.bytes()
-    }
-}
-
-impl AsRef<[u8]> for LogSlice {
-    fn as_ref(&self) -> &[u8] {
-        self.bytes()
-    }
-}
-
-impl std::fmt::Debug for LogSlice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogSlice")
-            .field("position", &self.position)
-            .field("len", &self.len)
-            .finish()
-    }
-}
-
-/// What the log knows about a segment's contents: size, offsets, timestamps
-/// and indexes. Built by appends, by a recovery scan or from index files.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentState {
     pub size_bytes: u32,
@@ -523,8 +276,6 @@ const WRITE_SYSCALL_MIN_BYTES: usize = 16 << 10;
 /// The stamped fields (base offset, partition leader epoch) lie in a batch's
 /// first 16 bytes.
 const STAMPED_PREFIX_BYTES: usize = 16;
-/// Most iovecs one `pwritev` call takes (Linux's IOV_MAX).
-const IOV_MAX: usize = 1024;
 
 impl Segment {
     /// Creates a new, empty active segment file.
@@ -546,9 +297,7 @@ impl Segment {
         let capacity_bytes = capacity_bytes.max(state.size_bytes as u64);
         let state_size_bytes = state.size_bytes as u64;
         let file = SegmentFile::open(&path, capacity_bytes as usize, true)?;
-        file.file
-            .set_len(state.size_bytes as u64)
-            .map_err(io_error("truncate segment", &path))?;
+        file.set_len(state.size_bytes as u64)?;
         Ok(Segment {
             base_offset,
             flushed_bytes: 0,
@@ -593,13 +342,7 @@ impl Segment {
         let file = handle.0;
         let trimmed = file_len != state.size_bytes as u64;
         if trimmed {
-            let writable = OpenOptions::new()
-                .write(true)
-                .open(&file.path)
-                .map_err(io_error("open segment", &file.path))?;
-            writable
-                .set_len(state.size_bytes as u64)
-                .map_err(io_error("trim segment", &file.path))?;
+            file.trim(state.size_bytes as u64)?;
         }
         let segment = Segment {
             base_offset,
@@ -674,27 +417,16 @@ impl Segment {
             .or_else(|_| self.allocate_to(needed))
             .map_err(|source| StorageError::Io {
                 operation: "preallocate",
-                path: self.file.path.clone(),
+                path: self.file.path().to_path_buf(),
                 source,
             })
     }
 
     fn allocate_to(&mut self, target: u64) -> std::io::Result<()> {
-        let start = self.allocated_bytes;
-        if target <= start {
+        if target <= self.allocated_bytes {
             return Ok(());
         }
-        // SAFETY: plain syscall on an open descriptor.
-        let errno = unsafe {
-            libc::posix_fallocate(
-                self.file.file.as_raw_fd(),
-                start as libc::off_t,
-                (target - start) as libc::off_t,
-            )
-        };
-        if errno != 0 {
-            return Err(std::io::Error::from_raw_os_error(errno));
-        }
+        self.file.allocate(self.allocated_bytes, target)?;
         self.allocated_bytes = target;
         self.metadata_changes += 1;
         Ok(())
@@ -768,15 +500,9 @@ impl Segment {
     /// `pwritev` of `run` at the end of the file, with each batch's first
     /// bytes replaced by a stamped copy when `stamped`.
     fn write_vectored(&self, run: &[u8], headers: &[BatchHeader], stamped: bool) -> Result<()> {
-        let mut position = self.state.size_bytes as u64;
-        let path = &self.file.path;
+        let position = self.state.size_bytes as u64;
         if !stamped {
-            use std::os::unix::fs::FileExt;
-            return self
-                .file
-                .file
-                .write_all_at(run, position)
-                .map_err(io_error("write segment", path));
+            return self.file.write_at(run, position);
         }
         let mut prefixes = Vec::with_capacity(headers.len());
         let mut batch_start = 0;
@@ -801,35 +527,7 @@ impl Segment {
             ));
             batch_start = batch_end;
         }
-        let mut remaining = &mut slices[..];
-        while !remaining.is_empty() {
-            let count = remaining.len().min(IOV_MAX);
-            // SAFETY: IoSlice is ABI-compatible with iovec; the slices borrow
-            // live buffers for the duration of the call.
-            let written = unsafe {
-                libc::pwritev(
-                    self.file.file.as_raw_fd(),
-                    remaining.as_ptr().cast(),
-                    count as libc::c_int,
-                    position as libc::off_t,
-                )
-            };
-            if written < 0 {
-                let error = std::io::Error::last_os_error();
-                if error.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(io_error("write segment", path)(error));
-            }
-            if written == 0 {
-                return Err(io_error("write segment", path)(
-                    std::io::ErrorKind::WriteZero.into(),
-                ));
-            }
-            position += written as u64;
-            IoSlice::advance_slices(&mut remaining, written as usize);
-        }
-        Ok(())
+        self.file.write_vectored_at(&mut slices, position)
     }
 
     /// Starts faulting in the allocated pages not yet faulted in, on a
@@ -877,10 +575,7 @@ impl Segment {
     pub(crate) fn seal(&mut self, dir: &Path) -> Result<()> {
         assert!(!self.is_sealed(), "sealing a sealed segment");
         let size = self.state.size_bytes as u64;
-        self.file
-            .file
-            .set_len(size)
-            .map_err(io_error("trim segment", &self.file.path))?;
+        self.file.set_len(size)?;
         self.file.make_read_only();
         self.allocated_bytes = size;
         self.capacity_bytes = 0;
@@ -910,6 +605,11 @@ impl Segment {
         )
     }
 
+    /// Whether the flush `target` is of this segment's file.
+    pub(crate) fn is_synced_by(&self, target: &SyncTarget) -> bool {
+        target.is_of(&self.file)
+    }
+
     /// Whether a truncation may rewrite this file in place.
     pub(crate) fn has_readers(&self) -> bool {
         self.file.has_readers()
@@ -917,12 +617,12 @@ impl Segment {
 
     /// Handle on the file for a flush running outside the log's lock.
     pub(crate) fn sync_target(&self) -> SyncTarget {
-        SyncTarget {
-            file: Arc::clone(&self.file),
-            start: self.flushed_bytes as usize,
-            end: self.state.size_bytes as usize,
-            metadata: self.needs_metadata_sync(),
-        }
+        SyncTarget::new(
+            &self.file,
+            self.flushed_bytes as usize,
+            self.state.size_bytes as usize,
+            self.needs_metadata_sync(),
+        )
     }
 
     pub(crate) fn needs_metadata_sync(&self) -> bool {
@@ -933,13 +633,7 @@ impl Segment {
     /// last reader lets go of it.
     pub(crate) fn delete(self, dir: &Path) -> Result<()> {
         remove_index_files(dir, self.base_offset)?;
-        let mut deleted = self.file.path.clone().into_os_string();
-        deleted.push(".deleted");
-        let deleted = PathBuf::from(deleted);
-        fs::rename(&self.file.path, &deleted)
-            .map_err(io_error("rename deleted segment", &self.file.path))?;
-        *self.file.delete_on_drop.lock().expect("delete flag lock") = Some(deleted);
-        Ok(())
+        self.file.delete_when_unused()
     }
 
     /// Cuts the segment at `position` (a batch boundary) and makes it the
@@ -954,7 +648,7 @@ impl Segment {
     ) -> Result<Self> {
         let position = state.size_bytes as usize;
         if self.has_readers() {
-            let path = self.file.path.clone();
+            let path = self.file.path().to_path_buf();
             let mut tmp = path.clone().into_os_string();
             tmp.push(".tmp");
             let tmp = PathBuf::from(tmp);
@@ -971,11 +665,7 @@ impl Segment {
         let segment = Segment::open_active(dir, base_offset, state, capacity_bytes)?;
         // The cut must be on disk before anything is appended after it, or a
         // crash could bring the truncated batches back.
-        segment
-            .file
-            .file
-            .sync_all()
-            .map_err(io_error("fsync", segment.path()))?;
+        segment.file.sync_all()?;
         Ok(segment)
     }
 
@@ -1031,45 +721,5 @@ impl Segment {
             time_index,
             bytes_since_index_entry: 0,
         }))
-    }
-}
-
-/// A segment file mapped read-only during recovery.
-pub(crate) struct SegmentFileHandle(SegmentFile);
-
-impl SegmentFileHandle {
-    pub(crate) fn data(&self, len: u64) -> &[u8] {
-        self.0.bytes(0, len as usize)
-    }
-}
-
-/// One file's share of a flush: the dirty byte range and whether its length
-/// changed.
-pub(crate) struct SyncTarget {
-    file: Arc<SegmentFile>,
-    start: usize,
-    end: usize,
-    metadata: bool,
-}
-
-impl SyncTarget {
-    pub(crate) fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_range(self.start, self.end)?;
-        if self.metadata {
-            self.file.file.sync_all()?;
-        }
-        Ok(())
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.file.path
-    }
-
-    pub(crate) fn end(&self) -> u32 {
-        self.end as u32
-    }
-
-    pub(crate) fn is_file(&self, segment: &Segment) -> bool {
-        Arc::ptr_eq(&self.file, &segment.file)
     }
 }

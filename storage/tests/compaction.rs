@@ -5,9 +5,10 @@
 mod harness;
 
 use harness::small_config;
-use strata_storage::batch::{BatchIter, Source, ValidatedBatches};
+use strata_storage::batch::BatchIter;
 use strata_storage::compression::batch_records;
 use strata_storage::record::{BatchBuilder, Record, RecordIter};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{LogConfig, PartitionLog};
 
 /// Every record of the log: (offset, key, value).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use harness::{append, read_all, values};
-use strata_storage::batch::{Source, ValidatedBatches};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{LogConfig, PartitionLog, StorageError};
 
 const ENOSPC: i32 = 28;

@@ -6,9 +6,9 @@
 mod harness;
 
 use harness::{read_all, small_config};
-use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::producer_state::SequenceError;
 use strata_storage::record::{BatchBuilder, Record};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, StorageError};
 
 const PRODUCER: i64 = 42;

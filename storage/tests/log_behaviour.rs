@@ -7,8 +7,8 @@ mod harness;
 use std::sync::{Arc, Mutex};
 
 use harness::{append, batch, read_all, small_config, values};
-use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::record::{BatchBuilder, Record, RecordIter};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{page_cache, EpochEntry, LogConfig, PartitionLog, StorageError};
 
 fn open(dir: &tempfile::TempDir) -> PartitionLog {

@@ -5,7 +5,7 @@ mod harness;
 
 use harness::{append, batch, read_all, small_config, values};
 use proptest::prelude::*;
-use strata_storage::batch::{Source, ValidatedBatches};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{LogConfig, PartitionLog, StorageError};
 
 #[derive(Debug, Clone)]

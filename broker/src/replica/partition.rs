@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_storage::batch::{Source, ValidatedBatches};
 use strata_storage::producer_state::ProducerEntry;
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;

@@ -3,8 +3,9 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use strata_storage::batch::{BatchIter, Source, ValidatedBatches};
+use strata_storage::batch::BatchIter;
 use strata_storage::record::{BatchBuilder, Record, RecordIter};
+use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, LogConfig, PartitionLog};
 
 /// A config small enough that a test rolls many segments and indexes often.
