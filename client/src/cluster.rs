@@ -10,12 +10,41 @@ use std::time::Duration;
 
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::{BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
+use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, MetadataRequest, TopicName};
+use kafka_protocol::protocol::Request;
 use kafka_protocol::protocol::StrBytes;
+use strata_protocol::exchange;
 use tokio::sync::Mutex;
 
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+
+/// The broker a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// Any broker (the bootstrap connection): cluster-wide requests.
+    Any,
+    Broker(i32),
+}
+
+/// A broker's answer to one call, with where it came from.
+#[derive(Debug)]
+pub(crate) struct Answer<T> {
+    pub(crate) response: T,
+    api: ApiKey,
+    address: String,
+}
+
+impl<T> Answer<T> {
+    /// The first of `results` (calls about one thing get one), or an error
+    /// naming the broker whose answer had none.
+    pub(crate) fn first<'a, I>(&self, results: &'a [I]) -> Result<&'a I> {
+        results.first().ok_or_else(|| Error::Protocol {
+            address: self.address.clone(),
+            reason: format!("{:?} response without a result", self.api),
+        })
+    }
+}
 
 /// Settings every client type shares.
 #[derive(Debug, Clone)]
@@ -232,8 +261,8 @@ impl Cluster {
                 )
             })
             .with_allow_auto_topic_creation(false);
-        let response = match self.timed("Metadata", connection.send(&request)).await {
-            Ok(response) => response,
+        let response = match self.call_on(&connection, &request).await {
+            Ok(answer) => answer.response,
             Err(error) => {
                 self.bootstrap.lock().await.take();
                 return Err(error);
@@ -345,6 +374,42 @@ impl Cluster {
     }
 
     /// Runs `request` under the configured request timeout.
+    /// Sends `request` to `target` and waits for the answer, at most the
+    /// request timeout: the one path of every admin call.
+    pub(crate) async fn call<R: Request>(
+        &self,
+        target: Target,
+        request: &R,
+    ) -> Result<Answer<R::Response>> {
+        let connection = match target {
+            Target::Any => self.any_connection().await?,
+            Target::Broker(id) => self.connection(id).await?,
+        };
+        self.call_on(&connection, request).await
+    }
+
+    /// [`Cluster::call`] on a connection the caller already holds (to look
+    /// at the versions it negotiated first).
+    pub(crate) async fn call_on<R: Request>(
+        &self,
+        connection: &Connection,
+        request: &R,
+    ) -> Result<Answer<R::Response>> {
+        let api = exchange::api_key::<R>();
+        let after = self.config.request_timeout;
+        let response = tokio::time::timeout(after, connection.send(request))
+            .await
+            .map_err(|_elapsed| Error::Timeout {
+                operation: format!("{api:?}"),
+                after,
+            })??;
+        Ok(Answer {
+            response,
+            api,
+            address: connection.address().to_string(),
+        })
+    }
+
     pub(crate) async fn timed<T>(
         &self,
         operation: &'static str,
@@ -353,7 +418,10 @@ impl Cluster {
         let after = self.config.request_timeout;
         tokio::time::timeout(after, request)
             .await
-            .map_err(|_elapsed| Error::Timeout { operation, after })?
+            .map_err(|_elapsed| Error::Timeout {
+                operation: operation.to_string(),
+                after,
+            })?
     }
 
     /// Asks `leader` for the offset of `topic-partition` at `timestamp`
@@ -365,7 +433,6 @@ impl Cluster {
         partition: i32,
         timestamp: i64,
     ) -> Result<i64> {
-        let connection = self.connection(leader).await?;
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
             .with_topics(vec![ListOffsetsTopic::default()
@@ -374,12 +441,9 @@ impl Cluster {
                     .with_partition_index(partition)
                     .with_current_leader_epoch(-1)
                     .with_timestamp(timestamp)])]);
-        let response = self.timed("ListOffsets", connection.send(&request)).await?;
-        let result = response
-            .topics
-            .first()
-            .and_then(|topic| topic.partitions.first())
-            .ok_or_else(|| connection.missing("ListOffsets"))?;
+        let answer = self.call(Target::Broker(leader), &request).await?;
+        let topic_answer = answer.first(&answer.response.topics)?;
+        let result = answer.first(&topic_answer.partitions)?;
         crate::error::check(
             || format!("list offsets of {topic}-{partition}"),
             result.error_code,

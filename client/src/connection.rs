@@ -162,12 +162,8 @@ impl Connection {
         Ok(connection)
     }
 
-    /// The error for a response that lacks the result the request asked for.
-    pub(crate) fn missing(&self, api: &str) -> Error {
-        Error::Protocol {
-            address: self.address.clone(),
-            reason: format!("{api} response without a result"),
-        }
+    pub(crate) fn address(&self) -> &str {
+        &self.address
     }
 
     pub(crate) fn is_closed(&self) -> bool {

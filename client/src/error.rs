@@ -54,10 +54,7 @@ pub enum Error {
         limit_bytes: usize,
     },
     #[error("{operation} timed out after {after:?}")]
-    Timeout {
-        operation: &'static str,
-        after: Duration,
-    },
+    Timeout { operation: String, after: Duration },
     /// A record was not acknowledged within the producer's delivery timeout.
     #[error("delivering a batch timed out after {after:?}{}", last_error.as_ref().map(|error| format!("; its last attempt failed: {error}")).unwrap_or_default())]
     DeliveryTimeout {

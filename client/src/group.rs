@@ -35,7 +35,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::assignor::{self, Assignor, Subscription, TopicPartition};
-use crate::cluster::{topic_name, Cluster};
+use crate::cluster::{topic_name, Cluster, Target};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 
@@ -302,7 +302,7 @@ impl Membership {
         let response = tokio::time::timeout(wait, connection.send(&request))
             .await
             .map_err(|_elapsed| Error::Timeout {
-                operation: "JoinGroup",
+                operation: "JoinGroup".to_string(),
                 after: wait,
             })??;
         match ResponseError::try_from_code(response.error_code) {
@@ -362,7 +362,7 @@ impl Membership {
         let response = tokio::time::timeout(wait, connection.send(&request))
             .await
             .map_err(|_elapsed| Error::Timeout {
-                operation: "SyncGroup",
+                operation: "SyncGroup".to_string(),
                 after: wait,
             })??;
         if response.error_code == ResponseError::UnknownMemberId.code() {
@@ -460,10 +460,7 @@ impl Membership {
             attempts += 1;
             let result: Result<()> = async {
                 let connection = self.coordinator().await?;
-                let response = self
-                    .cluster
-                    .timed("OffsetCommit", connection.send(&request))
-                    .await?;
+                let response = self.cluster.call_on(&connection, &request).await?.response;
                 for topic in &response.topics {
                     for partition in &topic.partitions {
                         self.check("OffsetCommit", partition.error_code).await?;
@@ -505,10 +502,7 @@ impl Membership {
             attempts += 1;
             let result: Result<BTreeMap<TopicPartition, i64>> = async {
                 let connection = self.coordinator().await?;
-                let response = self
-                    .cluster
-                    .timed("OffsetFetch", connection.send(&request))
-                    .await?;
+                let response = self.cluster.call_on(&connection, &request).await?.response;
                 self.check("OffsetFetch", response.error_code).await?;
                 let mut committed = BTreeMap::new();
                 for topic in &response.topics {
@@ -589,10 +583,7 @@ impl Heartbeat {
             }
             let beat = async {
                 let connection = self.coordinator(&mut coordinator).await?;
-                let response = self
-                    .cluster
-                    .timed("Heartbeat", connection.send(&request))
-                    .await?;
+                let response = self.cluster.call_on(&connection, &request).await?.response;
                 Ok::<i16, Error>(response.error_code)
             }
             .await;
@@ -670,25 +661,17 @@ async fn send_leave(
         .with_members(vec![
             MemberIdentity::default().with_member_id(str_bytes(member_id))
         ]);
-    let response = cluster
-        .timed("LeaveGroup", connection.send(&request))
-        .await?;
-    Ok(response.error_code)
+    let answer = cluster.call_on(connection, &request).await?;
+    Ok(answer.response.error_code)
 }
 
 /// The coordinator of `group`, as any broker names it.
 pub(crate) async fn find_coordinator(cluster: &Cluster, group: &str) -> Result<i32> {
-    let connection = cluster.any_connection().await?;
     let request = FindCoordinatorRequest::default()
         .with_key_type(0)
         .with_coordinator_keys(vec![str_bytes(group)]);
-    let response = cluster
-        .timed("FindCoordinator", connection.send(&request))
-        .await?;
-    let coordinator = response
-        .coordinators
-        .first()
-        .ok_or_else(|| connection.missing("FindCoordinator"))?;
+    let answer = cluster.call(Target::Any, &request).await?;
+    let coordinator = answer.first(&answer.response.coordinators)?;
     crate::error::check(
         || format!("find the coordinator of {group}"),
         coordinator.error_code,

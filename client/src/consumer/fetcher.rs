@@ -211,7 +211,7 @@ impl Consumer {
                     tokio::time::timeout(after, connection.send(&request))
                         .await
                         .map_err(|_elapsed| Error::Timeout {
-                            operation: "Fetch",
+                            operation: "Fetch".to_string(),
                             after,
                         })?
                 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
 use tracing::debug;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Target};
 use crate::error::{check, Result};
 
 /// The producer id and epoch an idempotent producer writes under, and its
@@ -48,10 +48,7 @@ pub(super) async fn init_producer_id(
     let deadline = Instant::now() + cluster.config().request_timeout;
     loop {
         let answer: Result<(i64, i16)> = async {
-            let connection = cluster.any_connection().await?;
-            let response = cluster
-                .timed("InitProducerId", connection.send(&request))
-                .await?;
+            let response = cluster.call(Target::Any, &request).await?.response;
             check(|| "InitProducerId".to_string(), response.error_code, None)?;
             Ok((response.producer_id.0, response.producer_epoch))
         }

@@ -164,7 +164,7 @@ impl Producer {
                 )
                 .await
                 .map_err(|_elapsed| Error::Timeout {
-                    operation: "waiting for producer buffer space",
+                    operation: "waiting for producer buffer space".to_string(),
                     after: wait,
                 })?
                 .map_err(|_closed| Error::Closed)?

@@ -1,6 +1,15 @@
 //! Cluster administration: topics, partitions, configs, consumer groups,
 //! the cluster itself.
 
+mod descriptions;
+mod groups;
+
+pub use descriptions::{
+    ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome, GroupDescription,
+    GroupListing, GroupMember, LogDir, NewTopic, PartitionOffsets, PartitionReassignment,
+    ProducerDescription, QuorumDescription, TopicDescription,
+};
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,86 +21,19 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::{
-    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, DescribeGroupsRequest, DescribeQuorumRequest,
-    GroupId, IncrementalAlterConfigsRequest, ListGroupsRequest,
+    ApiKey, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, DescribeQuorumRequest,
+    IncrementalAlterConfigsRequest,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::assignor::{self, TopicPartition};
-use crate::cluster::{topic_name, ClientConfig, Cluster, TopicInfo};
+use crate::cluster::{topic_name, ClientConfig, Cluster, Target, TopicInfo};
 use crate::error::{check, Error, Result};
-use crate::group::{find_coordinator, GroupConfig, Membership};
 
 /// Kafka's resource type for topics in config APIs.
 const RESOURCE_TOPIC: i8 = 2;
 /// DescribeConfigs `config_source` of a value nobody set.
 const SOURCE_DEFAULT: i8 = 5;
-
-/// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewTopic {
-    pub name: String,
-    pub partitions: i32,
-    pub replication_factor: i16,
-    pub configs: Vec<(String, String)>,
-}
-
-impl NewTopic {
-    pub fn new(name: &str, partitions: i32, replication_factor: i16) -> NewTopic {
-        NewTopic {
-            name: name.to_string(),
-            partitions,
-            replication_factor,
-            configs: Vec::new(),
-        }
-    }
-
-    pub fn config(mut self, key: &str, value: &str) -> NewTopic {
-        self.configs.push((key.to_string(), value.to_string()));
-        self
-    }
-}
-
-/// Offsets of one partition as its leader reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PartitionOffsets {
-    pub partition: i32,
-    pub log_start_offset: i64,
-    /// Records below it are committed and visible to consumers.
-    pub high_watermark: i64,
-}
-
-/// A topic with the offsets of each partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TopicDescription {
-    pub topic: TopicInfo,
-    /// `Err` for a partition whose leader could not be asked.
-    pub offsets: Vec<Result<PartitionOffsets, String>>,
-}
-
-/// One config entry of a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigEntry {
-    pub name: String,
-    pub value: Option<String>,
-    /// True when the value is the broker default, not set on the topic.
-    pub is_default: bool,
-    pub read_only: bool,
-}
-
-/// An idempotent producer as a partition's leader knows it
-/// (DescribeProducers).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProducerDescription {
-    pub partition: i32,
-    pub producer_id: i64,
-    pub producer_epoch: i32,
-    /// The sequence number of its last record in the partition.
-    pub last_sequence: i32,
-    /// The newest timestamp of its last batch.
-    pub last_timestamp_ms: i64,
-}
 
 /// A broker as DescribeCluster reports it.
 /// The leader of `partition` of the topic `info` describes; `operation`
@@ -112,113 +54,6 @@ fn leader_of(info: &TopicInfo, partition: i32, operation: &str) -> Result<i32> {
                 None,
             )
         })
-}
-
-/// A partition whose replicas are moving.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionReassignment {
-    pub topic: String,
-    pub partition: i32,
-    /// The replicas while it moves: the target's, then the ones leaving.
-    pub replicas: Vec<i32>,
-    pub adding: Vec<i32>,
-    pub removing: Vec<i32>,
-}
-
-/// How a leader election for one partition went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Election {
-    pub topic: String,
-    pub partition: i32,
-    pub outcome: ElectionOutcome,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ElectionOutcome {
-    Elected,
-    /// The wanted replica already leads.
-    NotNeeded,
-    /// Refused, with the broker's reason.
-    Failed(String),
-}
-
-/// One broker's log directory: its file system's size and free space, and
-/// the bytes each replica there holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogDir {
-    pub broker: i32,
-    pub path: String,
-    /// -1 when the broker cannot tell.
-    pub total_bytes: i64,
-    pub usable_bytes: i64,
-    /// (topic, partition, bytes).
-    pub replicas: Vec<(String, i32, i64)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterBroker {
-    pub id: i32,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    pub fenced: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterDescription {
-    pub cluster_id: String,
-    /// The broker acting as controller, if any.
-    pub controller_id: Option<i32>,
-    pub brokers: Vec<ClusterBroker>,
-}
-
-/// The metadata controller's Raft quorum (DescribeQuorum on the metadata
-/// log, `__cluster_metadata-0`), as seen by the broker that answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuorumDescription {
-    /// The controller voter leading the quorum, if one does.
-    pub leader_id: Option<i32>,
-    /// The Raft term (Kafka calls it the leader epoch).
-    pub term: i32,
-    /// The offset after the last applied metadata entry.
-    pub high_watermark: i64,
-    /// Each voter and the end of its metadata log (-1 when the answering
-    /// broker does not know it).
-    pub voters: Vec<(i32, i64)>,
-}
-
-/// A consumer group as ListGroups reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupListing {
-    pub group_id: String,
-    /// Empty, PreparingRebalance, CompletingRebalance, Stable.
-    pub state: String,
-    /// `consumer` for consumer groups; empty for a group with only offsets.
-    pub protocol_type: String,
-}
-
-/// A consumer group as its coordinator describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
-    pub group_id: String,
-    /// Empty, PreparingRebalance, CompletingRebalance, Stable, or Dead (no
-    /// such group).
-    pub state: String,
-    pub protocol_type: String,
-    /// The assignor of the current generation (while Stable).
-    pub protocol: String,
-    pub coordinator: i32,
-    pub members: Vec<GroupMember>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupMember {
-    pub member_id: String,
-    pub group_instance_id: Option<String>,
-    pub client_id: String,
-    pub client_host: String,
-    /// Its partitions (while the group is Stable).
-    pub assignment: Vec<TopicPartition>,
 }
 
 /// Administers a cluster over the Kafka protocol.
@@ -259,7 +94,6 @@ impl Admin {
     }
 
     pub async fn create_topic(&self, topic: &NewTopic) -> Result<()> {
-        let connection = self.cluster.any_connection().await?;
         let configs = topic
             .configs
             .iter()
@@ -276,14 +110,9 @@ impl Admin {
                 .with_replication_factor(topic.replication_factor)
                 .with_configs(configs)])
             .with_timeout_ms(self.timeout_ms());
-        let response = self
-            .cluster
-            .timed("CreateTopics", connection.send(&request))
-            .await?;
-        let result = response
-            .topics
-            .first()
-            .ok_or_else(|| connection.missing("CreateTopics"))?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
+        let result = answer.first(&response.topics)?;
         check(
             || format!("create topic {:?}", topic.name),
             result.error_code,
@@ -292,18 +121,12 @@ impl Admin {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
-        let connection = self.cluster.any_connection().await?;
         let request = DeleteTopicsRequest::default()
             .with_topic_names(vec![topic_name(name)])
             .with_timeout_ms(self.timeout_ms());
-        let response = self
-            .cluster
-            .timed("DeleteTopics", connection.send(&request))
-            .await?;
-        let result = response
-            .responses
-            .first()
-            .ok_or_else(|| connection.missing("DeleteTopics"))?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
+        let result = answer.first(&response.responses)?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -410,7 +233,6 @@ impl Admin {
             ReassignablePartition, ReassignableTopic,
         };
         use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId};
-        let connection = self.cluster.any_connection().await?;
         let partitions = moves
             .iter()
             .map(|(partition, replicas)| {
@@ -429,10 +251,8 @@ impl Admin {
             .with_topics(vec![ReassignableTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(partitions)]);
-        let response = self
-            .cluster
-            .timed("AlterPartitionReassignments", connection.send(&request))
-            .await?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
         check(
             || format!("reassign partitions of {topic}"),
             response.error_code,
@@ -455,12 +275,9 @@ impl Admin {
     /// Every partition whose replicas are moving.
     pub async fn list_reassignments(&self) -> Result<Vec<PartitionReassignment>> {
         use kafka_protocol::messages::ListPartitionReassignmentsRequest;
-        let connection = self.cluster.any_connection().await?;
         let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(30_000);
-        let response = self
-            .cluster
-            .timed("ListPartitionReassignments", connection.send(&request))
-            .await?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
         check(
             || "list reassignments".to_string(),
             response.error_code,
@@ -497,7 +314,6 @@ impl Admin {
     ) -> Result<Vec<Election>> {
         use kafka_protocol::messages::elect_leaders_request::TopicPartitions;
         use kafka_protocol::messages::ElectLeadersRequest;
-        let connection = self.cluster.any_connection().await?;
         let topics = partitions.map(|partitions| {
             let mut by_topic: std::collections::BTreeMap<&str, Vec<i32>> = Default::default();
             for (topic, partition) in partitions {
@@ -516,10 +332,8 @@ impl Admin {
             .with_election_type(i8::from(unclean))
             .with_topic_partitions(topics)
             .with_timeout_ms(30_000);
-        let response = self
-            .cluster
-            .timed("ElectLeaders", connection.send(&request))
-            .await?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
         check(|| "elect leaders".to_string(), response.error_code, None)?;
         let mut elections: Vec<Election> = response
             .replica_election_results
@@ -555,14 +369,14 @@ impl Admin {
         let brokers = self.describe_cluster().await?.brokers;
         let mut dirs = Vec::new();
         for broker in brokers.iter().filter(|broker| !broker.fenced) {
-            let connection = self.cluster.connection(broker.id).await?;
-            let response = self
+            let answer = self
                 .cluster
-                .timed(
-                    "DescribeLogDirs",
-                    connection.send(&DescribeLogDirsRequest::default().with_topics(None)),
+                .call(
+                    Target::Broker(broker.id),
+                    &DescribeLogDirsRequest::default().with_topics(None),
                 )
                 .await?;
+            let response = &answer.response;
             check(
                 || format!("describe the log directories of broker {}", broker.id),
                 response.error_code,
@@ -597,21 +411,15 @@ impl Admin {
 
     /// Grows `name` to `partition_count` partitions.
     pub async fn create_partitions(&self, name: &str, partition_count: i32) -> Result<()> {
-        let connection = self.cluster.any_connection().await?;
         let request = CreatePartitionsRequest::default()
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(topic_name(name))
                 .with_count(partition_count)
                 .with_assignments(None)])
             .with_timeout_ms(self.timeout_ms());
-        let response = self
-            .cluster
-            .timed("CreatePartitions", connection.send(&request))
-            .await?;
-        let result = response
-            .results
-            .first()
-            .ok_or_else(|| connection.missing("CreatePartitions"))?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
+        let result = answer.first(&response.results)?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -624,21 +432,15 @@ impl Admin {
 
     /// Every config of topic `name`, sorted by key.
     pub async fn describe_configs(&self, name: &str) -> Result<Vec<ConfigEntry>> {
-        let connection = self.cluster.any_connection().await?;
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
                 .with_resource_type(RESOURCE_TOPIC)
                 .with_resource_name(StrBytes::from_string(name.to_string()))
                 .with_configuration_keys(None),
         ]);
-        let response = self
-            .cluster
-            .timed("DescribeConfigs", connection.send(&request))
-            .await?;
-        let result = response
-            .results
-            .first()
-            .ok_or_else(|| connection.missing("DescribeConfigs"))?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
+        let result = answer.first(&response.results)?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -669,7 +471,6 @@ impl Admin {
     ) -> Result<()> {
         const OPERATION_SET: i8 = 0;
         const OPERATION_DELETE: i8 = 1;
-        let connection = self.cluster.any_connection().await?;
         let configs = changes
             .iter()
             .map(|(key, value)| {
@@ -689,14 +490,9 @@ impl Admin {
                 .with_resource_name(StrBytes::from_string(name.to_string()))
                 .with_configs(configs),
         ]);
-        let response = self
-            .cluster
-            .timed("IncrementalAlterConfigs", connection.send(&request))
-            .await?;
-        let result = response
-            .responses
-            .first()
-            .ok_or_else(|| connection.missing("IncrementalAlterConfigs"))?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
+        let result = answer.first(&response.responses)?;
         if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
             return Err(Error::UnknownTopic(name.to_string()));
         }
@@ -712,10 +508,8 @@ impl Admin {
         // Fenced brokers are listed from v2 on, when asked for.
         let include_fenced = connection.version(ApiKey::DescribeCluster)? >= 2;
         let request = DescribeClusterRequest::default().with_include_fenced_brokers(include_fenced);
-        let response = self
-            .cluster
-            .timed("DescribeCluster", connection.send(&request))
-            .await?;
+        let answer = self.cluster.call_on(&connection, &request).await?;
+        let response = &answer.response;
         check(
             || "describe cluster".to_string(),
             response.error_code,
@@ -744,24 +538,18 @@ impl Admin {
     /// voters.
     pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
         use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
-        let connection = self.cluster.any_connection().await?;
         let request = DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
             .with_topic_name(topic_name(strata_protocol::METADATA_TOPIC))
             .with_partitions(vec![PartitionData::default().with_partition_index(0)])]);
-        let response = self
-            .cluster
-            .timed("DescribeQuorum", connection.send(&request))
-            .await?;
+        let answer = self.cluster.call(Target::Any, &request).await?;
+        let response = &answer.response;
         check(
             || "describe the metadata quorum".to_string(),
             response.error_code,
             response.error_message.as_ref(),
         )?;
-        let partition = response
-            .topics
-            .first()
-            .and_then(|topic| topic.partitions.first())
-            .ok_or_else(|| connection.missing("DescribeQuorum"))?;
+        let topic = answer.first(&response.topics)?;
+        let partition = answer.first(&topic.partitions)?;
         check(
             || "describe the metadata quorum".to_string(),
             partition.error_code,
@@ -777,114 +565,6 @@ impl Admin {
                 .map(|voter| (voter.replica_id.0, voter.log_end_offset))
                 .collect(),
         })
-    }
-
-    /// Waits until every partition of `name` has a leader (after creation),
-    /// at most `timeout`.
-    /// Every consumer group, from every broker's ListGroups (each lists
-    /// the groups it coordinates).
-    pub async fn list_groups(&self) -> Result<Vec<GroupListing>> {
-        self.cluster.refresh(&[]).await?;
-        let mut groups = Vec::new();
-        for broker in self.cluster.broker_ids() {
-            let connection = self.cluster.connection(broker).await?;
-            let response = self
-                .cluster
-                .timed("ListGroups", connection.send(&ListGroupsRequest::default()))
-                .await?;
-            check(
-                || format!("list groups on broker {broker}"),
-                response.error_code,
-                None,
-            )?;
-            groups.extend(response.groups.into_iter().map(|group| GroupListing {
-                group_id: group.group_id.0.to_string(),
-                state: group.group_state.to_string(),
-                protocol_type: group.protocol_type.to_string(),
-            }));
-        }
-        groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-        groups.dedup_by(|a, b| a.group_id == b.group_id);
-        Ok(groups)
-    }
-
-    /// A group's state, members and their assignments.
-    pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        let coordinator = find_coordinator(&self.cluster, group).await?;
-        let connection = self.cluster.connection(coordinator).await?;
-        let request = DescribeGroupsRequest::default()
-            .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
-        let response = self
-            .cluster
-            .timed("DescribeGroups", connection.send(&request))
-            .await?;
-        let described = response
-            .groups
-            .into_iter()
-            .next()
-            .ok_or_else(|| connection.missing("DescribeGroups"))?;
-        check(
-            || format!("describe group {group}"),
-            described.error_code,
-            described.error_message.as_ref(),
-        )?;
-        let mut members = Vec::with_capacity(described.members.len());
-        for member in described.members {
-            members.push(GroupMember {
-                member_id: member.member_id.to_string(),
-                group_instance_id: member.group_instance_id.map(|id| id.to_string()),
-                client_id: member.client_id.to_string(),
-                client_host: member.client_host.to_string(),
-                assignment: if described.protocol_type.as_str() == "consumer" {
-                    assignor::decode_assignment(&member.member_assignment)?
-                } else {
-                    Vec::new()
-                },
-            });
-        }
-        Ok(GroupDescription {
-            group_id: group.to_string(),
-            state: described.group_state.to_string(),
-            protocol_type: described.protocol_type.to_string(),
-            protocol: described.protocol_data.to_string(),
-            coordinator,
-            members,
-        })
-    }
-
-    /// Every committed offset of a group: (topic, partition) → the next
-    /// offset its consumers read.
-    pub async fn group_offsets(&self, group: &str) -> Result<Vec<(TopicPartition, i64)>> {
-        let membership = Membership::new(Arc::clone(&self.cluster), GroupConfig::new(group))?;
-        Ok(membership.committed(None).await?.into_iter().collect())
-    }
-
-    /// Sets a group's committed offsets; the coordinator takes them only
-    /// while the group has no members.
-    pub async fn alter_group_offsets(
-        &self,
-        group: &str,
-        offsets: &[(TopicPartition, i64)],
-    ) -> Result<()> {
-        let membership = Membership::new(Arc::clone(&self.cluster), GroupConfig::new(group))?;
-        membership.commit(offsets).await
-    }
-
-    /// Deletes a group without members, with its committed offsets.
-    pub async fn delete_group(&self, group: &str) -> Result<()> {
-        let coordinator = find_coordinator(&self.cluster, group).await?;
-        let connection = self.cluster.connection(coordinator).await?;
-        let request = DeleteGroupsRequest::default()
-            .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
-        let response = self
-            .cluster
-            .timed("DeleteGroups", connection.send(&request))
-            .await?;
-        let result = response
-            .results
-            .first()
-            .ok_or_else(|| connection.missing("DeleteGroups"))?;
-        check(|| format!("delete group {group}"), result.error_code, None)
     }
 
     /// The idempotent producers each partition of `topic` knows, asked of
@@ -909,15 +589,12 @@ impl Admin {
         }
         let mut producers = Vec::new();
         for (leader, partitions) in by_leader {
-            let connection = self.cluster.connection(leader).await?;
             let request =
                 DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
                     .with_name(topic_name(topic))
                     .with_partition_indexes(partitions)]);
-            let response = self
-                .cluster
-                .timed("DescribeProducers", connection.send(&request))
-                .await?;
+            let answer = self.cluster.call(Target::Broker(leader), &request).await?;
+            let response = &answer.response;
             for partition in response.topics.iter().flat_map(|topic| &topic.partitions) {
                 check(
                     || {
@@ -970,16 +647,13 @@ impl Admin {
         }
         let mut low_watermarks = Vec::new();
         for (leader, partitions) in by_leader {
-            let connection = self.cluster.connection(leader).await?;
             let request = DeleteRecordsRequest::default()
                 .with_timeout_ms(30_000)
                 .with_topics(vec![DeleteRecordsTopic::default()
                     .with_name(topic_name(topic))
                     .with_partitions(partitions)]);
-            let response = self
-                .cluster
-                .timed("DeleteRecords", connection.send(&request))
-                .await?;
+            let answer = self.cluster.call(Target::Broker(leader), &request).await?;
+            let response = &answer.response;
             for partition in response.topics.iter().flat_map(|topic| &topic.partitions) {
                 let operation =
                     || format!("delete records of {topic}-{}", partition.partition_index);
@@ -1001,6 +675,8 @@ impl Admin {
         Ok(low_watermarks)
     }
 
+    /// Waits until every partition of `name` has a leader (after creation),
+    /// at most `timeout`.
     pub async fn wait_for_leaders(&self, name: &str, timeout: Duration) -> Result<TopicInfo> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -1016,7 +692,7 @@ impl Admin {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    operation: "waiting for partition leaders",
+                    operation: "waiting for partition leaders".to_string(),
                     after: timeout,
                 });
             }
