@@ -24,9 +24,9 @@ use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
 use crate::handler::Context;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::replica::replica_manager::ReplicaManager;
-use crate::server::listener;
+use crate::server::{listener, scrape};
 use crate::txn::ProducerIds;
 
 const LOCK_FILE: &str = ".lock";
@@ -174,7 +174,7 @@ impl Broker {
             Some(address) => {
                 let listener = bind(address).await?;
                 let bound = bound_addr(&listener, address)?;
-                let serve = metrics::serve(
+                let serve = scrape::serve(
                     listener,
                     Arc::clone(&metrics),
                     controller.clone(),

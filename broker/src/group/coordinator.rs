@@ -33,7 +33,6 @@ use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::clock::now_ms;
 use crate::handler::error_code;
-use crate::metrics::CommittedOffset;
 use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 use crate::replica::replica_manager::ReplicaManager;
 
@@ -934,4 +933,13 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// A group's committed offset of one partition, as `/metrics` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
 }

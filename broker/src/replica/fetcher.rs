@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::partition::Partition;
-use super::replica_manager::TopicPartition;
+use super::TopicPartition;
 use crate::clock::now_ms;
 use crate::controller::metadata::BrokerId;
 

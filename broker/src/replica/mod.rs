@@ -5,3 +5,6 @@ pub mod in_sync;
 pub mod partition;
 pub mod replica_manager;
 pub mod throttle;
+
+/// A partition by topic name and index.
+pub type TopicPartition = (String, i32);

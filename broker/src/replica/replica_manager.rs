@@ -15,11 +15,10 @@ use tracing::{error, info};
 
 use super::fetcher::{Assignment, Fetchers};
 use super::partition::{Partition, Role};
+use super::TopicPartition;
 use crate::controller::metadata::{BrokerId, ClusterMetadata, NO_LEADER};
 use crate::topic_config::TopicConfig;
 
-/// A partition's key: topic name and partition index.
-pub type TopicPartition = (String, i32);
 
 pub struct ReplicaManager {
     broker_id: BrokerId,

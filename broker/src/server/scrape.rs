@@ -1,0 +1,199 @@
+//! The `/metrics` endpoint on `--metrics-listen`: the registry's counters
+//! (see `metrics`) and gauges read at scrape time from the controller (the
+//! quorum, fenced brokers), the replicas (partitions, lag, high watermarks)
+//! and the group coordinator (committed offsets and consumer lag).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use crate::controller::client::ControllerClient;
+use crate::group::{CommittedOffset, GroupCoordinator};
+use crate::metrics::{escape, Metrics};
+use crate::replica::replica_manager::ReplicaManager;
+
+/// Largest metrics HTTP request read before answering.
+const HTTP_REQUEST_BYTES_MAX: usize = 8 << 10;
+
+/// The Prometheus text exposition of everything. `committed` holds the
+/// committed offsets of the groups this broker coordinates.
+fn render(
+    metrics: &Metrics,
+    controller: &ControllerClient,
+    replicas: &ReplicaManager,
+    committed: &[CommittedOffset],
+) -> String {
+    let mut out = String::new();
+    metrics.render_into(&mut out);
+    // The quorum as its leader last reported it (-1 before it has).
+    let quorum = controller.quorum();
+    let (term, leader, applied) = quorum.map_or((-1, -1, -1), |quorum| {
+        (
+            quorum.term as i64,
+            quorum.leader as i64,
+            quorum.applied_end as i64,
+        )
+    });
+    let metadata = controller.metadata();
+    let fenced = metadata
+        .brokers
+        .values()
+        .filter(|broker| broker.fenced)
+        .count();
+    let session_alive = *controller.session().borrow() as u8;
+    let _ = write!(
+        out,
+        "# TYPE strata_raft_term gauge\nstrata_raft_term {term}\n\
+         # TYPE strata_raft_leader gauge\nstrata_raft_leader {leader}\n\
+         # TYPE strata_raft_applied_index gauge\nstrata_raft_applied_index {applied}\n\
+         # TYPE strata_metadata_version gauge\nstrata_metadata_version {}\n\
+         # TYPE strata_brokers_fenced gauge\nstrata_brokers_fenced {fenced}\n\
+         # TYPE strata_controller_session_alive gauge\nstrata_controller_session_alive {session_alive}\n",
+        metadata.metadata_version
+    );
+    let partitions = replicas.all();
+    let leading = partitions
+        .iter()
+        .filter(|partition| partition.leader_epoch().is_some())
+        .count();
+    let _ = writeln!(
+        out,
+        "# TYPE strata_partitions gauge\nstrata_partitions {}\n\
+         # TYPE strata_partitions_leading gauge\nstrata_partitions_leading {leading}",
+        partitions.len()
+    );
+    // Partitions this broker leads whose ISR lacks some replica.
+    let under_replicated = partitions
+        .iter()
+        .filter(|partition| partition.leader_epoch().is_some())
+        .filter_map(|partition| {
+            let topic = metadata.topics.get(&partition.topic)?;
+            topic.partitions.get(partition.index as usize)
+        })
+        .filter(|assignment| assignment.isr.len() < assignment.replicas.len())
+        .count();
+    let _ = writeln!(
+        out,
+        "# TYPE strata_under_replicated_partitions gauge\nstrata_under_replicated_partitions {under_replicated}"
+    );
+    // Per partition led here: offsets the furthest-behind follower trails.
+    out.push_str("# TYPE strata_follower_lag_records gauge\n");
+    for partition in &partitions {
+        if let Some(lag) = partition.follower_lag() {
+            let _ = writeln!(
+                out,
+                "strata_follower_lag_records{{topic=\"{}\",partition=\"{}\"}} {lag}",
+                partition.topic, partition.index
+            );
+        }
+    }
+    // What consumers can read of each partition led here.
+    out.push_str("# TYPE strata_partition_high_watermark gauge\n");
+    for partition in partitions
+        .iter()
+        .filter(|partition| partition.leader_epoch().is_some())
+    {
+        let _ = writeln!(
+            out,
+            "strata_partition_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
+            partition.topic,
+            partition.index,
+            partition.high_watermark()
+        );
+    }
+    // Per group this broker coordinates: the committed offset of each
+    // partition, and the lag where a replica here knows the high
+    // watermark (elsewhere, join with strata_partition_high_watermark).
+    out.push_str("# TYPE strata_consumer_group_committed_offset gauge\n");
+    for committed in committed {
+        let _ = writeln!(
+            out,
+            "strata_consumer_group_committed_offset{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {}",
+            escape(&committed.group),
+            committed.topic,
+            committed.partition,
+            committed.offset
+        );
+    }
+    out.push_str("# TYPE strata_consumer_group_lag_records gauge\n");
+    for committed in committed {
+        let Some(partition) = replicas.partition(&committed.topic, committed.partition) else {
+            continue;
+        };
+        let lag = (partition.high_watermark() - committed.offset).max(0);
+        let _ = writeln!(
+            out,
+            "strata_consumer_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}",
+            escape(&committed.group),
+            committed.topic,
+            committed.partition
+        );
+    }
+    out
+}
+
+/// Serves `GET /metrics` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    controller: ControllerClient,
+    replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            continue;
+        };
+        let (metrics, controller, replicas, groups) = (
+            Arc::clone(&metrics),
+            controller.clone(),
+            Arc::clone(&replicas),
+            Arc::clone(&groups),
+        );
+        // Rendered for a complete GET /metrics only, off the accept loop.
+        tokio::spawn(async move {
+            let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await;
+            let Ok(Ok(request)) = read else { return };
+            let request = String::from_utf8_lossy(&request);
+            let response = if request.starts_with("GET /metrics ") {
+                let committed = groups.committed_offsets().await;
+                let body = render(&metrics, &controller, &replicas, &committed);
+                format!("HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    .to_string()
+            };
+            if let Err(error) = stream.write_all(response.as_bytes()).await {
+                debug!(%error, "metrics response not sent");
+            }
+        });
+    }
+}
+
+/// Reads an HTTP request head: up to the blank line that ends it, the peer
+/// closing, or `HTTP_REQUEST_BYTES_MAX`. A client may send the request line
+/// in several writes; answering after the first would cut it off.
+async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n")
+        && head.len() < HTTP_REQUEST_BYTES_MAX
+    {
+        let len = stream.read(&mut chunk).await?;
+        if len == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..len]);
+    }
+    Ok(head)
+}
