@@ -32,7 +32,6 @@ use super::records::Key;
 use super::shard::Shard;
 use super::{COMMIT_TIMEOUT, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::clock::now_ms;
-use crate::handler::error_code;
 use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 use crate::replica::replica_manager::ReplicaManager;
 
@@ -45,9 +44,36 @@ const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// A key and its value (`None`: a tombstone) for `__consumer_offsets`.
 pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// What a group request gets: the group's answer, or the code of a
-/// coordinator that could not give one (not the coordinator, write failed).
-pub type Answer<T> = Result<Result<T, GroupError>, i16>;
+/// Why the coordinator could not serve a request at all. The group's own
+/// refusals are [`GroupError`]s; the handlers turn both into Kafka codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorError {
+    /// This broker does not lead the group's offsets partition (any more):
+    /// the client finds the coordinator again.
+    NotCoordinator,
+    /// The partition's groups cannot be loaded or written now.
+    Unavailable,
+    /// A record did not become durable in time.
+    TimedOut,
+    /// The group has no record here.
+    GroupIdNotFound,
+    /// DeleteGroups of a group with members.
+    NonEmptyGroup,
+    /// OffsetDelete while members may be reading those partitions.
+    GroupSubscribedToTopic,
+    /// The group refused the request.
+    Group(GroupError),
+}
+
+impl From<GroupError> for CoordinatorError {
+    fn from(error: GroupError) -> Self {
+        CoordinatorError::Group(error)
+    }
+}
+
+/// What a group request gets: the group's answer, or why a coordinator
+/// could not give one (not the coordinator, write failed).
+pub type Answer<T> = Result<Result<T, GroupError>, CoordinatorError>;
 
 type Waiters<T> = HashMap<(String, String), oneshot::Sender<Answer<T>>>;
 
@@ -217,7 +243,9 @@ impl<T> Pending<T> {
     async fn answer(self) -> Answer<T> {
         match self {
             Pending::Now(result) => Ok(result),
-            Pending::Later(receiver) => receiver.await.unwrap_or(Err(error_code::NOT_COORDINATOR)),
+            Pending::Later(receiver) => receiver
+                .await
+                .unwrap_or(Err(CoordinatorError::NotCoordinator)),
         }
     }
 }
@@ -226,7 +254,7 @@ impl<T> Pending<T> {
 /// released: the group record appended (awaited durable), then the answers.
 #[must_use]
 struct Delivery {
-    written: Option<Result<(Vec<KeyedRecord>, LeaderAppend), i16>>,
+    written: Option<Result<(Vec<KeyedRecord>, LeaderAppend), CoordinatorError>>,
     joins: Vec<Answering<Joined>>,
     syncs: Vec<Answering<Bytes>>,
 }
@@ -249,15 +277,18 @@ pub struct Led {
 impl Led {
     /// Reads the groups (loading them first if this epoch has not), under
     /// the partition's lock.
-    pub async fn read<T>(&self, read: impl FnOnce(&Groups) -> T) -> Result<T, i16> {
+    pub async fn read<T>(&self, read: impl FnOnce(&Groups) -> T) -> Result<T, CoordinatorError> {
         let mut loaded = self.loaded.lock().await;
         let groups = self.load(&mut loaded).await?;
         Ok(read(groups))
     }
 
-    async fn load<'a>(&self, loaded: &'a mut Option<Loaded>) -> Result<&'a mut Groups, i16> {
+    async fn load<'a>(
+        &self,
+        loaded: &'a mut Option<Loaded>,
+    ) -> Result<&'a mut Groups, CoordinatorError> {
         if self.partition.leader_epoch() != Some(self.leader_epoch) {
-            return Err(error_code::NOT_COORDINATOR);
+            return Err(CoordinatorError::NotCoordinator);
         }
         if loaded
             .as_ref()
@@ -267,7 +298,7 @@ impl Led {
             let started = std::time::Instant::now();
             let shard = tokio::task::spawn_blocking(move || replay(&partition))
                 .await
-                .map_err(|_| error_code::COORDINATOR_NOT_AVAILABLE)??;
+                .map_err(|_| CoordinatorError::Unavailable)??;
             info!(
                 partition = ?self.partition,
                 leader_epoch = self.leader_epoch,
@@ -288,8 +319,8 @@ impl Led {
     /// has them durably.
     pub async fn write_with(
         &self,
-        decide: impl FnOnce(&mut Groups, GroupConfig, i64) -> Result<Vec<KeyedRecord>, i16>,
-    ) -> Result<(), i16> {
+        decide: impl FnOnce(&mut Groups, GroupConfig, i64) -> Result<Vec<KeyedRecord>, CoordinatorError>,
+    ) -> Result<(), CoordinatorError> {
         let (records, appended) = {
             let mut loaded = self.loaded.lock().await;
             let groups = self.load(&mut loaded).await?;
@@ -304,7 +335,7 @@ impl Led {
         self.await_durable(&records, appended).await
     }
 
-    fn append(&self, records: &[KeyedRecord], now: i64) -> Result<LeaderAppend, i16> {
+    fn append(&self, records: &[KeyedRecord], now: i64) -> Result<LeaderAppend, CoordinatorError> {
         let mut builder = BatchBuilder::new(now);
         for (key, value) in records {
             builder.push(Record {
@@ -318,10 +349,10 @@ impl Led {
         self.partition
             .append_as_leader(&batch, Acks::All, Some(self.leader_epoch), now)
             .map_err(|error| match error {
-                AppendError::NotLeader => error_code::NOT_COORDINATOR,
+                AppendError::NotLeader => CoordinatorError::NotCoordinator,
                 error => {
                     warn!(partition = ?self.partition, %error, "cannot write to the offsets topic");
-                    error_code::COORDINATOR_NOT_AVAILABLE
+                    CoordinatorError::Unavailable
                 }
             })
     }
@@ -334,7 +365,7 @@ impl Led {
         &self,
         records: &[KeyedRecord],
         appended: LeaderAppend,
-    ) -> Result<(), i16> {
+    ) -> Result<(), CoordinatorError> {
         // Writes to one partition wait for durability together.
         match self
             .partition
@@ -342,11 +373,9 @@ impl Led {
             .await
         {
             Commit::Committed => {}
-            Commit::LeadershipLost => return Err(error_code::NOT_COORDINATOR),
-            Commit::TimedOut => return Err(error_code::REQUEST_TIMED_OUT),
-            Commit::CommittedBelowMinIsr { .. } => {
-                return Err(error_code::COORDINATOR_NOT_AVAILABLE)
-            }
+            Commit::LeadershipLost => return Err(CoordinatorError::NotCoordinator),
+            Commit::TimedOut => return Err(CoordinatorError::TimedOut),
+            Commit::CommittedBelowMinIsr { .. } => return Err(CoordinatorError::Unavailable),
         }
         let mut loaded = self.loaded.lock().await;
         if let Some(loaded) = loaded
@@ -374,7 +403,7 @@ impl Led {
         &self,
         group: &str,
         step: impl FnOnce(&mut Groups, &mut Vec<Effect>, i64) -> R,
-    ) -> Result<R, i16> {
+    ) -> Result<R, CoordinatorError> {
         let (result, delivery) = {
             let mut loaded = self.loaded.lock().await;
             let groups = self.load(&mut loaded).await?;
@@ -447,7 +476,7 @@ impl Led {
 
     /// Writes out a step: the record durable first, then the answers. A
     /// failed write fails every answer with the code it returns.
-    async fn deliver(&self, delivery: Delivery) -> Option<i16> {
+    async fn deliver(&self, delivery: Delivery) -> Option<CoordinatorError> {
         let failure = match delivery.written {
             None => None,
             Some(Ok((records, appended))) => self.await_durable(&records, appended).await.err(),
@@ -455,15 +484,15 @@ impl Led {
         }
         // Kafka's mapping: a record that did not become durable in time
         // sends the members back to rejoin.
-        .map(|code| match code {
-            error_code::REQUEST_TIMED_OUT => error_code::REBALANCE_IN_PROGRESS,
-            code => code,
+        .map(|error| match error {
+            CoordinatorError::TimedOut => GroupError::RebalanceInProgress.into(),
+            error => error,
         });
         for (sender, result) in delivery.joins {
-            let _ = sender.send(failure.map_or(Ok(result), Err));
+            let _ = sender.send(failure.clone().map_or(Ok(result), Err));
         }
         for (sender, result) in delivery.syncs {
-            let _ = sender.send(failure.map_or(Ok(result), Err));
+            let _ = sender.send(failure.clone().map_or(Ok(result), Err));
         }
         failure
     }
@@ -570,7 +599,7 @@ impl Led {
         groups: &Groups,
         group: &str,
         now: i64,
-    ) -> Result<(Vec<KeyedRecord>, LeaderAppend), i16> {
+    ) -> Result<(Vec<KeyedRecord>, LeaderAppend), CoordinatorError> {
         let consumer = &groups.consumer[group];
         info!(
             group,
@@ -592,7 +621,7 @@ impl Led {
         &self,
         group: &str,
         leaving: &[(String, Option<String>)],
-    ) -> Result<Vec<Result<(), GroupError>>, i16> {
+    ) -> Result<Vec<Result<(), GroupError>>, CoordinatorError> {
         self.step(group, |groups, effects, now| {
             match groups.classic.get_mut(group) {
                 Some(classic) => classic.leave(now, leaving, effects),
@@ -611,7 +640,7 @@ impl Led {
         group_instance_id: Option<&str>,
         generation: i32,
         records: Vec<KeyedRecord>,
-    ) -> Result<(), i16> {
+    ) -> Result<(), CoordinatorError> {
         self.write_with(|groups, config, now| {
             match groups.consumer.get(group) {
                 // The consumer protocol commits in the member's epoch.
@@ -623,7 +652,7 @@ impl Led {
                     generation,
                 ),
             }
-            .map_err(|error| error_code::for_group(&error))?;
+            .map_err(CoordinatorError::Group)?;
             Ok(records)
         })
         .await
@@ -636,15 +665,15 @@ impl Led {
         &self,
         group: &str,
         partitions: &[(String, i32)],
-    ) -> Result<(), i16> {
+    ) -> Result<(), CoordinatorError> {
         self.write_with(|groups, _config, _now| {
             if groups.has_members(group) {
-                return Err(error_code::GROUP_SUBSCRIBED_TO_TOPIC);
+                return Err(CoordinatorError::GroupSubscribedToTopic);
             }
             let records = groups
                 .shard
                 .group(group)
-                .ok_or(error_code::GROUP_ID_NOT_FOUND)?;
+                .ok_or(CoordinatorError::GroupIdNotFound)?;
             Ok(partitions
                 .iter()
                 .filter(|slot| records.offsets.contains_key(*slot))
@@ -663,15 +692,15 @@ impl Led {
 
     /// Deletes a group without members: tombstones for its offsets and its
     /// record.
-    pub async fn delete(&self, group: &str) -> Result<(), i16> {
+    pub async fn delete(&self, group: &str) -> Result<(), CoordinatorError> {
         self.write_with(|groups, _config, _now| {
             if groups.has_members(group) {
-                return Err(error_code::NON_EMPTY_GROUP);
+                return Err(CoordinatorError::NonEmptyGroup);
             }
             let records = groups
                 .shard
                 .group(group)
-                .ok_or(error_code::GROUP_ID_NOT_FOUND)?;
+                .ok_or(CoordinatorError::GroupIdNotFound)?;
             let mut keys: Vec<Key> = records
                 .offsets
                 .keys()
@@ -691,7 +720,7 @@ impl Led {
 
     /// Deletes the committed offsets of empty groups past their retention;
     /// how many records that wrote.
-    pub async fn expire_offsets(&self) -> Result<usize, i16> {
+    pub async fn expire_offsets(&self) -> Result<usize, CoordinatorError> {
         let mut written = 0;
         self.write_with(|groups, config, now| {
             let records = groups.expired_records(now, config.offsets_retention_ms);
@@ -746,7 +775,7 @@ impl Led {
 }
 
 /// Rebuilds the groups of `partition` from its whole log.
-fn replay(partition: &Partition) -> Result<Shard, i16> {
+fn replay(partition: &Partition) -> Result<Shard, CoordinatorError> {
     let mut shard = Shard::default();
     let mut offset = partition.log_start_offset();
     loop {
@@ -754,7 +783,7 @@ fn replay(partition: &Partition) -> Result<Shard, i16> {
             .read_to_log_end(offset, LOAD_READ_BYTES)
             .map_err(|error| {
                 warn!(partition = ?partition, %error, "cannot read the offsets topic");
-                error_code::COORDINATOR_NOT_AVAILABLE
+                CoordinatorError::Unavailable
             })?;
         if read.records.is_empty() {
             return Ok(shard);
@@ -804,19 +833,19 @@ impl GroupCoordinator {
 
     /// The partition holding `group`, if this broker coordinates it;
     /// otherwise `NOT_COORDINATOR`.
-    pub fn led_for(&self, group: &str) -> Result<Led, i16> {
+    pub fn led_for(&self, group: &str) -> Result<Led, CoordinatorError> {
         self.led(super::partition_for(group))
     }
 
     /// Partition `index` of the offsets topic, if this broker leads it.
-    pub fn led(&self, index: i32) -> Result<Led, i16> {
+    pub fn led(&self, index: i32) -> Result<Led, CoordinatorError> {
         let partition = self
             .replicas
             .partition(OFFSETS_TOPIC, index)
-            .ok_or(error_code::NOT_COORDINATOR)?;
+            .ok_or(CoordinatorError::NotCoordinator)?;
         let leader_epoch = partition
             .leader_epoch()
-            .ok_or(error_code::NOT_COORDINATOR)?;
+            .ok_or(CoordinatorError::NotCoordinator)?;
         let loaded = Arc::clone(
             self.loaded
                 .lock()
@@ -891,8 +920,8 @@ impl GroupCoordinator {
                             Ok(records) => {
                                 info!(partition = ?led.partition, records, "expired the committed offsets of empty groups (offsets.retention.minutes)")
                             }
-                            Err(code) => {
-                                warn!(partition = ?led.partition, code, "cannot expire committed offsets")
+                            Err(error) => {
+                                warn!(partition = ?led.partition, ?error, "cannot expire committed offsets")
                             }
                         }
                     });

@@ -23,7 +23,7 @@ pub mod shard;
 
 use std::time::Duration;
 
-pub use self::coordinator::{CommittedOffset, GroupCoordinator, Groups, Led};
+pub use self::coordinator::{CommittedOffset, CoordinatorError, GroupCoordinator, Groups, Led};
 use self::records::Key;
 
 /// The internal topic holding committed offsets and group records.

@@ -87,7 +87,7 @@ pub async fn handle(
                     .with_error_code(error_code::for_group(&error))
                     .with_error_message(error.message().map(str_bytes))
             }
-            Err(code) => answer.with_error_code(code),
+            Err(error) => answer.with_error_code(error_code::for_coordinator(&error)),
         });
     }
     ConsumerGroupDescribeResponse::default().with_groups(described)

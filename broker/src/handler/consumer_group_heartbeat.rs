@@ -29,7 +29,7 @@ pub async fn handle(
     }
     let led = match context.groups.led_for(&group) {
         Ok(led) => led,
-        Err(code) => return response.with_error_code(code),
+        Err(error) => return response.with_error_code(error_code::for_coordinator(&error)),
     };
     let topics = topics(context);
     let heartbeat = HeartbeatRequest {
@@ -65,7 +65,7 @@ pub async fn handle(
         Ok(Err(error)) => response
             .with_error_code(error_code::for_group(&error))
             .with_error_message(error.message().map(str_bytes)),
-        Err(code) => response.with_error_code(code),
+        Err(error) => response.with_error_code(error_code::for_coordinator(&error)),
     }
 }
 

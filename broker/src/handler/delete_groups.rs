@@ -5,7 +5,7 @@
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 
-use super::Context;
+use super::{error_code, Context};
 
 pub async fn handle(context: &Context, request: DeleteGroupsRequest) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(request.groups_names.len());
@@ -18,7 +18,9 @@ pub async fn handle(context: &Context, request: DeleteGroupsRequest) -> DeleteGr
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(group_id)
-                .with_error_code(deleted.err().unwrap_or(0)),
+                .with_error_code(
+                    deleted.map_or_else(|error| error_code::for_coordinator(&error), |()| 0),
+                ),
         );
     }
     DeleteGroupsResponse::default().with_results(results)

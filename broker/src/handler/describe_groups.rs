@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::Encodable;
 use uuid::Uuid;
 
-use super::{str_bytes, Context};
+use super::{error_code, str_bytes, Context};
 use crate::group::classic::DescribedMember;
 use crate::group::consumer::ConsumerGroup;
 
@@ -58,7 +58,7 @@ pub async fn handle(context: &Context, request: DescribeGroupsRequest) -> Descri
                 }))
                 .with_members(members.into_iter().map(member).collect()),
             Ok(None) => described.with_group_state(str_bytes("Dead")),
-            Err(code) => described.with_error_code(code),
+            Err(error) => described.with_error_code(error_code::for_coordinator(&error)),
         });
     }
     DescribeGroupsResponse::default().with_groups(groups)

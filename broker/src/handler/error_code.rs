@@ -6,6 +6,7 @@ use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;
 use crate::group::classic::GroupError;
+use crate::group::CoordinatorError;
 use crate::replica::partition::AppendError;
 
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
@@ -99,6 +100,20 @@ pub fn for_group(error: &GroupError) -> i16 {
         // Kafka's answer to a request of one protocol for a group of the
         // other; a classic JoinGroup gets INCONSISTENT_GROUP_PROTOCOL.
         GroupError::WrongGroupType { .. } => ResponseError::GroupIdNotFound,
+    };
+    code.code()
+}
+
+/// The code for a group request the coordinator could not serve.
+pub fn for_coordinator(error: &CoordinatorError) -> i16 {
+    let code = match error {
+        CoordinatorError::Group(error) => return for_group(error),
+        CoordinatorError::NotCoordinator => ResponseError::NotCoordinator,
+        CoordinatorError::Unavailable => ResponseError::CoordinatorNotAvailable,
+        CoordinatorError::TimedOut => ResponseError::RequestTimedOut,
+        CoordinatorError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        CoordinatorError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        CoordinatorError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
     };
     code.code()
 }

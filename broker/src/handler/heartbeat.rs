@@ -23,7 +23,7 @@ pub async fn handle(context: &Context, request: HeartbeatRequest) -> HeartbeatRe
     let code = match answer {
         Ok(Ok(())) => 0,
         Ok(Err(error)) => error_code::for_group(&error),
-        Err(code) => code,
+        Err(error) => error_code::for_coordinator(&error),
     };
     HeartbeatResponse::default().with_error_code(code)
 }

@@ -28,7 +28,7 @@ pub async fn handle(
     }
     let led = match context.groups.led_for(&group) {
         Ok(led) => led,
-        Err(code) => return refused.with_error_code(code),
+        Err(error) => return refused.with_error_code(error_code::for_coordinator(&error)),
     };
     let join = JoinRequest {
         member_id: request.member_id.to_string(),
@@ -80,6 +80,6 @@ pub async fn handle(
                 _ => refused,
             }
         }
-        Err(code) => refused.with_error_code(code),
+        Err(error) => refused.with_error_code(error_code::for_coordinator(&error)),
     }
 }

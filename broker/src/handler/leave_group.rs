@@ -34,7 +34,10 @@ pub async fn handle(
     };
     let results = match results {
         Ok(results) => results,
-        Err(code) => return LeaveGroupResponse::default().with_error_code(code),
+        Err(error) => {
+            return LeaveGroupResponse::default()
+                .with_error_code(error_code::for_coordinator(&error))
+        }
     };
     let codes: Vec<i16> = results
         .iter()

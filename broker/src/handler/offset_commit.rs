@@ -19,7 +19,10 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
     let led = if group.is_empty() {
         Err(error_code::INVALID_GROUP_ID)
     } else {
-        context.groups.led_for(&group)
+        context
+            .groups
+            .led_for(&group)
+            .map_err(|error| error_code::for_coordinator(&error))
     };
     let now = now_ms();
     let metadata = context.controller.metadata();
@@ -71,8 +74,7 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
                 records,
             )
             .await
-            .err()
-            .unwrap_or(0),
+            .map_or_else(|error| error_code::for_coordinator(&error), |()| 0),
         Err(code) => *code,
     };
     let mut topics: Vec<OffsetCommitResponseTopic> = request

@@ -7,7 +7,8 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 
-use super::Context;
+use super::{error_code, Context};
+use crate::group::CoordinatorError;
 
 pub async fn handle(context: &Context, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let group = request.group_id.0.to_string();
@@ -28,8 +29,8 @@ pub async fn handle(context: &Context, request: OffsetDeleteRequest) -> OffsetDe
     let (group_code, partition_code) = match outcome {
         Ok(()) => (0, 0),
         // Members may be reading these partitions: each is refused.
-        Err(code) if code == crate::handler::error_code::GROUP_SUBSCRIBED_TO_TOPIC => (0, code),
-        Err(code) => (code, 0),
+        Err(CoordinatorError::GroupSubscribedToTopic) => (0, error_code::GROUP_SUBSCRIBED_TO_TOPIC),
+        Err(error) => (error_code::for_coordinator(&error), 0),
     };
     let topics = request
         .topics

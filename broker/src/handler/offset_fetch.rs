@@ -6,7 +6,7 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
 
-use super::{str_bytes, Context};
+use super::{error_code, str_bytes, Context};
 use crate::group::shard::Committed;
 
 pub async fn handle(
@@ -26,8 +26,9 @@ pub async fn handle(
             })
             .await
         }
-        Err(code) => Err(code),
-    };
+        Err(error) => Err(error),
+    }
+    .map_err(|error| error_code::for_coordinator(&error));
     let partition = |index: i32, committed: Option<&Committed>, code: i16| {
         let response = OffsetFetchResponsePartition::default()
             .with_partition_index(index)

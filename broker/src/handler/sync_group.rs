@@ -12,7 +12,10 @@ pub async fn handle(context: &Context, request: SyncGroupRequest) -> SyncGroupRe
     let group = request.group_id.0.to_string();
     let led = match context.groups.led_for(&group) {
         Ok(led) => led,
-        Err(code) => return SyncGroupResponse::default().with_error_code(code),
+        Err(error) => {
+            return SyncGroupResponse::default()
+                .with_error_code(error_code::for_coordinator(&error))
+        }
     };
     let protocol_type = request.protocol_type.as_ref().map(ToString::to_string);
     let protocol = request.protocol_name.as_ref().map(ToString::to_string);
@@ -36,6 +39,8 @@ pub async fn handle(context: &Context, request: SyncGroupRequest) -> SyncGroupRe
         Ok(Err(error)) => {
             SyncGroupResponse::default().with_error_code(error_code::for_group(&error))
         }
-        Err(code) => SyncGroupResponse::default().with_error_code(code),
+        Err(error) => {
+            SyncGroupResponse::default().with_error_code(error_code::for_coordinator(&error))
+        }
     }
 }

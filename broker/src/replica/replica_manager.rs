@@ -19,7 +19,6 @@ use super::TopicPartition;
 use crate::controller::metadata::{BrokerId, ClusterMetadata, NO_LEADER};
 use crate::topic_config::TopicConfig;
 
-
 pub struct ReplicaManager {
     broker_id: BrokerId,
     data_dir: PathBuf,
