@@ -8,24 +8,22 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 use uuid::Uuid;
 
-use crate::clock::now_ms;
 use crate::config::BrokerConfig;
 use crate::controller::client::ControllerClient;
-use crate::controller::metadata::{BrokerId, MetadataCommand};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
 use crate::handler::Context;
 use crate::metrics::Metrics;
 use crate::replica::replica_manager::ReplicaManager;
+use crate::replica::{isr, retention};
 use crate::server::{listener, scrape};
 use crate::txn::ProducerIds;
 
@@ -164,7 +162,7 @@ impl Broker {
         replicas
             .remove_unknown_directories(&metadata)
             .map_err(dir_error)?;
-        replicas.reconcile(&metadata);
+        replicas.reconcile(Arc::clone(&metadata)).await;
 
         let groups = Arc::new(GroupCoordinator::new(Arc::clone(&replicas), config.group));
         tasks.push(tokio::spawn(
@@ -212,13 +210,13 @@ impl Broker {
             Arc::clone(&replicas),
             shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(enforce_retention(
+        tasks.push(tokio::spawn(retention::enforce_retention(
             Arc::clone(&replicas),
             config.retention_check_interval,
             config.producer_id_expiration,
             shutdown.clone(),
         )));
-        tasks.push(tokio::spawn(maintain_isr(
+        tasks.push(tokio::spawn(isr::maintain_isr(
             controller_for_isr,
             config.node_id,
             Arc::clone(&replicas),
@@ -327,80 +325,6 @@ async fn follow_metadata(
         }
         replicas.set_session_alive(*session.borrow_and_update());
         let current = metadata.borrow_and_update().clone();
-        replicas.reconcile(&current);
-    }
-}
-
-/// As leader, proposes the ISR changes followers' progress calls for: a
-/// follower not caught up for `lag_max` leaves, a caught-up one returns.
-/// The change takes effect when the controller commits it.
-async fn maintain_isr(
-    controller: ControllerClient,
-    me: BrokerId,
-    replicas: Arc<ReplicaManager>,
-    metrics: Arc<Metrics>,
-    lag_max: Duration,
-    shutdown: CancellationToken,
-) {
-    let interval = (lag_max / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        for partition in replicas.all() {
-            let (Some(change), Some(leader_epoch)) =
-                (partition.isr_change_due(lag_max), partition.leader_epoch())
-            else {
-                continue;
-            };
-            let controller = controller.clone();
-            let metrics = Arc::clone(&metrics);
-            let before = partition.isr_len();
-            tokio::spawn(async move {
-                let command = MetadataCommand::AlterIsr {
-                    topic: partition.topic.clone(),
-                    partition: partition.index as u32,
-                    leader_id: me,
-                    leader_epoch,
-                    partition_epoch: change.partition_epoch,
-                    isr: change.isr.clone(),
-                };
-                match controller.propose(command).await {
-                    Ok(Ok(())) => {
-                        info!(partition = ?partition, isr = ?change.isr, "ISR changed");
-                        metrics.record_isr_change(before, change.isr.len());
-                    }
-                    Ok(Err(refused)) => {
-                        info!(partition = ?partition, %refused, "ISR change refused")
-                    }
-                    Err(error) => warn!(partition = ?partition, %error, "ISR change not committed"),
-                }
-                partition.isr_change_settled();
-            });
-        }
-    }
-}
-
-async fn enforce_retention(
-    replicas: Arc<ReplicaManager>,
-    interval: Duration,
-    producer_id_expiration: Duration,
-    shutdown: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        for partition in replicas.all() {
-            partition.expire_producers(now_ms(), producer_id_expiration);
-            if let Err(error) = partition.enforce_retention(now_ms()) {
-                error!(partition = ?partition, %error, "retention failed");
-            }
-            if let Err(error) = partition.compact(now_ms()) {
-                error!(partition = ?partition, %error, "compaction failed");
-            }
-        }
+        replicas.reconcile(current).await;
     }
 }

@@ -56,7 +56,10 @@ pub async fn handle(context: &Context, request: AlterConfigsRequest) -> AlterCon
         };
         responses.push(response.with_error_code(code).with_error_message(message));
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     AlterConfigsResponse::default().with_responses(responses)
 }
 

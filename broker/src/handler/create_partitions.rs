@@ -36,6 +36,9 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     CreatePartitionsResponse::default().with_results(results)
 }

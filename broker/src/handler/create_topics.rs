@@ -99,6 +99,9 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     CreateTopicsResponse::default().with_topics(results)
 }

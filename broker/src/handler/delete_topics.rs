@@ -54,7 +54,10 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     if api_version < 5 {
         results
             .iter_mut()

@@ -140,7 +140,10 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
         }
         _ => return ElectLeadersResponse::default().with_error_code(error_code::INVALID_REQUEST),
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, code, message) in results {
         let result = PartitionResult::default()

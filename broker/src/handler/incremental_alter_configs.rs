@@ -75,6 +75,9 @@ pub async fn handle(
                 .await;
         responses.push(response.with_error_code(code).with_error_message(message));
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -135,7 +135,10 @@ async fn create_missing(context: &Context, request: &MetadataRequest) {
             warn!(topic = %name, error = ?committed.error_message, "cannot create a topic a client asked for");
         }
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
 }
 
 fn describe(topic: &TopicRecord) -> MetadataResponseTopic {

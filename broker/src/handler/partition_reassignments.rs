@@ -82,7 +82,10 @@ pub async fn alter(
                 .with_partitions(partitions),
         );
     }
-    context.replicas.reconcile(&context.controller.metadata());
+    context
+        .replicas
+        .reconcile(context.controller.metadata())
+        .await;
     AlterPartitionReassignmentsResponse::default().with_responses(responses)
 }
 

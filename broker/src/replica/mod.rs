@@ -2,8 +2,10 @@
 
 pub mod fetcher;
 pub mod in_sync;
+pub mod isr;
 pub mod partition;
 pub mod replica_manager;
+pub mod retention;
 pub mod throttle;
 
 /// A partition by topic name and index.

@@ -5,10 +5,10 @@
 //! broker's controller session is alive, and follows (the fetchers copy
 //! it from its leader) when another broker leads it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::Notify;
 use tracing::{error, info};
@@ -31,6 +31,8 @@ pub struct ReplicaManager {
     /// False once this broker's controller session lapsed: it may have been
     /// fenced and its partitions given to others, so it leads nothing.
     session_alive: AtomicBool,
+    /// Held for a whole reconciliation (never by requests).
+    reconciling: Mutex<()>,
 }
 
 impl ReplicaManager {
@@ -43,6 +45,7 @@ impl ReplicaManager {
             appended: Arc::new(Notify::new()),
             fetchers: Fetchers::new(broker_id),
             session_alive: AtomicBool::new(true),
+            reconciling: Mutex::new(()),
         }
     }
 
@@ -89,44 +92,101 @@ impl ReplicaManager {
     }
 
     /// Opens what `metadata` assigns here, closes what it no longer lists,
-    /// sets each partition's role and tells the fetchers what to copy.
-    pub fn reconcile(&self, metadata: &ClusterMetadata) {
+    /// sets each partition's role and tells the fetchers what to copy. Runs
+    /// on a blocking thread: opening a partition recovers its log, closing
+    /// one flushes it, and a removed one's directory is deleted.
+    pub async fn reconcile(self: &Arc<Self>, metadata: Arc<ClusterMetadata>) {
+        let replicas = Arc::clone(self);
+        let reconciled =
+            tokio::task::spawn_blocking(move || replicas.reconcile_blocking(&metadata)).await;
+        if let Err(error) = reconciled {
+            error!(%error, "reconciling partitions with the metadata failed");
+        }
+    }
+
+    /// [`ReplicaManager::reconcile`] on the calling thread. The partitions'
+    /// map is locked only to take partitions out and put opened ones in:
+    /// requests looking partitions up never wait for a log's recovery.
+    pub fn reconcile_blocking(&self, metadata: &ClusterMetadata) {
+        // One reconciliation at a time, so a partition is opened once.
+        let _reconciling = self.reconciling.lock().expect("reconcile lock");
         let session_alive = self.session_alive.load(Ordering::Acquire);
-        let mut follow: HashMap<BrokerId, Assignment> = HashMap::new();
-        let mut partitions = self.partitions.write().expect("partitions lock");
-        partitions.retain(|(topic, index), partition| {
-            let record = metadata
-                .topics
-                .get(topic)
-                .filter(|record| record.topic_id == partition.topic_id);
-            let assigned = record.and_then(|record| record.partitions.get(*index as usize));
-            let hosted_here =
-                assigned.is_some_and(|assigned| assigned.replicas.contains(&self.broker_id));
-            if !hosted_here {
-                partition.close();
-                let dir = self.directory(topic, *index);
-                let why = if assigned.is_some() {
-                    "removing a replica moved to other brokers"
-                } else {
-                    "removing partition of a deleted topic"
-                };
-                info!(dir = %dir.display(), "{why}");
-                if let Err(error) = std::fs::remove_dir_all(&dir) {
-                    error!(dir = %dir.display(), %error, "cannot remove partition directory");
+        let mut removed = Vec::new();
+        self.partitions
+            .write()
+            .expect("partitions lock")
+            .retain(|(topic, index), partition| {
+                let record = metadata
+                    .topics
+                    .get(topic)
+                    .filter(|record| record.topic_id == partition.topic_id);
+                let assigned = record.and_then(|record| record.partitions.get(*index as usize));
+                let hosted_here =
+                    assigned.is_some_and(|assigned| assigned.replicas.contains(&self.broker_id));
+                if !hosted_here {
+                    removed.push((
+                        topic.clone(),
+                        *index,
+                        Arc::clone(partition),
+                        assigned.is_some(),
+                    ));
+                }
+                hosted_here
+            });
+        for (topic, index, partition, moved) in removed {
+            partition.close();
+            let dir = self.directory(&topic, index);
+            let why = if moved {
+                "removing a replica moved to other brokers"
+            } else {
+                "removing partition of a deleted topic"
+            };
+            info!(dir = %dir.display(), "{why}");
+            if let Err(error) = std::fs::remove_dir_all(&dir) {
+                error!(dir = %dir.display(), %error, "cannot remove partition directory");
+            }
+        }
+        let mut opened = Vec::new();
+        for topic in metadata.topics.values() {
+            for (index, assignment) in topic.partitions.iter().enumerate() {
+                let index = index as i32;
+                if !assignment.replicas.contains(&self.broker_id)
+                    || self.partition(&topic.name, index).is_some()
+                {
+                    continue;
+                }
+                let config = topic_config(&topic.name, &topic.configs);
+                let partition = Partition::open(
+                    self.directory(&topic.name, index),
+                    topic.name.clone(),
+                    index,
+                    topic.topic_id,
+                    self.broker_id,
+                    config,
+                    Arc::clone(&self.visible),
+                    Arc::clone(&self.appended),
+                );
+                match partition {
+                    Ok(partition) => opened.push(((topic.name.clone(), index), partition)),
+                    Err(error) => {
+                        error!(topic = topic.name, partition = index, %error, "cannot open partition; it is not served");
+                    }
                 }
             }
-            hosted_here
-        });
+        }
+        let mut partitions = self.partitions.write().expect("partitions lock");
+        partitions.extend(opened);
+        let mut follow: HashMap<BrokerId, Assignment> = HashMap::new();
         for topic in metadata.topics.values() {
-            let config = match TopicConfig::from_overrides(&topic.configs) {
-                Ok(config) => config,
-                Err(error) => {
-                    error!(topic = topic.name, %error, "committed topic config is invalid; using defaults");
-                    TopicConfig::default()
-                }
-            };
+            let config = topic_config(&topic.name, &topic.configs);
             for (index, assignment) in topic.partitions.iter().enumerate() {
                 let key = (topic.name.clone(), index as i32);
+                let Some(partition) = partitions.get(&key) else {
+                    continue;
+                };
+                if let Err(error) = partition.update_config(&config) {
+                    error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
+                }
                 let role = if !session_alive || assignment.leader == NO_LEADER {
                     Role::Idle
                 } else if assignment.leader == self.broker_id {
@@ -139,47 +199,16 @@ impl ReplicaManager {
                 } else {
                     Role::Follower
                 };
-                let mut take_role = |partition: &Arc<Partition>| {
-                    partition.set_role(role);
-                    if role == Role::Follower {
-                        follow.entry(assignment.leader).or_default().insert(
-                            key.clone(),
-                            (assignment.leader_epoch, Arc::clone(partition)),
-                        );
-                    }
-                };
-                if let Some(partition) = partitions.get(&key) {
-                    if let Err(error) = partition.update_config(&config) {
-                        error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
-                    }
-                    take_role(partition);
-                    continue;
-                }
-                if !assignment.replicas.contains(&self.broker_id) {
-                    continue;
-                }
-                let dir = self.directory(&topic.name, index as i32);
-                let opened = Partition::open(
-                    dir,
-                    topic.name.clone(),
-                    index as i32,
-                    topic.topic_id,
-                    self.broker_id,
-                    config.clone(),
-                    Arc::clone(&self.visible),
-                    Arc::clone(&self.appended),
-                );
-                match opened {
-                    Ok(partition) => {
-                        take_role(&partition);
-                        partitions.insert(key, partition);
-                    }
-                    Err(error) => {
-                        error!(topic = topic.name, partition = index, %error, "cannot open partition; it is not served");
-                    }
+                partition.set_role(role);
+                if role == Role::Follower {
+                    follow
+                        .entry(assignment.leader)
+                        .or_default()
+                        .insert(key, (assignment.leader_epoch, Arc::clone(partition)));
                 }
             }
         }
+        drop(partitions);
         let plan = follow
             .into_iter()
             .filter_map(|(leader, assignment)| {
@@ -235,4 +264,12 @@ impl ReplicaManager {
             partition.close();
         }
     }
+}
+
+/// A topic's committed configs, or the defaults (logged) if they are invalid.
+fn topic_config(topic: &str, overrides: &BTreeMap<String, String>) -> TopicConfig {
+    TopicConfig::from_overrides(overrides).unwrap_or_else(|error| {
+        error!(topic, %error, "committed topic config is invalid; using defaults");
+        TopicConfig::default()
+    })
 }
