@@ -48,7 +48,7 @@ pub mod validate;
 pub use error::{Result, StorageError};
 pub use leader_epoch::EpochEntry;
 pub use partition_log::{
-    AppendInfo, LogConfig, PartitionLog, PendingFlush, ReadResult, RetentionOutcome,
-    TimestampOffset, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    AppendInfo, CleanedSegments, CompactionPlan, LogConfig, PartitionLog, PendingFlush, ReadResult,
+    RetentionOutcome, TimestampOffset, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
 pub use segment::LogSlice;

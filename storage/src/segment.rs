@@ -605,6 +605,11 @@ impl Segment {
         )
     }
 
+    /// Whether `slice` was read from this segment's current file.
+    pub(crate) fn is_read_by(&self, slice: &LogSlice) -> bool {
+        slice.is_of(&self.file)
+    }
+
     /// Whether the flush `target` is of this segment's file.
     pub(crate) fn is_synced_by(&self, target: &SyncTarget) -> bool {
         target.is_of(&self.file)

@@ -323,6 +323,10 @@ impl LogSlice {
         self.len
     }
 
+    pub(crate) fn is_of(&self, file: &Arc<SegmentFile>) -> bool {
+        self.file.as_ref().is_some_and(|own| Arc::ptr_eq(own, file))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

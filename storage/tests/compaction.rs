@@ -38,16 +38,9 @@ fn records(log: &PartitionLog) -> Vec<(i64, String, String)> {
     }
 }
 
-#[test]
-fn compaction_keeps_the_latest_record_of_each_key_at_its_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("offsets-0");
-    let config = LogConfig {
-        compact: true,
-        ..small_config()
-    };
-    let mut log = PartitionLog::open(&path, config.clone()).unwrap();
-    for step in 0..300 {
+/// Appends `steps` batches of two records each, over seven keys.
+fn write_keys(log: &mut PartitionLog, steps: std::ops::Range<i64>) {
+    for step in steps {
         let mut builder = BatchBuilder::new(1_000 + step);
         let values: Vec<(String, String)> = (0..2)
             .map(|index| {
@@ -65,6 +58,22 @@ fn compaction_keeps_the_latest_record_of_each_key_at_its_offset() {
         log.append_as_leader(&batches, 0, 1_000 + step).unwrap();
     }
     log.flush().unwrap();
+}
+
+fn compacted_log(dir: &std::path::Path) -> (PartitionLog, LogConfig) {
+    let config = LogConfig {
+        compact: true,
+        ..small_config()
+    };
+    (PartitionLog::open(dir, config.clone()).unwrap(), config)
+}
+
+#[test]
+fn compaction_keeps_the_latest_record_of_each_key_at_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offsets-0");
+    let (mut log, config) = compacted_log(&path);
+    write_keys(&mut log, 0..300);
     let before = records(&log);
     let (end, size) = (log.log_end_offset(), log.size_bytes());
     let held = log.read(0, 1 << 20, i64::MAX).unwrap().records;
@@ -119,4 +128,50 @@ fn compaction_keeps_the_latest_record_of_each_key_at_its_offset() {
     let log = PartitionLog::open(&path, config).unwrap();
     assert_eq!(records(&log), after);
     assert_eq!(log.log_end_offset(), end);
+}
+
+#[test]
+fn appends_go_on_while_segments_are_cleaned_and_a_truncation_drops_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("offsets-0");
+    let (mut log, _config) = compacted_log(&path);
+    write_keys(&mut log, 0..300);
+    let end = log.log_end_offset();
+
+    // Appends between the plan and the swap: the log serves them, and the
+    // cleaned segments still go in.
+    let plan = log
+        .plan_compaction(end, 10_000)
+        .unwrap()
+        .expect("sealed segments");
+    write_keys(&mut log, 300..310);
+    let cleaned = plan.clean().unwrap();
+    let before = records(&log);
+    let outcome = log.finish_compaction(cleaned).unwrap();
+    assert!(outcome.segments_cleaned > 10, "{outcome:?}");
+    assert_eq!(log.log_end_offset(), end + 20);
+    let after = records(&log);
+    assert!(after.iter().all(|record| before.contains(record)));
+    assert_eq!(after.last(), before.last(), "the new appends are kept");
+
+    // A truncation between the plan and the swap: nothing is swapped in,
+    // and no file of the dropped work is left behind.
+    write_keys(&mut log, 310..600);
+    let end = log.log_end_offset();
+    let plan = log
+        .plan_compaction(end, 10_000)
+        .unwrap()
+        .expect("sealed segments");
+    let cleaned = plan.clean().unwrap();
+    log.truncate_to(end - 2).unwrap();
+    let before = records(&log);
+    let outcome = log.finish_compaction(cleaned).unwrap();
+    assert_eq!(outcome.segments_cleaned, 0, "{outcome:?}");
+    assert_eq!(records(&log), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

@@ -727,9 +727,15 @@ impl Partition {
     }
 
     /// Compacts the log if its topic is compacted (below the high watermark).
+    /// The log's lock is held to plan and to swap the cleaned segments in,
+    /// not while they are cleaned: appends and reads go on meanwhile.
     pub fn compact(&self, now_ms: i64) -> Result<(), StorageError> {
         let high_watermark = self.high_watermark();
-        let outcome = self.log().compact(high_watermark, now_ms)?;
+        let Some(plan) = self.log().plan_compaction(high_watermark, now_ms)? else {
+            return Ok(());
+        };
+        let cleaned = plan.clean()?;
+        let outcome = self.log().finish_compaction(cleaned)?;
         if outcome.segments_cleaned > 0 {
             tracing::info!(partition = ?self, segments = outcome.segments_cleaned, records_removed = outcome.records_removed, bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, "compacted");
         }

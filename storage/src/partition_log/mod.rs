@@ -38,7 +38,7 @@ use tracing::info;
 
 pub use config::{LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use flush::PendingFlush;
-pub use retention::RetentionOutcome;
+pub use retention::{CleanedSegments, CompactionPlan, RetentionOutcome};
 
 use crate::batch::{BatchHeader, BatchIter, Compression};
 use crate::checkpoint;

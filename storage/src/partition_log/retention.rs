@@ -14,7 +14,7 @@ use crate::checkpoint;
 use crate::compaction::{self, CompactionOutcome};
 use crate::error::{io_error, Result, StorageError};
 use crate::producer_state;
-use crate::segment::{self, ScanStop, Segment};
+use crate::segment::{self, LogSlice, ScanStop, Segment, SegmentState};
 
 /// What retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -98,103 +98,108 @@ impl PartitionLog {
     /// record with the same key (up to the bound) replaces. A cleaned
     /// segment is written to a new file and renamed over the old one, so
     /// readers keep the bytes they hold and a crash leaves one or the other.
+    ///
+    /// All three steps in one call; an owner that locks the log runs
+    /// [`PartitionLog::plan_compaction`] and
+    /// [`PartitionLog::finish_compaction`] under its lock and
+    /// [`CompactionPlan::clean`] without it.
     pub fn compact(&mut self, upper_bound_offset: i64, now_ms: i64) -> Result<CompactionOutcome> {
+        match self.plan_compaction(upper_bound_offset, now_ms)? {
+            Some(plan) => {
+                let cleaned = plan.clean()?;
+                self.finish_compaction(cleaned)
+            }
+            None => Ok(CompactionOutcome::default()),
+        }
+    }
+
+    /// Captures what a compaction reads (see [`PartitionLog::compact`]), or
+    /// `None` when nothing was sealed below the bound since the last one.
+    pub fn plan_compaction(
+        &self,
+        upper_bound_offset: i64,
+        now_ms: i64,
+    ) -> Result<Option<CompactionPlan>> {
         self.check_alive()?;
         let bound = upper_bound_offset.min(self.recovery_point);
         let bases: Vec<i64> = self.segments.keys().copied().collect();
-        let candidates: Vec<i64> = bases
-            .windows(2)
-            .take_while(|pair| pair[1] <= bound)
-            .map(|pair| pair[0])
+        let candidate_count = bases.windows(2).take_while(|pair| pair[1] <= bound).count();
+        let through = candidate_count.checked_sub(1).map(|last| bases[last]);
+        if !self.config.compact || through == self.compacted_through {
+            return Ok(None);
+        }
+        let below_bound = self
+            .segments
+            .values()
+            .take_while(|segment| segment.base_offset < bound)
+            .map(|segment| PlannedSegment {
+                base: segment.base_offset,
+                bytes: segment.slice(0, segment.state.size_bytes),
+                last_offset: segment.state.last_offset,
+            })
             .collect();
-        if !self.config.compact || candidates.last().copied() == self.compacted_through {
-            return Ok(CompactionOutcome::default());
-        }
-        let mut latest = compaction::LatestOffsets::new();
-        for segment in self.segments.values() {
-            if segment.base_offset >= bound {
-                break;
-            }
-            compaction::note_latest_offsets(segment.data(), bound, &mut latest)
-                .map_err(|error| self.corrupt(segment, error.to_string()))?;
-        }
-        let tombstones_before_ms = now_ms.saturating_sub(self.config.delete_retention_ms);
+        Ok(Some(CompactionPlan {
+            dir: self.dir.clone(),
+            bound,
+            tombstones_before_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
+            index_interval_bytes: self.config.index_interval_bytes,
+            truncations_seen: self.truncations,
+            below_bound,
+            candidate_count,
+            through,
+        }))
+    }
+
+    /// Swaps the cleaned segments in, each only if the log still holds the
+    /// very file it was cleaned from and nothing was truncated meanwhile
+    /// (otherwise that work is dropped; the next pass redoes it). A failure
+    /// half way stops the log: a restart recovers it from whichever file
+    /// the rename left.
+    pub fn finish_compaction(&mut self, mut cleaned: CleanedSegments) -> Result<CompactionOutcome> {
+        self.check_alive()?;
         let mut outcome = CompactionOutcome::default();
-        for base in &candidates {
-            let segment = &self.segments[base];
-            let cleaned = compaction::clean_segment(segment.data(), &latest, tombstones_before_ms)
-                .map_err(|error| self.corrupt(segment, error.to_string()))?;
-            let Some((bytes, removed)) = cleaned else {
-                continue;
-            };
-            outcome.segments_cleaned += 1;
-            outcome.records_removed += removed;
-            outcome.bytes_before += segment.state.size_bytes as u64;
-            outcome.bytes_after += bytes.len() as u64;
-            self.replace_segment(*base, &bytes)?;
+        if cleaned.truncations_seen != self.truncations {
+            return Ok(outcome);
         }
-        self.compacted_through = candidates.last().copied();
+        for segment in std::mem::take(&mut cleaned.segments) {
+            let unchanged = self
+                .segments
+                .get(&segment.base)
+                .is_some_and(|current| current.is_read_by(&segment.original));
+            if !unchanged {
+                continue; // dropping it removes its file
+            }
+            let path = segment::log_path(&self.dir, segment.base);
+            if let Err(error) = self.swap_in(&segment, &path) {
+                error!(segment = %path.display(), %error, "cannot swap in a compacted segment; the log stops until a restart recovers it");
+                self.failure = Some(format!("compaction of {} failed: {error}", path.display()));
+                return Err(error);
+            }
+            outcome.segments_cleaned += 1;
+            outcome.records_removed += segment.records_removed;
+            outcome.bytes_before += segment.original.len() as u64;
+            outcome.bytes_after += u64::from(segment.state.size_bytes);
+        }
+        self.compacted_through = cleaned.through;
         Ok(outcome)
     }
 
-    fn corrupt(&self, segment: &Segment, reason: String) -> StorageError {
-        StorageError::Corrupt {
-            segment: segment.path().to_path_buf(),
-            position: 0,
-            reason,
-        }
-    }
-
-    /// Swaps sealed segment `base` for `bytes` (the same offsets, fewer
-    /// records). A failure half way stops the log: a restart recovers it
-    /// from whichever file the rename left.
-    fn replace_segment(&mut self, base: i64, bytes: &[u8]) -> Result<()> {
-        let path = segment::log_path(&self.dir, base);
-        let mut tmp = path.clone().into_os_string();
-        tmp.push(".tmp");
-        let tmp = PathBuf::from(tmp);
-        fs::write(&tmp, bytes).map_err(io_error("write compacted segment", &tmp))?;
-        fs::File::open(&tmp)
-            .and_then(|file| file.sync_all())
-            .map_err(io_error("fsync", &tmp))?;
-        let replaced = self.swap_segment_file(base, &tmp, &path);
-        if let Err(error) = &replaced {
-            error!(segment = %path.display(), %error, "cannot swap in a compacted segment; the log stops until a restart recovers it");
-            self.failure = Some(format!("compaction of {} failed: {error}", path.display()));
-        }
-        replaced
-    }
-
-    fn swap_segment_file(&mut self, base: i64, tmp: &Path, path: &Path) -> Result<()> {
-        let previous_last_offset = self
-            .segments
-            .range(..base)
-            .next_back()
-            .and_then(|(_, segment)| segment.state.last_offset)
-            .unwrap_or(i64::MIN);
+    fn swap_in(&mut self, cleaned: &CleanedSegment, path: &Path) -> Result<()> {
+        let base = cleaned.base;
         // Readers of the old file keep its map (and so its bytes) alive.
         drop(self.segments.remove(&base).expect("a sealed segment"));
         segment::remove_index_files(&self.dir, base)?;
-        fs::rename(tmp, path).map_err(io_error("rename compacted segment", path))?;
+        fs::rename(&cleaned.tmp, path).map_err(io_error("rename compacted segment", path))?;
         checkpoint::sync_dir(&self.dir)?;
         let (handle, file_len) = Segment::map_for_recovery(&self.dir, base)?;
-        let (state, stop) = segment::scan(
-            handle.data(file_len),
+        let segment = Segment::sealed_from_recovery(
+            &self.dir,
             base,
-            previous_last_offset,
-            i64::MIN,
-            self.config.index_interval_bytes,
-            &mut |_| {},
-        );
-        if let ScanStop::Invalid { position, reason } = stop {
-            return Err(StorageError::Corrupt {
-                segment: path.to_path_buf(),
-                position: u64::from(position),
-                reason: format!("compacted segment does not read back: {reason}"),
-            });
-        }
-        let segment =
-            Segment::sealed_from_recovery(&self.dir, base, handle, file_len, state, false)?;
+            handle,
+            file_len,
+            cleaned.state.clone(),
+            false,
+        )?;
         self.segments.insert(base, segment);
         Ok(())
     }
@@ -243,5 +248,119 @@ impl PartitionLog {
             .expect("a log always has a segment");
         producer_state::remove_snapshots(&self.dir, |offset| offset < first_base)?;
         Ok(bytes_deleted)
+    }
+}
+
+/// A segment as a compaction plan saw it.
+struct PlannedSegment {
+    base: i64,
+    bytes: LogSlice,
+    last_offset: Option<i64>,
+}
+
+/// What a compaction reads, captured under the log's lock: the bytes of
+/// every segment below the bound, which stay valid without the lock.
+#[must_use = "a plan does nothing until cleaned and finished"]
+pub struct CompactionPlan {
+    dir: PathBuf,
+    bound: i64,
+    tombstones_before_ms: i64,
+    index_interval_bytes: u32,
+    truncations_seen: u64,
+    below_bound: Vec<PlannedSegment>,
+    /// The first this many of `below_bound` (sealed, wholly below the
+    /// bound) are cleaned.
+    candidate_count: usize,
+    through: Option<i64>,
+}
+
+impl CompactionPlan {
+    /// Cleans the candidate segments into new files beside them, synced and
+    /// checked to read back, without the log's lock.
+    pub fn clean(self) -> Result<CleanedSegments> {
+        let corrupt = |base: i64, reason: String| StorageError::Corrupt {
+            segment: segment::log_path(&self.dir, base),
+            position: 0,
+            reason,
+        };
+        let mut latest = compaction::LatestOffsets::new();
+        for planned in &self.below_bound {
+            compaction::note_latest_offsets(&planned.bytes, self.bound, &mut latest)
+                .map_err(|error| corrupt(planned.base, error.to_string()))?;
+        }
+        let mut cleaned = CleanedSegments {
+            truncations_seen: self.truncations_seen,
+            through: self.through,
+            segments: Vec::new(),
+        };
+        let mut previous_last_offset = i64::MIN;
+        for planned in self.below_bound.into_iter().take(self.candidate_count) {
+            let base = planned.base;
+            let before = previous_last_offset;
+            previous_last_offset = planned.last_offset.unwrap_or(before);
+            let Some((bytes, records_removed)) =
+                compaction::clean_segment(&planned.bytes, &latest, self.tombstones_before_ms)
+                    .map_err(|error| corrupt(base, error.to_string()))?
+            else {
+                continue;
+            };
+            let (state, stop) = segment::scan(
+                &bytes,
+                base,
+                before,
+                i64::MIN,
+                self.index_interval_bytes,
+                &mut |_| {},
+            );
+            if let ScanStop::Invalid { position, reason } = stop {
+                return Err(StorageError::Corrupt {
+                    segment: segment::log_path(&self.dir, base),
+                    position: u64::from(position),
+                    reason: format!("compacted segment does not read back: {reason}"),
+                });
+            }
+            let mut tmp = segment::log_path(&self.dir, base).into_os_string();
+            tmp.push(".tmp");
+            let tmp = PathBuf::from(tmp);
+            fs::write(&tmp, &bytes).map_err(io_error("write compacted segment", &tmp))?;
+            let segment = CleanedSegment {
+                base,
+                original: planned.bytes,
+                tmp,
+                state,
+                records_removed,
+            };
+            fs::File::open(&segment.tmp)
+                .and_then(|file| file.sync_all())
+                .map_err(io_error("fsync", &segment.tmp))?;
+            cleaned.segments.push(segment);
+        }
+        Ok(cleaned)
+    }
+}
+
+/// Cleaned segments in files beside the originals, waiting for
+/// [`PartitionLog::finish_compaction`]. Dropped unfinished, they remove
+/// their files.
+#[must_use = "cleaned segments are swapped in by finish_compaction"]
+pub struct CleanedSegments {
+    truncations_seen: u64,
+    through: Option<i64>,
+    segments: Vec<CleanedSegment>,
+}
+
+struct CleanedSegment {
+    base: i64,
+    /// The bytes it was cleaned from (and so the file they are in).
+    original: LogSlice,
+    tmp: PathBuf,
+    state: SegmentState,
+    records_removed: u64,
+}
+
+impl Drop for CleanedSegment {
+    fn drop(&mut self) {
+        // Gone already once swapped in.
+        let _ = fs::remove_file(&self.tmp);
     }
 }
