@@ -18,12 +18,16 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 pub mod coordinator;
+pub mod groups;
+pub mod led;
 pub mod records;
 pub mod shard;
 
 use std::time::Duration;
 
-pub use self::coordinator::{CommittedOffset, CoordinatorError, GroupCoordinator, Groups, Led};
+pub use self::coordinator::{CommittedOffset, CoordinatorError, GroupCoordinator};
+pub use self::groups::Groups;
+pub use self::led::Led;
 use self::records::Key;
 
 /// The internal topic holding committed offsets and group records.
