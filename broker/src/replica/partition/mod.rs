@@ -25,6 +25,10 @@
 //! log or the high watermark can change for the new role: records a
 //! successor overwrote at the same offsets are therefore never acknowledged.
 
+mod flusher;
+mod follower;
+mod retention;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,9 +43,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::in_sync::{FollowerPosition, InSync, IsrChange};
 use crate::controller::metadata::BrokerId;
+use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
+use flusher::flusher;
+pub use follower::FollowerRead;
 
 /// What this broker is for a partition, as its metadata says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,18 +123,6 @@ pub struct ConsumerRead {
     /// The high watermark the read stopped at.
     pub high_watermark: i64,
     pub log_start_offset: i64,
-}
-
-/// What a follower's fetch gets.
-pub enum FollowerRead {
-    Records(ReadResult),
-    /// The follower's log differs from here after `end_offset` of
-    /// `leader_epoch` (the largest epoch at or below its last one): it
-    /// truncates there and fetches again.
-    Diverging {
-        leader_epoch: i32,
-        end_offset: i64,
-    },
 }
 
 pub struct Partition {
@@ -360,69 +354,6 @@ impl Partition {
         self.in_sync().change_settled();
     }
 
-    /// Serves follower `follower` fetching from `position` (at its log end)
-    /// whose last batch was of `last_fetched_epoch`: records up to the log
-    /// end, or where its log diverges from this one.
-    pub fn serve_follower(
-        &self,
-        follower: BrokerId,
-        position: FollowerPosition,
-        last_fetched_epoch: i32,
-        max_bytes: usize,
-    ) -> Result<FollowerRead, StorageError> {
-        let offset = position.log_end;
-        let read = {
-            let log = self.log();
-            if last_fetched_epoch >= 0 {
-                let (leader_epoch, end_offset) = log.end_offset_for_epoch(last_fetched_epoch);
-                if leader_epoch != last_fetched_epoch || end_offset < offset {
-                    // No epoch at or below its last: nothing is shared
-                    // beyond the start of this log.
-                    let end_offset = if leader_epoch < 0 {
-                        log.log_start_offset()
-                    } else {
-                        end_offset
-                    };
-                    return Ok(FollowerRead::Diverging {
-                        leader_epoch,
-                        end_offset,
-                    });
-                }
-            }
-            let log_end_offset = log.log_end_offset();
-            self.in_sync().record_fetch(
-                follower,
-                position,
-                log_end_offset,
-                tokio::time::Instant::now(),
-            );
-            log.read(offset, max_bytes, log_end_offset)?
-        };
-        self.refresh_high_watermark();
-        Ok(FollowerRead::Records(read))
-    }
-
-    /// Appends batches fetched from the leader, with the high watermark and
-    /// log start the leader reported, and asks for a flush at once: the
-    /// leader's high watermark waits for this replica's durable end.
-    pub fn append_from_leader(
-        &self,
-        records: &Bytes,
-        leader_high_watermark: i64,
-        leader_log_start: i64,
-        now_ms: i64,
-    ) -> Result<(), StorageError> {
-        self.leader_high_watermark
-            .store(leader_high_watermark, Ordering::Release);
-        if !records.is_empty() {
-            let batches = ValidatedBatches::validate(records, Source::Replica, usize::MAX)?;
-            self.log().append_as_follower(&batches, now_ms)?;
-            self.flush_wanted.notify_one();
-        }
-        self.refresh_high_watermark();
-        self.follow_log_start(leader_log_start)
-    }
-
     /// The idempotent producers this replica knows, by producer id.
     pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
         self.log()
@@ -441,62 +372,6 @@ impl Partition {
     /// and where it ended, `(-1, -1)` if none.
     pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> (i32, i64) {
         self.log().end_offset_for_epoch(leader_epoch)
-    }
-
-    /// As a follower: drops everything from `offset` on (a divergent
-    /// suffix). The high watermark comes down with the log end.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
-        let log_end_offset = {
-            let mut log = self.log();
-            self.leadership.send_modify(|leadership| *leadership += 1);
-            log.truncate_to(offset)?;
-            log.log_end_offset()
-        };
-        warn!(partition = ?self, offset, log_end_offset, "truncated a suffix that differs from the leader's log");
-        self.lower_to(log_end_offset);
-        Ok(())
-    }
-
-    /// As a follower whose leader's log starts at `offset`, past everything
-    /// here: empties the log and restarts it there.
-    pub fn restart_at(&self, offset: i64) -> Result<(), StorageError> {
-        {
-            let mut log = self.log();
-            self.leadership.send_modify(|leadership| *leadership += 1);
-            log.truncate_fully_and_start_at(offset)?;
-        }
-        warn!(partition = ?self, offset, "the leader's log starts past this one: restarted empty");
-        self.durable.send_replace(offset);
-        self.high_watermark.send_replace(offset);
-        Ok(())
-    }
-
-    fn lower_to(&self, log_end_offset: i64) {
-        self.durable.send_if_modified(|durable| {
-            let above = *durable > log_end_offset;
-            *durable = (*durable).min(log_end_offset);
-            above
-        });
-        self.high_watermark.send_if_modified(|high_watermark| {
-            let above = *high_watermark > log_end_offset;
-            *high_watermark = (*high_watermark).min(log_end_offset);
-            above
-        });
-    }
-
-    /// Waits until everything below `offset` is durable here, asking for a
-    /// flush; false if `timeout` passed first.
-    pub async fn wait_flushed(&self, offset: i64, timeout: Duration) -> bool {
-        let mut durable = self.durable.subscribe();
-        self.flush_wanted.notify_one();
-        tokio::time::timeout(timeout, durable.wait_for(|&durable| durable >= offset))
-            .await
-            .is_ok_and(|changed| changed.is_ok())
-    }
-
-    /// Everything below this offset is durable here.
-    pub fn durable_end(&self) -> i64 {
-        *self.durable.borrow()
     }
 
     fn log(&self) -> std::sync::MutexGuard<'_, PartitionLog> {
@@ -662,86 +537,6 @@ impl Partition {
         Ok(found.filter(|found| found.offset < high_watermark))
     }
 
-    /// As leader: makes the records below `offset` unreadable for good
-    /// (DeleteRecords; -1 means the high watermark) and deletes the
-    /// segments wholly below it. Only what every in-sync replica has can be
-    /// deleted: `offset` may not pass the high watermark. Followers follow
-    /// on their next fetch. Returns the new log start offset.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, AppendError> {
-        let mut log = self.log();
-        if self.leading_epoch.load(Ordering::Acquire) == NOT_LEADING {
-            return Err(AppendError::NotLeader);
-        }
-        let high_watermark = self.high_watermark();
-        let offset = if offset == -1 { high_watermark } else { offset };
-        if offset < 0 || offset > high_watermark {
-            return Err(AppendError::Storage(StorageError::OffsetOutOfRange {
-                requested: offset,
-                log_start_offset: log.log_start_offset(),
-                log_end_offset: high_watermark,
-            }));
-        }
-        log.delete_records_before(offset)
-            .map_err(AppendError::Storage)?;
-        let log_start_offset = log.log_start_offset();
-        drop(log);
-        info!(partition = ?self, log_start_offset, "records deleted below a new log start offset");
-        Ok(log_start_offset)
-    }
-
-    /// As a follower: moves the log start up to the leader's, as far as
-    /// this replica's high watermark (records deleted there, by
-    /// DeleteRecords or retention, go here too).
-    fn follow_log_start(&self, leader_log_start: i64) -> Result<(), StorageError> {
-        let bound = leader_log_start.min(self.high_watermark());
-        if bound <= self.followed_log_start.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        let mut log = self.log();
-        if bound > log.log_start_offset() {
-            log.delete_records_before(bound)?;
-        }
-        self.followed_log_start.store(bound, Ordering::Release);
-        Ok(())
-    }
-
-    /// Deletes segments past retention, never above the high watermark.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<(), StorageError> {
-        let high_watermark = self.high_watermark();
-        let outcome = self.log().enforce_retention(now_ms, high_watermark)?;
-        if outcome.segments_deleted > 0 {
-            tracing::info!(partition = ?self, segments = outcome.segments_deleted, bytes = outcome.bytes_deleted, log_start_offset = outcome.log_start_offset, "retention deleted segments");
-        }
-        Ok(())
-    }
-
-    /// Forgets idempotent producers whose newest batch here is older than
-    /// `expiration` at `now_ms`.
-    pub fn expire_producers(&self, now_ms: i64, expiration: Duration) {
-        let expired = self
-            .log()
-            .expire_producers(now_ms, expiration.as_millis() as i64);
-        if expired > 0 {
-            info!(partition = ?self, producers = expired, "forgot idempotent producers idle past producer.id.expiration.ms");
-        }
-    }
-
-    /// Compacts the log if its topic is compacted (below the high watermark).
-    /// The log's lock is held to plan and to swap the cleaned segments in,
-    /// not while they are cleaned: appends and reads go on meanwhile.
-    pub fn compact(&self, now_ms: i64) -> Result<(), StorageError> {
-        let high_watermark = self.high_watermark();
-        let Some(plan) = self.log().plan_compaction(high_watermark, now_ms)? else {
-            return Ok(());
-        };
-        let cleaned = plan.clean()?;
-        let outcome = self.log().finish_compaction(cleaned)?;
-        if outcome.segments_cleaned > 0 {
-            tracing::info!(partition = ?self, segments = outcome.segments_cleaned, records_removed = outcome.records_removed, bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after, "compacted");
-        }
-        Ok(())
-    }
-
     /// Stops the flusher, flushes and checkpoints the log, so the next start
     /// recovers nothing.
     pub fn close(&self) {
@@ -751,50 +546,6 @@ impl Partition {
         if let Err(error) = self.log().checkpoint() {
             error!(partition = ?self, %error, "flush on close failed");
         }
-    }
-}
-
-/// Flushes when asked or every `flush.ms`, then publishes the new durable
-/// end and moves the high watermark.
-async fn flusher(partition: Arc<Partition>) {
-    loop {
-        let flush_interval = Duration::from_millis(partition.config().flush_ms);
-        tokio::select! {
-            _ = partition.stop.cancelled() => return,
-            _ = partition.flush_wanted.notified() => {}
-            _ = tokio::time::sleep(flush_interval) => {}
-        }
-        partition.unflushed_bytes.store(0, Ordering::Release);
-        let pending = match partition.log().begin_flush() {
-            Ok(Some(pending)) => pending,
-            Ok(None) => continue,
-            Err(error) => {
-                warn!(partition = ?partition, %error, "log is stopped; the flusher exits");
-                return;
-            }
-        };
-        let (pending, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = pending.sync();
-            (pending, outcome)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(join_error) => {
-                error!(partition = ?partition, %join_error, "flush task failed");
-                return;
-            }
-        };
-        let recovery_point = {
-            let mut log = partition.log();
-            if let Err(error) = log.complete_flush(pending, outcome) {
-                error!(partition = ?partition, %error, "flush failed; the partition stops");
-                return;
-            }
-            log.recovery_point()
-        };
-        partition.durable.send_replace(recovery_point);
-        partition.refresh_high_watermark();
     }
 }
 
