@@ -20,9 +20,8 @@ use uuid::Uuid;
 use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
 use super::rpc::{self, HeartbeatReply, QuorumState, Request, Response};
 use super::ControllerError;
+use crate::limits;
 
-/// How long one proposal may look for a leader that commits it.
-const PROPOSE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a broker that proposed waits to see its own change.
 const OWN_CHANGE_WAIT: Duration = Duration::from_secs(5);
 /// Pause after a failed call before the next voter is tried.
@@ -162,7 +161,10 @@ impl ControllerClient {
         };
         loop {
             let deadline = Instant::now() + WAITING_LOG_INTERVAL;
-            match self.call(&request, PROPOSE_TIMEOUT, deadline).await {
+            match self
+                .call(&request, limits::CONTROLLER_PROPOSE_TIMEOUT, deadline)
+                .await
+            {
                 Ok(Response::Committed {
                     outcome: Ok(()),
                     metadata_version,
@@ -190,8 +192,11 @@ impl ControllerClient {
         command: MetadataCommand,
     ) -> Result<CommandOutcome, ControllerError> {
         let request = Request::Propose(command);
-        let deadline = Instant::now() + PROPOSE_TIMEOUT;
-        match self.call(&request, PROPOSE_TIMEOUT, deadline).await? {
+        let deadline = Instant::now() + limits::CONTROLLER_PROPOSE_TIMEOUT;
+        match self
+            .call(&request, limits::CONTROLLER_PROPOSE_TIMEOUT, deadline)
+            .await?
+        {
             Response::Committed {
                 outcome,
                 metadata_version,

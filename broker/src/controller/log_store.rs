@@ -28,13 +28,12 @@ use strata_storage::checkpoint::{self, Durability, Loaded};
 use tracing::warn;
 
 use super::TypeConfig;
+use crate::limits;
 
 const LOG_FILE: &str = "log";
 const VOTE_FILE: &str = "vote";
 const VOTE_MAGIC: [u8; 4] = *b"SRVT";
 const FRAME_HEADER_BYTES: usize = 8;
-/// Frames larger than this are damage, not records (metadata commands are small).
-const FRAME_BYTES_MAX: usize = 64 << 20;
 /// Rewrite the log file once it is this much larger than its live entries.
 const COMPACTION_SLACK_BYTES: u64 = 4 << 20;
 
@@ -221,7 +220,9 @@ fn replay_frame(bytes: &[u8], entries: &mut Entries) -> Option<usize> {
     }
     let payload_bytes = u32::from_be_bytes(bytes[0..4].try_into().expect("four bytes")) as usize;
     let crc = u32::from_be_bytes(bytes[4..8].try_into().expect("four bytes"));
-    if payload_bytes > FRAME_BYTES_MAX || bytes.len() < FRAME_HEADER_BYTES + payload_bytes {
+    if payload_bytes > limits::RAFT_LOG_FRAME_BYTES_MAX
+        || bytes.len() < FRAME_HEADER_BYTES + payload_bytes
+    {
         return None;
     }
     let payload = &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + payload_bytes];

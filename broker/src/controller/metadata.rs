@@ -18,6 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
@@ -27,9 +28,6 @@ pub type BrokerId = i32;
 
 /// Leader of a partition that has none (Kafka's -1).
 pub const NO_LEADER: BrokerId = -1;
-
-/// Most partitions one topic may have.
-pub const PARTITIONS_PER_TOPIC_MAX: u32 = 10_000;
 
 /// Producer ids per block a broker takes from the controller (Kafka's).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
@@ -835,8 +833,11 @@ fn assign_partitions(
 fn validate_partition_count(requested: u32, existing: u32) -> CommandOutcome {
     let reason = if requested == 0 {
         "a topic needs at least one partition".to_string()
-    } else if requested > PARTITIONS_PER_TOPIC_MAX {
-        format!("at most {PARTITIONS_PER_TOPIC_MAX} partitions per topic")
+    } else if requested > limits::PARTITIONS_PER_TOPIC_MAX {
+        format!(
+            "at most {} partitions per topic",
+            limits::PARTITIONS_PER_TOPIC_MAX
+        )
     } else if requested <= existing {
         format!("the topic already has {existing} partitions; partitions can only be added")
     } else {

@@ -41,6 +41,7 @@ use self::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand,
 use self::network::Network;
 use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
+use crate::limits;
 use crate::metrics::Metrics;
 
 openraft::declare_raft_types!(
@@ -64,8 +65,6 @@ const SESSION_CHECK_INTERVAL: Duration = Duration::from_millis(100);
 /// How often the leader looks for partitions whose preferred leader could
 /// lead again.
 const PREFERRED_LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(5);
-/// Longest a metadata fetch waits for a change.
-const METADATA_WAIT_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -386,7 +385,11 @@ impl Controller {
         }
         let mut metadata = self.metadata.clone();
         let newer = |current: &Arc<ClusterMetadata>| current.metadata_version > after_version;
-        let _ = tokio::time::timeout(wait.min(METADATA_WAIT_MAX), metadata.wait_for(newer)).await;
+        let _ = tokio::time::timeout(
+            wait.min(limits::METADATA_FETCH_WAIT_MAX),
+            metadata.wait_for(newer),
+        )
+        .await;
         if let Err(response) = self.confirm_leadership().await {
             return response;
         }

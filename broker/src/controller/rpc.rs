@@ -25,12 +25,9 @@ use uuid::Uuid;
 
 use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
 use super::TypeConfig;
+use crate::limits;
 
 type NodeId = u64;
-
-/// Frames larger than this are refused before anything is allocated for
-/// them (snapshot chunks are a few MiB; metadata of 100 000 partitions fits).
-pub const FRAME_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -124,7 +121,7 @@ impl Channel {
     pub fn new(stream: TcpStream) -> Channel {
         Channel {
             stream,
-            frames: FrameReader::new(FrameCodec::new(FRAME_BYTES_MAX)),
+            frames: FrameReader::new(FrameCodec::new(limits::CONTROLLER_FRAME_BYTES_MAX)),
             out: BytesMut::new(),
         }
     }
@@ -132,10 +129,11 @@ impl Channel {
     /// Writes one frame holding `message`.
     pub async fn write<T: Serialize>(&mut self, message: &T) -> std::io::Result<()> {
         let payload = postcard::to_stdvec(message).map_err(std::io::Error::other)?;
-        if payload.len() > FRAME_BYTES_MAX {
+        if payload.len() > limits::CONTROLLER_FRAME_BYTES_MAX {
             return Err(std::io::Error::other(format!(
-                "controller message of {} bytes exceeds the {FRAME_BYTES_MAX}-byte frame limit",
-                payload.len()
+                "controller message of {} bytes exceeds the {}-byte frame limit",
+                payload.len(),
+                limits::CONTROLLER_FRAME_BYTES_MAX
             )));
         }
         self.out.clear();

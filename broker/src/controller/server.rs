@@ -1,14 +1,13 @@
 //! The controller listener of a voter: Raft RPCs from the other voters and
 //! calls from brokers, one request at a time per connection.
 
-use std::time::Duration;
-
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::rpc::{self, Request, Response};
 use super::Controller;
+use crate::limits;
 
 /// Serves `listener` until `shutdown`.
 pub async fn serve(listener: TcpListener, controller: Controller, shutdown: CancellationToken) {
@@ -42,16 +41,18 @@ pub async fn serve(listener: TcpListener, controller: Controller, shutdown: Canc
     }
 }
 
-/// Longest a call may take; a leader that lost its quorum cannot confirm
-/// its leadership, and the caller has given up long before this.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 async fn connection(stream: TcpStream, controller: &Controller) -> std::io::Result<()> {
     let mut channel = rpc::Channel::new(stream);
     while let Some(request) = channel.read::<Request>().await? {
-        let response = tokio::time::timeout(CALL_TIMEOUT, controller.handle(request))
-            .await
-            .unwrap_or_else(|_| Response::Failed(format!("no answer within {CALL_TIMEOUT:?}")));
+        let response =
+            tokio::time::timeout(limits::CONTROLLER_CALL_TIMEOUT, controller.handle(request))
+                .await
+                .unwrap_or_else(|_| {
+                    Response::Failed(format!(
+                        "no answer within {:?}",
+                        limits::CONTROLLER_CALL_TIMEOUT
+                    ))
+                });
         channel.write(&response).await?;
     }
     Ok(())

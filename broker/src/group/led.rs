@@ -25,8 +25,8 @@ use super::consumer::{ConsumerGroup, HeartbeatRequest, Heartbeated};
 use super::coordinator::{Answer, CoordinatorError, KeyedRecord};
 use super::groups::{replay, Answering, Groups, Waiters};
 use super::records::Key;
-use super::COMMIT_TIMEOUT;
 use crate::clock::now_ms;
+use crate::limits;
 use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 
 /// A request's answer: now, or when a rebalance step delivers it.
@@ -182,7 +182,7 @@ impl Led {
         // Writes to one partition wait for durability together.
         match self
             .partition
-            .wait_committed(&appended, COMMIT_TIMEOUT)
+            .wait_committed(&appended, limits::OFFSET_COMMIT_TIMEOUT)
             .await
         {
             Commit::Committed => {}

@@ -23,8 +23,6 @@ pub mod led;
 pub mod records;
 pub mod shard;
 
-use std::time::Duration;
-
 pub use self::coordinator::{CommittedOffset, CoordinatorError, GroupCoordinator};
 pub use self::groups::Groups;
 pub use self::led::Led;
@@ -36,11 +34,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const OFFSETS_TOPIC_PARTITIONS: u32 = 50;
 /// Its replication factor when the cluster has that many brokers.
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR: u16 = 3;
-/// Longest a commit waits to be durable on the ISR
-/// (`offsets.commit.timeout.ms`).
-pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest metadata string a commit may carry (`offset.metadata.max.bytes`).
-pub const OFFSET_METADATA_BYTES_MAX: usize = 4096;
 
 /// The `__consumer_offsets` partition of `group`: Kafka's
 /// `Utils.abs(group.hashCode()) % partitions`, with Java's String hash.

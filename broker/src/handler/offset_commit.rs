@@ -11,8 +11,9 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::error_code;
 use super::Context;
 use crate::clock::now_ms;
+use crate::group::offset_record;
 use crate::group::records::OffsetValue;
-use crate::group::{offset_record, OFFSET_METADATA_BYTES_MAX};
+use crate::limits::OFFSET_METADATA_BYTES_MAX;
 
 pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();

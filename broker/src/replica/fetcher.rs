@@ -39,6 +39,7 @@ use super::partition::Partition;
 use super::TopicPartition;
 use crate::clock::now_ms;
 use crate::controller::metadata::BrokerId;
+use crate::limits;
 
 const FETCH_VERSION: i16 = 12;
 /// The tagged field of a fetched partition (`FetchPartition`) in which a
@@ -47,18 +48,8 @@ const FETCH_VERSION: i16 = 12;
 pub const DURABLE_END_TAG: i32 = 10_000;
 /// How long a fetch waits on the leader for something to be appended.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
-/// How long a whole exchange may take before the connection is dropped.
-const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Bytes one round copies per partition: large enough that a busy
-/// partition is not held to one small copy per round trip.
-const PARTITION_FETCH_BYTES: i32 = 8 << 20;
-const FETCH_BYTES: i32 = 16 << 20;
-/// Largest response a fetcher reads.
-const RESPONSE_BYTES_MAX: usize = 64 << 20;
 /// Pause after a failed round.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
-/// How long a flush of what was appended may take.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a failing fetcher says so.
 const WARN_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -183,21 +174,25 @@ async fn run(
         };
         let round = async {
             if connection.is_none() {
-                let stream = tokio::time::timeout(EXCHANGE_TIMEOUT, TcpStream::connect(&address))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                    })??;
+                let stream = tokio::time::timeout(
+                    limits::FOLLOWER_FETCH_TIMEOUT,
+                    TcpStream::connect(&address),
+                )
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
                 stream.set_nodelay(true)?;
                 connection = Some(Connection::new(stream));
             }
             let connection = connection.as_mut().expect("connected above");
             let request = fetch_request(me, &partitions, wait);
-            let response = tokio::time::timeout(EXCHANGE_TIMEOUT, connection.exchange(&request))
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out")
-                })??;
+            let response = tokio::time::timeout(
+                limits::FOLLOWER_FETCH_TIMEOUT,
+                connection.exchange(&request),
+            )
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out"))??;
             Ok::<_, std::io::Error>(response)
         };
         let response = tokio::select! {
@@ -254,7 +249,10 @@ async fn run(
 /// was not within the flush timeout.
 async fn wait_flushed(flushing: &[(Arc<Partition>, i64)]) -> bool {
     for (partition, offset) in flushing {
-        if !partition.wait_flushed(*offset, FLUSH_TIMEOUT).await {
+        if !partition
+            .wait_flushed(*offset, limits::FOLLOWER_FLUSH_TIMEOUT)
+            .await
+        {
             warn!(partition = ?partition, "copied records not flushed in time");
             return false;
         }
@@ -273,7 +271,7 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
             .with_fetch_offset(partition.log_end_offset())
             .with_last_fetched_epoch(partition.latest_leader_epoch().unwrap_or(-1))
             .with_log_start_offset(partition.log_start_offset())
-            .with_partition_max_bytes(PARTITION_FETCH_BYTES);
+            .with_partition_max_bytes(limits::FOLLOWER_PARTITION_FETCH_BYTES);
         topics
             .entry(topic)
             .or_default()
@@ -291,7 +289,7 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
         .with_replica_id(WireBrokerId(me))
         .with_max_wait_ms(wait.as_millis() as i32)
         .with_min_bytes(1)
-        .with_max_bytes(FETCH_BYTES)
+        .with_max_bytes(limits::FOLLOWER_FETCH_BYTES)
         .with_session_epoch(-1)
         .with_topics(topics)
 }
@@ -308,7 +306,7 @@ struct Connection {
 
 impl Connection {
     fn new(stream: TcpStream) -> Connection {
-        let codec = FrameCodec::new(RESPONSE_BYTES_MAX).reserving_whole_frames();
+        let codec = FrameCodec::new(limits::FOLLOWER_RESPONSE_BYTES_MAX).reserving_whole_frames();
         Connection {
             stream,
             correlation_id: 0,

@@ -31,8 +31,8 @@ use super::dispatch::dispatch;
 use crate::handler::error_code;
 use crate::handler::Context;
 use crate::limits::{
-    CONNECTION_IDLE_TIMEOUT, IN_FLIGHT_REQUESTS_PER_CONNECTION, PARTIAL_REQUEST_TIMEOUT,
-    REQUEST_BYTES_MAX,
+    CONNECTION_IDLE_TIMEOUT, DECODED_REQUESTS_AHEAD_MAX, IN_FLIGHT_REQUESTS_PER_CONNECTION,
+    PARTIAL_REQUEST_TIMEOUT, REQUEST_BYTES_MAX,
 };
 
 /// A response being prepared: its frame, `None` when the client expects no
@@ -49,11 +49,6 @@ enum Incoming {
     },
 }
 
-/// Requests decoded ahead of the one being handled. Reading and decoding
-/// run on their own task, so the next request is read while this one is
-/// appended.
-const DECODED_AHEAD_MAX: usize = 2;
-
 /// Serves `stream` until the client leaves, misbehaves, or `shutdown` fires.
 pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: CancellationToken) {
     let peer_addr = stream.peer_addr().ok();
@@ -68,7 +63,7 @@ pub async fn serve(context: Arc<Context>, stream: TcpStream, shutdown: Cancellat
     let _ = stream.set_nodelay(true);
     let (reader, mut writer) = stream.into_split();
     let codec = FrameCodec::new(REQUEST_BYTES_MAX);
-    let (incoming_sender, mut incoming) = mpsc::channel(DECODED_AHEAD_MAX);
+    let (incoming_sender, mut incoming) = mpsc::channel(DECODED_REQUESTS_AHEAD_MAX);
     let misbehaved = CancellationToken::new();
     let reading = AbortOnDrop(tokio::spawn(read_requests(
         FramedRead::new(reader, codec),

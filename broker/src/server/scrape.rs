@@ -14,11 +14,9 @@ use tracing::debug;
 
 use crate::controller::client::ControllerClient;
 use crate::group::{CommittedOffset, GroupCoordinator};
+use crate::limits;
 use crate::metrics::{escape, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
-
-/// Largest metrics HTTP request read before answering.
-const HTTP_REQUEST_BYTES_MAX: usize = 8 << 10;
 
 /// The Prometheus text exposition of everything. `committed` holds the
 /// committed offsets of the groups this broker coordinates.
@@ -181,13 +179,13 @@ pub async fn serve(
 }
 
 /// Reads an HTTP request head: up to the blank line that ends it, the peer
-/// closing, or `HTTP_REQUEST_BYTES_MAX`. A client may send the request line
+/// closing, or `limits::METRICS_REQUEST_BYTES_MAX`. A client may send the request line
 /// in several writes; answering after the first would cut it off.
 async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n")
-        && head.len() < HTTP_REQUEST_BYTES_MAX
+        && head.len() < limits::METRICS_REQUEST_BYTES_MAX
     {
         let len = stream.read(&mut chunk).await?;
         if len == 0 {

@@ -11,10 +11,7 @@ use uuid::Uuid;
 
 use crate::controller::client::ControllerClient;
 use crate::controller::metadata::{BrokerId, MetadataCommand};
-
-/// How long an allocation waits for this broker's metadata to show the
-/// block the controller committed for it.
-const BLOCK_VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::limits;
 
 /// Why no producer id could be handed out.
 #[derive(Debug, thiserror::Error)]
@@ -70,11 +67,16 @@ impl ProducerIds {
                 .get(&self.broker_id)
                 .is_some_and(|block| block.request_id == request_id)
         });
-        let block = match tokio::time::timeout(BLOCK_VISIBLE_TIMEOUT, ours).await {
-            Ok(Ok(seen)) => seen.producer_id_blocks[&self.broker_id],
-            Ok(Err(closed)) => return Err(ProducerIdError::Controller(closed.to_string())),
-            Err(_elapsed) => return Err(ProducerIdError::NotVisible(BLOCK_VISIBLE_TIMEOUT)),
-        };
+        let block =
+            match tokio::time::timeout(limits::PRODUCER_ID_BLOCK_VISIBLE_TIMEOUT, ours).await {
+                Ok(Ok(seen)) => seen.producer_id_blocks[&self.broker_id],
+                Ok(Err(closed)) => return Err(ProducerIdError::Controller(closed.to_string())),
+                Err(_elapsed) => {
+                    return Err(ProducerIdError::NotVisible(
+                        limits::PRODUCER_ID_BLOCK_VISIBLE_TIMEOUT,
+                    ))
+                }
+            };
         tracing::info!(
             first_producer_id = block.first_producer_id,
             count = block.count,

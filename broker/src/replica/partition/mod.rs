@@ -44,6 +44,7 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::controller::metadata::BrokerId;
+use crate::limits;
 use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
 use flusher::flusher;
@@ -174,11 +175,6 @@ const NOT_LEADING: i32 = -1;
 /// Name of the file holding the topic id in a partition directory, so a
 /// topic deleted and created again under the same name never inherits data.
 const TOPIC_ID_FILE: &str = "topic-id";
-
-/// Unflushed bytes that start a flush before `flush.ms` is up. Writing back
-/// a little at a time keeps fsync short: one fsync of a second's worth of
-/// appends (up to a gigabyte) stalls the appends behind it for as long.
-const FLUSH_BYTES_MAX: u64 = 64 << 20;
 
 impl Partition {
     /// Opens (recovering) the partition's log in `dir` and starts its
@@ -438,7 +434,7 @@ impl Partition {
             .unflushed_bytes
             .fetch_add(records.len() as u64, Ordering::AcqRel);
         if self.reader_waiting.swap(false, Ordering::AcqRel)
-            || unflushed_bytes + records.len() as u64 >= FLUSH_BYTES_MAX
+            || unflushed_bytes + records.len() as u64 >= limits::UNFLUSHED_BYTES_MAX
         {
             self.flush_wanted.notify_one();
         }
