@@ -173,7 +173,10 @@ fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{seal_crc, RECORD_COUNT_POSITION};
+    use crate::batch::{
+        restamp_producer, seal_crc, stamp, BATCH_LENGTH_POSITION, MAGIC_POSITION,
+        RECORD_COUNT_POSITION,
+    };
     use crate::record::{BatchBuilder, Record};
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
@@ -189,6 +192,84 @@ mod tests {
             .map(|_| ())
             .map_err(|e| e.source);
         assert_eq!(result, expected);
+    }
+
+    #[test]
+    fn built_batch_is_valid() {
+        let bytes = batch(&[b"a", b"bc", b""]);
+        let validated = ValidatedBatches::validate(&bytes, Source::Producer, usize::MAX).unwrap();
+        assert_eq!(validated.batch_count(), 1);
+        assert_eq!(validated.offset_count(), 3);
+        let header = BatchHeader::parse(&bytes).unwrap();
+        assert_eq!(header.record_count, 3);
+        assert_eq!(header.last_offset_delta, 2);
+        assert_eq!(header.total_bytes(), bytes.len());
+    }
+
+    #[test]
+    fn stamping_keeps_the_crc_valid() {
+        let mut bytes = batch(&[b"x"]);
+        stamp(&mut bytes, 42, 7);
+        let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
+        assert_eq!(header.base_offset, 42);
+        assert_eq!(header.partition_leader_epoch, 7);
+    }
+
+    #[test]
+    fn restamping_the_producer_fields_seals_a_new_crc() {
+        let mut bytes = batch(&[b"x", b"y"]);
+        restamp_producer(&mut bytes, 9, 3, 40);
+        let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
+        assert_eq!(
+            (
+                header.producer_id,
+                header.producer_epoch,
+                header.base_sequence
+            ),
+            (9, 3, 40)
+        );
+    }
+
+    #[test]
+    fn flipped_bit_is_a_crc_error() {
+        let mut bytes = batch(&[b"hello"]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        assert!(matches!(
+            BatchHeader::validate(&bytes, usize::MAX),
+            Err(BatchError::Crc { .. })
+        ));
+    }
+
+    #[test]
+    fn wrong_magic_is_named() {
+        let mut bytes = batch(&[b"x"]);
+        bytes[MAGIC_POSITION] = 1;
+        check(&bytes, Err(BatchError::Magic { found: 1 }));
+    }
+
+    #[test]
+    fn short_input_is_truncated_not_a_panic() {
+        let bytes = batch(&[b"0123456789"]);
+        for cut in 0..bytes.len() {
+            let result = ValidatedBatches::validate(&bytes[..cut], Source::Producer, usize::MAX);
+            assert!(result.is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn oversized_length_is_refused() {
+        let mut bytes = batch(&[b"x"]);
+        bytes[BATCH_LENGTH_POSITION..BATCH_LENGTH_POSITION + 4]
+            .copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            BatchHeader::parse(&bytes),
+            Err(BatchError::Truncated { .. })
+        ));
+        assert!(matches!(
+            BatchHeader::parse_bounded(&bytes, 1 << 20),
+            Err(BatchError::Length { .. })
+        ));
     }
 
     #[test]

@@ -38,6 +38,20 @@ const SOURCE_DEFAULT: i8 = 5;
 /// A broker as DescribeCluster reports it.
 /// The leader of `partition` of the topic `info` describes; `operation`
 /// names what needed it in the error when there is none.
+/// [`check`] for a call about topic `name`: an unknown topic is
+/// [`Error::UnknownTopic`].
+fn check_topic(
+    name: &str,
+    operation: impl FnOnce() -> String,
+    code: i16,
+    message: Option<&StrBytes>,
+) -> Result<()> {
+    if code == ResponseError::UnknownTopicOrPartition.code() {
+        return Err(Error::UnknownTopic(name.to_string()));
+    }
+    check(operation, code, message)
+}
+
 fn leader_of(info: &TopicInfo, partition: i32, operation: &str) -> Result<i32> {
     info.partitions
         .iter()
@@ -127,10 +141,8 @@ impl Admin {
         let answer = self.cluster.call(Target::Any, &request).await?;
         let response = &answer.response;
         let result = answer.first(&response.responses)?;
-        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
-            return Err(Error::UnknownTopic(name.to_string()));
-        }
-        check(
+        check_topic(
+            name,
             || format!("delete topic {name:?}"),
             result.error_code,
             result.error_message.as_ref(),
@@ -420,10 +432,8 @@ impl Admin {
         let answer = self.cluster.call(Target::Any, &request).await?;
         let response = &answer.response;
         let result = answer.first(&response.results)?;
-        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
-            return Err(Error::UnknownTopic(name.to_string()));
-        }
-        check(
+        check_topic(
+            name,
             || format!("grow topic {name:?} to {partition_count} partitions"),
             result.error_code,
             result.error_message.as_ref(),
@@ -441,10 +451,8 @@ impl Admin {
         let answer = self.cluster.call(Target::Any, &request).await?;
         let response = &answer.response;
         let result = answer.first(&response.results)?;
-        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
-            return Err(Error::UnknownTopic(name.to_string()));
-        }
-        check(
+        check_topic(
+            name,
             || format!("describe configs of {name:?}"),
             result.error_code,
             result.error_message.as_ref(),
@@ -493,10 +501,8 @@ impl Admin {
         let answer = self.cluster.call(Target::Any, &request).await?;
         let response = &answer.response;
         let result = answer.first(&response.responses)?;
-        if result.error_code == ResponseError::UnknownTopicOrPartition.code() {
-            return Err(Error::UnknownTopic(name.to_string()));
-        }
-        check(
+        check_topic(
+            name,
             || format!("alter configs of {name:?}"),
             result.error_code,
             result.error_message.as_ref(),
