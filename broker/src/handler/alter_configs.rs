@@ -56,10 +56,7 @@ pub async fn handle(context: &Context, request: AlterConfigsRequest) -> AlterCon
         };
         responses.push(response.with_error_code(code).with_error_message(message));
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     AlterConfigsResponse::default().with_responses(responses)
 }
 

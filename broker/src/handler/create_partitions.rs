@@ -36,9 +36,6 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     CreatePartitionsResponse::default().with_results(results)
 }

@@ -99,9 +99,6 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     CreateTopicsResponse::default().with_topics(results)
 }

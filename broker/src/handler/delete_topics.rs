@@ -54,10 +54,7 @@ pub async fn handle(
                 .with_error_message(committed.error_message),
         );
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     if api_version < 5 {
         results
             .iter_mut()

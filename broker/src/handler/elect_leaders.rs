@@ -140,10 +140,7 @@ pub async fn handle(context: &Context, request: ElectLeadersRequest) -> ElectLea
         }
         _ => return ElectLeadersResponse::default().with_error_code(error_code::INVALID_REQUEST),
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     let mut by_topic: Vec<ReplicaElectionResult> = Vec::new();
     for (topic, partition, code, message) in results {
         let result = PartitionResult::default()

@@ -75,9 +75,6 @@ pub async fn handle(
                 .await;
         responses.push(response.with_error_code(code).with_error_message(message));
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -135,10 +135,7 @@ async fn create_missing(context: &Context, request: &MetadataRequest) {
             warn!(topic = %name, error = ?committed.error_message, "cannot create a topic a client asked for");
         }
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
 }
 
 fn describe(topic: &TopicRecord) -> MetadataResponseTopic {

@@ -107,6 +107,13 @@ impl From<CommandOutcome> for Committed {
 }
 
 impl Context {
+    /// Brings this broker's partitions in line with the metadata as it is
+    /// now (opened, closed, leading or following), so the answer to a
+    /// request that changed topics holds on this broker already.
+    pub async fn reconcile_replicas(&self) {
+        self.replicas.reconcile(self.controller.metadata()).await;
+    }
+
     /// Partition `index` of `topic` with the leader epoch it is led in, if
     /// this broker leads it; otherwise the error code that tells the client
     /// what to do: the partition does not exist, or (it exists but this

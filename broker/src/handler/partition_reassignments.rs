@@ -82,10 +82,7 @@ pub async fn alter(
                 .with_partitions(partitions),
         );
     }
-    context
-        .replicas
-        .reconcile(context.controller.metadata())
-        .await;
+    context.reconcile_replicas().await;
     AlterPartitionReassignmentsResponse::default().with_responses(responses)
 }
 
