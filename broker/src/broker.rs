@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::controller::client::ControllerClient;
+use crate::controller::metadata::BrokerId;
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
 use crate::handler::Context;
@@ -97,6 +98,7 @@ impl Broker {
         let mut tasks = Vec::new();
         let metrics = Arc::new(Metrics::default());
 
+        let me = BrokerId(config.node_id);
         let node_id = config.node_id as u64;
         let mut voters: BTreeMap<u64, String> = config
             .controllers
@@ -135,22 +137,17 @@ impl Broker {
         ));
         let incarnation = Uuid::new_v4();
         controller
-            .register(
-                config.node_id,
-                &advertised_host,
-                advertised_port,
-                incarnation,
-            )
+            .register(me, &advertised_host, advertised_port, incarnation)
             .await
             .map_err(BrokerError::Registration)?;
-        let metadata = controller.registered(config.node_id, incarnation).await;
+        let metadata = controller.registered(me, incarnation).await;
         let cluster_id = metadata
             .cluster_id
             .clone()
             .expect("the controller names the cluster before it registers brokers");
         check_cluster_id(dir, &cluster_id)?;
         tasks.push(tokio::spawn(controller.clone().heartbeat(
-            config.node_id,
+            me,
             incarnation,
             advertised_host.clone(),
             advertised_port,
@@ -158,7 +155,7 @@ impl Broker {
             shutdown.clone(),
         )));
 
-        let replicas = Arc::new(ReplicaManager::new(config.node_id, dir.clone()));
+        let replicas = Arc::new(ReplicaManager::new(me, dir.clone()));
         replicas
             .remove_unknown_directories(&metadata)
             .map_err(dir_error)?;
@@ -187,7 +184,7 @@ impl Broker {
         };
         let metrics_for_isr = Arc::clone(&metrics);
         let context = Arc::new(Context {
-            broker_id: config.node_id,
+            broker_id: me,
             advertised_host,
             advertised_port,
             cluster_id,
@@ -195,7 +192,7 @@ impl Broker {
             replicas: Arc::clone(&replicas),
             metrics,
             groups,
-            producer_ids: ProducerIds::new(config.node_id, controller.clone()),
+            producer_ids: ProducerIds::new(me, controller.clone()),
             topic_defaults: config.topics,
             catch_up_throttle: Default::default(),
         });
@@ -218,7 +215,7 @@ impl Broker {
         )));
         tasks.push(tokio::spawn(isr::maintain_isr(
             controller_for_isr,
-            config.node_id,
+            me,
             Arc::clone(&replicas),
             Arc::clone(&metrics_for_isr),
             config.replica_lag_time_max,

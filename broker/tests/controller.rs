@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use strata_broker::controller::log_store::LogStore;
-use strata_broker::controller::metadata::{MetadataCommand, MetadataError};
+use strata_broker::controller::metadata::{BrokerId, MetadataCommand, MetadataError};
 use strata_broker::controller::state_machine::StateMachine;
 use strata_broker::controller::{Controller, ControllerSettings, TypeConfig};
 use uuid::Uuid;
@@ -45,7 +45,7 @@ fn create_topic(name: &str, partition_count: u32) -> MetadataCommand {
 
 async fn register_broker(controller: &Controller) {
     let register = MetadataCommand::RegisterBroker {
-        broker_id: 1,
+        broker_id: BrokerId(1),
         host: "127.0.0.1".into(),
         port: 9092,
         incarnation: Uuid::new_v4(),

@@ -302,7 +302,7 @@ impl ControllerClient {
                 tokio::select! {
                     _ = tokio::time::sleep_until(sent + timeout) => {
                         if self.inner.session_alive.send_replace(false) {
-                            warn!(broker_id, "controller session lapsed: leading no partitions until it is renewed");
+                            warn!(%broker_id, "controller session lapsed: leading no partitions until it is renewed");
                         }
                         if session.changed().await.is_err() {
                             return;
@@ -326,23 +326,23 @@ impl ControllerClient {
                         acknowledged
                             .send_replace((sent, Duration::from_millis(session_timeout_ms)));
                         if !self.inner.session_alive.send_replace(true) {
-                            info!(broker_id, "controller session renewed");
+                            info!(%broker_id, "controller session renewed");
                         }
                     }
                     Ok(Response::Heartbeat(HeartbeatReply::Unregistered)) => {
                         warn!(
-                            broker_id,
+                            %broker_id,
                             "the controller has no registration for this broker; registering again"
                         );
                         if let Err(refused) =
                             self.register(broker_id, &host, port, incarnation).await
                         {
-                            error!(broker_id, %refused, "registration refused");
+                            error!(%broker_id, %refused, "registration refused");
                         }
                     }
                     Ok(Response::Heartbeat(HeartbeatReply::StaleIncarnation)) => {
                         error!(
-                            broker_id,
+                            %broker_id,
                             "another process registered with this broker id: this one leads nothing from now on"
                         );
                         self.inner.session_alive.send_replace(false);

@@ -23,11 +23,20 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
 
-/// A broker's id (Kafka's `node.id`; an `i32` on the wire).
-pub type BrokerId = i32;
+/// A broker's id (Kafka's `node.id`; an `i32` on the wire, where
+/// `BrokerId(-1)` means none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BrokerId(pub i32);
+
+impl std::fmt::Display for BrokerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
 
 /// Leader of a partition that has none (Kafka's -1).
-pub const NO_LEADER: BrokerId = -1;
+pub const NO_LEADER: BrokerId = BrokerId(-1);
 
 /// Producer ids per block a broker takes from the controller (Kafka's).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1_000;
@@ -872,12 +881,13 @@ pub fn validate_topic_name(name: &str) -> CommandOutcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::metadata::BrokerId as B;
 
     fn cluster(broker_count: i32) -> ClusterMetadata {
         let mut metadata = ClusterMetadata::default();
         for broker_id in 1..=broker_count {
             let command = MetadataCommand::RegisterBroker {
-                broker_id,
+                broker_id: B(broker_id),
                 host: "127.0.0.1".into(),
                 port: 9092,
                 incarnation: Uuid::from_u128(broker_id as u128),
@@ -891,7 +901,7 @@ mod tests {
     fn producer_id_blocks_never_overlap_and_only_registered_brokers_get_one() {
         let mut metadata = cluster(2);
         let mut blocks = Vec::new();
-        for (index, broker_id) in [1, 2, 1].into_iter().enumerate() {
+        for (index, broker_id) in [B(1), B(2), B(1)].into_iter().enumerate() {
             let request_id = Uuid::from_u128(100 + index as u128);
             metadata
                 .apply(MetadataCommand::AllocateProducerIds {
@@ -906,10 +916,10 @@ mod tests {
         assert_eq!(blocks, [0..1_000, 1_000..2_000, 2_000..3_000]);
         assert_eq!(
             metadata.apply(MetadataCommand::AllocateProducerIds {
-                broker_id: 9,
+                broker_id: B(9),
                 request_id: Uuid::from_u128(1),
             }),
-            Err(MetadataError::UnknownBroker(9))
+            Err(MetadataError::UnknownBroker(B(9)))
         );
         assert_eq!(metadata.next_producer_id, 3_000);
     }
@@ -1042,7 +1052,7 @@ mod tests {
         metadata.apply(create("moving", 1, 2)).unwrap();
         let start = partition(&metadata, "moving", 0);
         let original = start.replicas.clone();
-        let outsiders: Vec<BrokerId> = (1..=4).filter(|id| !original.contains(id)).collect();
+        let outsiders: Vec<BrokerId> = (1..=4).map(B).filter(|id| !original.contains(id)).collect();
         // Move wholly away from the original replicas (the leader too).
         let target = outsiders.clone();
         metadata
@@ -1103,7 +1113,7 @@ mod tests {
 
         // A grow waits for the new replica; cancelling returns to the
         // original replicas.
-        let outsider = (1..=4).find(|id| !keep.contains(id)).unwrap();
+        let outsider = (1..=4).map(B).find(|id| !keep.contains(id)).unwrap();
         metadata
             .apply(reassign("t", 0, Some(vec![keep[0], outsider])))
             .unwrap();
@@ -1116,8 +1126,8 @@ mod tests {
 
         for refused in [
             reassign("t", 1, Some(vec![])),
-            reassign("t", 1, Some(vec![1, 1])),
-            reassign("t", 1, Some(vec![9])),
+            reassign("t", 1, Some(vec![B(1), B(1)])),
+            reassign("t", 1, Some(vec![B(9)])),
             reassign("t", 1, None),
         ] {
             assert!(
@@ -1190,7 +1200,7 @@ mod tests {
                 "without the leader",
             ),
             (
-                alter_isr("orders", 0, &after, vec![leader, 9]),
+                alter_isr("orders", 0, &after, vec![leader, B(9)]),
                 "not a replica",
             ),
             (
@@ -1243,13 +1253,13 @@ mod tests {
         metadata.apply(create("replicated", 3, 3)).unwrap();
         metadata.apply(create("single", 3, 1)).unwrap();
         let before = metadata.clone();
-        metadata.apply(fence(&metadata, 1)).unwrap();
+        metadata.apply(fence(&metadata, B(1))).unwrap();
         check_invariants(&metadata);
-        assert!(metadata.brokers[&1].fenced);
+        assert!(metadata.brokers[&B(1)].fenced);
         for (name, topic) in &before.topics {
             for (index, old) in topic.partitions.iter().enumerate() {
                 let new = partition(&metadata, name, index);
-                match (old.leader == 1, old.replicas.len()) {
+                match (old.leader == B(1), old.replicas.len()) {
                     (false, _) => {
                         assert_eq!(
                             (new.leader, new.leader_epoch),
@@ -1261,29 +1271,29 @@ mod tests {
                         assert_eq!(new.leader_epoch, old.leader_epoch + 1);
                         assert_eq!(
                             new.isr,
-                            vec![1],
+                            vec![B(1)],
                             "the last in-sync replica stays in the ISR"
                         );
                     }
                     (true, _) => {
-                        let expected = old.replicas.iter().copied().find(|&id| id != 1).unwrap();
+                        let expected = old.replicas.iter().copied().find(|&id| id != B(1)).unwrap();
                         assert_eq!(new.leader, expected);
                         assert_eq!(new.leader_epoch, old.leader_epoch + 1);
                     }
                 }
                 if old.replicas.len() > 1 {
-                    assert!(!new.isr.contains(&1), "fenced brokers leave shared ISRs");
+                    assert!(!new.isr.contains(&B(1)), "fenced brokers leave shared ISRs");
                 }
             }
         }
         let version = metadata.metadata_version;
-        metadata.apply(fence(&metadata, 1)).unwrap();
+        metadata.apply(fence(&metadata, B(1))).unwrap();
         assert_eq!(
             metadata.metadata_version, version,
             "fencing twice changes nothing"
         );
 
-        metadata.apply(unfence(&metadata, 1)).unwrap();
+        metadata.apply(unfence(&metadata, B(1))).unwrap();
         check_invariants(&metadata);
         for (index, old) in before.topics["single"].partitions.iter().enumerate() {
             let new = partition(&metadata, "single", index);
@@ -1291,7 +1301,7 @@ mod tests {
                 new.leader, NO_LEADER,
                 "every single-replica partition leads again"
             );
-            if old.leader == 1 {
+            if old.leader == B(1) {
                 assert_eq!(new.leader_epoch, old.leader_epoch + 2);
             }
         }
@@ -1304,38 +1314,38 @@ mod tests {
         metadata.apply(create("pair", 4, 2)).unwrap();
         let before = metadata.clone();
         let version = metadata.metadata_version;
-        metadata.apply(register(1, 1)).unwrap();
+        metadata.apply(register(B(1), 1)).unwrap();
         assert_eq!(
             metadata.metadata_version, version,
             "a retried registration is a no-op"
         );
 
-        metadata.apply(register(1, 100)).unwrap();
+        metadata.apply(register(B(1), 100)).unwrap();
         check_invariants(&metadata);
         for (name, topic) in &before.topics {
             for (index, old) in topic.partitions.iter().enumerate() {
                 let new = partition(&metadata, name, index);
-                if old.leader != 1 {
+                if old.leader != B(1) {
                     assert_eq!(
                         (new.leader, new.leader_epoch),
                         (old.leader, old.leader_epoch)
                     );
                 } else if name == "single" {
-                    assert_eq!((new.leader, new.leader_epoch), (1, old.leader_epoch + 1));
+                    assert_eq!((new.leader, new.leader_epoch), (B(1), old.leader_epoch + 1));
                 } else {
-                    assert_eq!((new.leader, new.leader_epoch), (2, old.leader_epoch + 1));
-                    assert_eq!(new.isr, vec![2]);
+                    assert_eq!((new.leader, new.leader_epoch), (B(2), old.leader_epoch + 1));
+                    assert_eq!(new.isr, vec![B(2)]);
                 }
             }
         }
         let stale = MetadataCommand::FenceBroker {
-            broker_id: 1,
+            broker_id: B(1),
             incarnation: Uuid::from_u128(1),
         };
         let before_stale = metadata.clone();
         assert_eq!(
             metadata.apply(stale),
-            Err(MetadataError::StaleIncarnation { broker_id: 1 })
+            Err(MetadataError::StaleIncarnation { broker_id: B(1) })
         );
         assert_eq!(metadata, before_stale);
     }
@@ -1344,8 +1354,8 @@ mod tests {
     fn preferred_leaders_return_once_they_are_in_sync_and_alive() {
         let mut metadata = cluster(3);
         metadata.apply(create("orders", 3, 3)).unwrap();
-        metadata.apply(fence(&metadata, 1)).unwrap();
-        metadata.apply(unfence(&metadata, 1)).unwrap();
+        metadata.apply(fence(&metadata, B(1))).unwrap();
+        metadata.apply(unfence(&metadata, B(1))).unwrap();
         assert!(
             !metadata.preferred_leaders_wait(),
             "broker 1 is not in sync yet"
@@ -1359,8 +1369,8 @@ mod tests {
         // What replication does once broker 1 catches up.
         for index in 0..3 {
             let current = partition(&metadata, "orders", index);
-            if !current.isr.contains(&1) {
-                let isr = [current.isr.clone(), vec![1]].concat();
+            if !current.isr.contains(&B(1)) {
+                let isr = [current.isr.clone(), vec![B(1)]].concat();
                 metadata
                     .apply(alter_isr("orders", index, &current, isr))
                     .unwrap();
@@ -1397,7 +1407,7 @@ mod tests {
             state % bound
         };
         for step in 0..5_000u128 {
-            let broker_id = 1 + next(3) as BrokerId;
+            let broker_id = B(1 + next(3) as i32);
             let command = match next(6) {
                 0 => fence(&metadata, broker_id),
                 5 => MetadataCommand::ElectUncleanLeader {
@@ -1443,20 +1453,20 @@ mod tests {
         metadata.apply(create_unclean("risky", 1, 2)).unwrap();
         // Broker 1 falls behind on both (fenced), then broker 2 dies too:
         // the ISR of each is whichever was left, and neither has a leader.
-        metadata.apply(fence(&metadata, 1)).unwrap();
-        metadata.apply(fence(&metadata, 2)).unwrap();
+        metadata.apply(fence(&metadata, B(1))).unwrap();
+        metadata.apply(fence(&metadata, B(2))).unwrap();
         assert!(
             metadata.unclean_election_candidates().is_empty(),
             "nobody alive"
         );
         let lost = partition(&metadata, "risky", 0);
-        assert_eq!((lost.leader, lost.isr.clone()), (NO_LEADER, vec![2]));
+        assert_eq!((lost.leader, lost.isr.clone()), (NO_LEADER, vec![B(2)]));
         // Only broker 1, out of sync, comes back.
-        metadata.apply(unfence(&metadata, 1)).unwrap();
+        metadata.apply(unfence(&metadata, B(1))).unwrap();
         assert_eq!(partition(&metadata, "safe", 0).leader, NO_LEADER);
         assert_eq!(
             metadata.unclean_election_candidates(),
-            vec![("risky".to_string(), 0, vec![2])]
+            vec![("risky".to_string(), 0, vec![B(2)])]
         );
         let elect = |topic: &str| MetadataCommand::ElectUncleanLeader {
             topic: topic.into(),
@@ -1469,7 +1479,7 @@ mod tests {
         assert_eq!(partition(&metadata, "safe", 0).leader, NO_LEADER);
         metadata.apply(elect("risky")).unwrap();
         let elected = partition(&metadata, "risky", 0);
-        assert_eq!((elected.leader, elected.isr.clone()), (1, vec![1]));
+        assert_eq!((elected.leader, elected.isr.clone()), (B(1), vec![B(1)]));
         assert_eq!(elected.leader_epoch, lost.leader_epoch + 1);
         check_invariants(&metadata);
         // Done once: a second election changes nothing.

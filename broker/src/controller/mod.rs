@@ -331,7 +331,7 @@ impl Controller {
                 ..
             }
         ) {
-            info!(broker_id, %host, port, %incarnation, "broker registered");
+            info!(%broker_id, %host, port, %incarnation, "broker registered");
             self.record_heartbeat(term, broker_id);
         }
         response
@@ -364,7 +364,7 @@ impl Controller {
                         incarnation,
                     };
                     match self.propose(unfence).await {
-                        Ok(_) => info!(broker_id, "broker unfenced: it heartbeats again"),
+                        Ok(_) => info!(%broker_id, "broker unfenced: it heartbeats again"),
                         Err(ControllerError::NotLeader(leader)) => {
                             return Response::NotLeader { leader }
                         }
@@ -443,7 +443,7 @@ impl Controller {
             };
             for (broker_id, incarnation, silent) in self.lapsed_sessions(term) {
                 warn!(
-                    broker_id,
+                    %broker_id,
                     silent_ms = silent.as_millis() as u64,
                     "fencing broker: its heartbeats lapsed"
                 );
@@ -452,7 +452,7 @@ impl Controller {
                     incarnation,
                 };
                 if let Err(error) = self.propose(fence).await {
-                    warn!(broker_id, %error, "could not fence broker");
+                    warn!(%broker_id, %error, "could not fence broker");
                 }
             }
             self.elect_unclean_leaders(&metrics).await;
@@ -497,7 +497,7 @@ impl Controller {
                     error!(
                         topic,
                         partition,
-                        leader,
+                        %leader,
                         leader_epoch,
                         ?fenced_isr,
                         "unclean leader election: an out-of-sync replica leads; records only the fenced in-sync replicas had are lost"
@@ -552,7 +552,7 @@ async fn log_leader_changes(mut metrics: watch::Receiver<openraft::RaftMetrics<u
             && (leader.is_some() || known.is_some_and(|(was, _)| was.is_some()))
         {
             match leader {
-                Some(leader) => info!(leader, term, "controller leader elected"),
+                Some(leader) => info!(%leader, term, "controller leader elected"),
                 None => info!(term, "controller has no leader; electing one"),
             }
         }

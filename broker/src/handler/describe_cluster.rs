@@ -2,7 +2,7 @@
 //! listed (marked) only when a v2+ request asks for them.
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::messages::{DescribeClusterRequest, DescribeClusterResponse};
 
 use super::{str_bytes, Context};
 
@@ -19,7 +19,7 @@ pub fn handle(
         .filter(|broker| include_fenced || !broker.fenced)
         .map(|broker| {
             DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.broker_id))
+                .with_broker_id(broker.broker_id.into())
                 .with_host(str_bytes(broker.host.clone()))
                 .with_port(broker.port as i32)
                 .with_is_fenced(broker.fenced)
@@ -27,6 +27,6 @@ pub fn handle(
         .collect();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(context.cluster_id.clone()))
-        .with_controller_id(BrokerId(context.controller_id()))
+        .with_controller_id(context.controller_id().into())
         .with_brokers(brokers)
 }

@@ -39,7 +39,7 @@ pub async fn handle(context: &Context, request: FetchRequest, api_version: i16) 
     let follower = request.replica_id.0;
     let read = |context, request| {
         if follower >= 0 {
-            read_for_follower(context, request, follower, api_version)
+            read_for_follower(context, request, BrokerId(follower), api_version)
         } else if follower == DEBUGGING_REPLICA_ID {
             read_replica(context, request)
         } else {

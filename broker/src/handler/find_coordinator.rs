@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::error_code;
 use super::{commit, str_bytes, Context};
-use crate::controller::metadata::MetadataCommand;
+use crate::controller::metadata::{self, MetadataCommand};
 use crate::group::{
     partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICATION_FACTOR,
 };
@@ -80,7 +80,7 @@ fn coordinator_of(
     let partition = partition_for(group);
     let leader = metadata
         .partition(OFFSETS_TOPIC, partition)
-        .map_or(-1, |partition| partition.leader);
+        .map_or(metadata::NO_LEADER, |partition| partition.leader);
     let not_available = || {
         (
             error_code::COORDINATOR_NOT_AVAILABLE,
@@ -88,7 +88,7 @@ fn coordinator_of(
         )
     };
     let broker = metadata.brokers.get(&leader).ok_or_else(not_available)?;
-    Ok((leader, broker.host.clone(), broker.port as i32))
+    Ok((leader.0, broker.host.clone(), broker.port as i32))
 }
 
 /// Creates `__consumer_offsets` if it does not exist yet.

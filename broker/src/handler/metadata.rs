@@ -4,7 +4,7 @@
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse, TopicName};
 
 use std::collections::BTreeMap;
 
@@ -31,7 +31,7 @@ pub async fn handle(
         .alive_broker_records()
         .map(|broker| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(broker.broker_id))
+                .with_node_id(broker.broker_id.into())
                 .with_host(str_bytes(broker.host.clone()))
                 .with_port(broker.port as i32)
         })
@@ -73,7 +73,7 @@ pub async fn handle(
         .with_brokers(brokers)
         .with_topics(topics);
     if api_version >= 1 {
-        response = response.with_controller_id(BrokerId(context.controller_id()));
+        response = response.with_controller_id(context.controller_id().into());
     }
     if api_version >= 2 {
         response = response.with_cluster_id(Some(str_bytes(context.cluster_id.clone())));
@@ -146,10 +146,10 @@ fn describe(topic: &TopicRecord) -> MetadataResponseTopic {
         .map(|(index, partition)| {
             MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
-                .with_leader_id(BrokerId(partition.leader))
+                .with_leader_id(partition.leader.into())
                 .with_leader_epoch(partition.leader_epoch)
-                .with_replica_nodes(partition.replicas.iter().copied().map(BrokerId).collect())
-                .with_isr_nodes(partition.isr.iter().copied().map(BrokerId).collect())
+                .with_replica_nodes(partition.replicas.iter().copied().map(Into::into).collect())
+                .with_isr_nodes(partition.isr.iter().copied().map(Into::into).collect())
         })
         .collect();
     MetadataResponseTopic::default()

@@ -41,6 +41,7 @@ use std::sync::Arc;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::controller::client::ControllerClient;
+use crate::controller::metadata::BrokerId;
 use crate::controller::metadata::{CommandOutcome, MetadataCommand};
 use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
@@ -50,7 +51,7 @@ use crate::txn::ProducerIds;
 
 /// What every handler may use.
 pub struct Context {
-    pub broker_id: i32,
+    pub broker_id: BrokerId,
     /// The host and port clients are told to connect to.
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -106,6 +107,12 @@ impl From<CommandOutcome> for Committed {
     }
 }
 
+impl From<BrokerId> for kafka_protocol::messages::BrokerId {
+    fn from(broker: BrokerId) -> Self {
+        kafka_protocol::messages::BrokerId(broker.0)
+    }
+}
+
 impl Context {
     /// Brings this broker's partitions in line with the metadata as it is
     /// now (opened, closed, leading or following), so the answer to a
@@ -156,10 +163,10 @@ impl Context {
 
     /// The broker clients are told is the controller: the metadata quorum's
     /// leader (every voter is a broker), or this broker while none is known.
-    pub fn controller_id(&self) -> i32 {
+    pub fn controller_id(&self) -> BrokerId {
         self.controller
             .quorum()
-            .map_or(self.broker_id, |quorum| quorum.leader as i32)
+            .map_or(self.broker_id, |quorum| BrokerId(quorum.leader as i32))
     }
 }
 

@@ -18,7 +18,7 @@ use kafka_protocol::messages::{
 
 use super::error_code;
 use super::{commit, str_bytes, Context};
-use crate::controller::metadata::MetadataCommand;
+use crate::controller::metadata::{self, MetadataCommand};
 
 pub async fn alter(
     context: &Context,
@@ -47,9 +47,12 @@ pub async fn alter(
                 partitions.push(response.with_error_code(error_code::UNKNOWN_TOPIC_OR_PARTITION));
                 continue;
             };
-            let target: Option<Vec<i32>> = partition
-                .replicas
-                .map(|replicas| replicas.into_iter().map(|broker| broker.0).collect());
+            let target: Option<Vec<metadata::BrokerId>> = partition.replicas.map(|replicas| {
+                replicas
+                    .into_iter()
+                    .map(|broker| metadata::BrokerId(broker.0))
+                    .collect()
+            });
             // Before v1 a client cannot have asked for a new replica count.
             let count_changes = target
                 .as_ref()
@@ -108,7 +111,9 @@ pub fn list(
                 .filter(|(index, _)| wanted(&topic.name, *index as i32))
                 .filter_map(|(index, record)| {
                     let reassignment = record.reassignment.as_ref()?;
-                    let ids = |brokers: Vec<i32>| brokers.into_iter().map(BrokerId).collect();
+                    let ids = |brokers: Vec<metadata::BrokerId>| -> Vec<BrokerId> {
+                        brokers.into_iter().map(Into::into).collect()
+                    };
                     Some(
                         OngoingPartitionReassignment::default()
                             .with_partition_index(index as i32)

@@ -225,7 +225,7 @@ async fn run(
             }
             Err(error) => {
                 connection = None;
-                debug!(leader, %address, %error, "replica fetch failed");
+                debug!(%leader, %address, %error, "replica fetch failed");
                 false
             }
         };
@@ -235,7 +235,7 @@ async fn run(
         }
         let since = *failing_since.get_or_insert_with(Instant::now);
         if since.elapsed() >= WARN_INTERVAL {
-            warn!(leader, %address, "replica fetches from this leader keep failing");
+            warn!(%leader, %address, "replica fetches from this leader keep failing");
             failing_since = Some(Instant::now());
         }
         tokio::select! {
@@ -286,7 +286,7 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
         })
         .collect();
     FetchRequest::default()
-        .with_replica_id(WireBrokerId(me))
+        .with_replica_id(WireBrokerId(me.0))
         .with_max_wait_ms(wait.as_millis() as i32)
         .with_min_bytes(1)
         .with_max_bytes(limits::FOLLOWER_FETCH_BYTES)
@@ -433,7 +433,7 @@ struct Copied {
 fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> Copied {
     if response.error_code != 0 {
         debug!(
-            leader,
+            %leader,
             error_code = response.error_code,
             "replica fetch refused"
         );
@@ -481,13 +481,13 @@ fn copy(leader: BrokerId, partitions: &Assignment, response: FetchResponse) -> C
                 Step::Refused(error) => {
                     // Not the leader (any more), or not yet: the metadata
                     // moves this partition to the right fetcher.
-                    debug!(leader, partition = ?partition, ?error, "replica fetch refused for a partition");
+                    debug!(%leader, partition = ?partition, ?error, "replica fetch refused for a partition");
                     healthy = false;
                     Ok(())
                 }
             };
             if let Err(error) = outcome {
-                warn!(leader, partition = ?partition, %error, "cannot copy from the leader");
+                warn!(%leader, partition = ?partition, %error, "cannot copy from the leader");
                 healthy = false;
             }
         }

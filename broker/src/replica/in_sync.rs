@@ -211,6 +211,7 @@ impl InSync {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::metadata::BrokerId as B;
 
     const LAG: Duration = Duration::from_secs(10);
 
@@ -223,8 +224,8 @@ mod tests {
     }
 
     fn leader_of_three(now: Instant) -> InSync {
-        let mut in_sync = InSync::new(1);
-        in_sync.assign(&[1, 2, 3], &[1, 2, 3], 0, true, now);
+        let mut in_sync = InSync::new(B(1));
+        in_sync.assign(&[B(1), B(2), B(3)], &[B(1), B(2), B(3)], 0, true, now);
         in_sync
     }
 
@@ -237,9 +238,9 @@ mod tests {
             None,
             "followers not heard from yet"
         );
-        in_sync.record_fetch(2, flushed(80), 100, now);
+        in_sync.record_fetch(B(2), flushed(80), 100, now);
         assert_eq!(in_sync.high_watermark(100), None);
-        in_sync.record_fetch(3, flushed(90), 100, now);
+        in_sync.record_fetch(B(3), flushed(90), 100, now);
         assert_eq!(in_sync.high_watermark(100), Some(80));
         assert_eq!(
             in_sync.high_watermark(70),
@@ -252,40 +253,40 @@ mod tests {
     fn a_lagging_follower_leaves_and_a_caught_up_one_returns() {
         let start = Instant::now();
         let mut in_sync = leader_of_three(start);
-        in_sync.record_fetch(2, flushed(100), 100, start);
-        in_sync.record_fetch(3, flushed(100), 100, start);
+        in_sync.record_fetch(B(2), flushed(100), 100, start);
+        in_sync.record_fetch(B(3), flushed(100), 100, start);
         let later = start + LAG + Duration::from_secs(1);
-        in_sync.record_fetch(2, flushed(150), 150, later);
+        in_sync.record_fetch(B(2), flushed(150), 150, later);
         let change = in_sync.change_due(100, later, LAG).expect("3 is lagging");
-        assert_eq!(change.isr, vec![1, 2]);
+        assert_eq!(change.isr, vec![B(1), B(2)]);
         assert_eq!(
             in_sync.change_due(100, later, LAG),
             None,
             "one change in flight"
         );
-        in_sync.assign(&[1, 2, 3], &[1, 2], 1, false, later);
+        in_sync.assign(&[B(1), B(2), B(3)], &[B(1), B(2)], 1, false, later);
         assert_eq!(
             in_sync.high_watermark(150),
             Some(150),
             "3 no longer holds it back"
         );
 
-        in_sync.record_fetch(3, flushed(140), 150, later);
+        in_sync.record_fetch(B(3), flushed(140), 150, later);
         let rejoin = in_sync.change_due(150, later, LAG);
         assert_eq!(rejoin, None, "behind the high watermark: not yet");
         let unflushed = FollowerPosition {
             log_end: 150,
             durable_end: 140,
         };
-        in_sync.record_fetch(3, unflushed, 150, later);
+        in_sync.record_fetch(B(3), unflushed, 150, later);
         let rejoin = in_sync.change_due(150, later, LAG);
         assert_eq!(
             rejoin, None,
             "its log reached the high watermark, not yet durably"
         );
-        in_sync.record_fetch(3, flushed(150), 150, later);
+        in_sync.record_fetch(B(3), flushed(150), 150, later);
         let rejoin = in_sync.change_due(150, later, LAG).expect("caught up");
-        assert_eq!(rejoin.isr, vec![1, 2, 3]);
+        assert_eq!(rejoin.isr, vec![B(1), B(2), B(3)]);
         assert_eq!(rejoin.partition_epoch, 1);
         assert_eq!(
             in_sync.high_watermark(160),
@@ -302,8 +303,8 @@ mod tests {
         for second in 0..30 {
             let now = start + Duration::from_secs(second);
             // Each fetch asks for what the leader had at the previous one.
-            in_sync.record_fetch(2, flushed(leader_end), leader_end + 50, now);
-            in_sync.record_fetch(3, flushed(leader_end), leader_end + 50, now);
+            in_sync.record_fetch(B(2), flushed(leader_end), leader_end + 50, now);
+            in_sync.record_fetch(B(3), flushed(leader_end), leader_end + 50, now);
             leader_end += 50;
             assert_eq!(in_sync.change_due(0, now, LAG), None, "second {second}");
         }
@@ -322,8 +323,8 @@ mod tests {
                 log_end: leader_end,
                 durable_end: (leader_end - 50).max(0),
             };
-            in_sync.record_fetch(2, position, leader_end + 50, now);
-            in_sync.record_fetch(3, position, leader_end + 50, now);
+            in_sync.record_fetch(B(2), position, leader_end + 50, now);
+            in_sync.record_fetch(B(3), position, leader_end + 50, now);
             assert_eq!(
                 in_sync.high_watermark(leader_end + 50),
                 Some(position.durable_end),

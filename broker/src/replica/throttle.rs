@@ -86,18 +86,19 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
+    use crate::controller::metadata::BrokerId as B;
     use crate::controller::metadata::{PartitionRecord, Reassignment};
 
     fn topic(rate: Option<&str>) -> TopicRecord {
         let partition = PartitionRecord {
-            replicas: vec![1, 2, 3],
-            leader: 1,
+            replicas: vec![B(1), B(2), B(3)],
+            leader: B(1),
             leader_epoch: 0,
-            isr: vec![1, 2],
+            isr: vec![B(1), B(2)],
             partition_epoch: 0,
             reassignment: Some(Reassignment {
-                target: vec![1, 3],
-                original: vec![1, 2],
+                target: vec![B(1), B(3)],
+                original: vec![B(1), B(2)],
             }),
         };
         TopicRecord {
@@ -118,30 +119,33 @@ mod tests {
         let start = Instant::now();
         let throttled = topic(Some("1000"));
         assert_eq!(
-            throttle.allowance(&throttled, 0, 2, start),
+            throttle.allowance(&throttled, 0, B(2), start),
             None,
             "in the ISR"
         );
         assert_eq!(
-            throttle.allowance(&topic(None), 0, 3, start),
+            throttle.allowance(&topic(None), 0, B(3), start),
             None,
             "no rate"
         );
         assert_eq!(
-            throttle.allowance(&topic(Some("0")), 0, 3, start),
+            throttle.allowance(&topic(Some("0")), 0, B(3), start),
             None,
             "rate 0"
         );
-        assert_eq!(throttle.allowance(&throttled, 0, 3, start), Some(1000));
+        assert_eq!(throttle.allowance(&throttled, 0, B(3), start), Some(1000));
         // A batch larger than the allowance overdraws; the debt is waited out.
         throttle.spend("orders", 1500);
-        assert_eq!(throttle.allowance(&throttled, 0, 3, start), Some(0));
+        assert_eq!(throttle.allowance(&throttled, 0, B(3), start), Some(0));
         let later = start + Duration::from_millis(400);
-        assert_eq!(throttle.allowance(&throttled, 0, 3, later), Some(0));
+        assert_eq!(throttle.allowance(&throttled, 0, B(3), later), Some(0));
         let later = start + Duration::from_millis(800);
-        assert_eq!(throttle.allowance(&throttled, 0, 3, later), Some(300));
+        assert_eq!(throttle.allowance(&throttled, 0, B(3), later), Some(300));
         // Idle time refills at most one second's worth.
         let much_later = start + Duration::from_secs(60);
-        assert_eq!(throttle.allowance(&throttled, 0, 3, much_later), Some(1000));
+        assert_eq!(
+            throttle.allowance(&throttled, 0, B(3), much_later),
+            Some(1000)
+        );
     }
 }

@@ -579,8 +579,8 @@ mod tests {
 
     use super::*;
 
-    const ME: BrokerId = 1;
-    const FOLLOWER: BrokerId = 2;
+    const ME: BrokerId = BrokerId(1);
+    const FOLLOWER: BrokerId = BrokerId(2);
 
     fn open(dir: &Path) -> Arc<Partition> {
         Partition::open(
