@@ -35,6 +35,29 @@ impl std::fmt::Display for BrokerId {
     }
 }
 
+/// A partition's version: bumped by every change of its leader or ISR, so
+/// a leader's request to change its ISR names the version it saw and a
+/// stale one is refused (Kafka's partition epoch, KIP-497). Not the leader
+/// epoch, which changes only with the leader.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct PartitionEpoch(pub i32);
+
+impl PartitionEpoch {
+    /// The next version.
+    pub fn bump(&mut self) {
+        self.0 += 1;
+    }
+}
+
+impl std::fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// Leader of a partition that has none (Kafka's -1).
 pub const NO_LEADER: BrokerId = BrokerId(-1);
 
@@ -71,7 +94,7 @@ pub struct PartitionRecord {
     pub isr: Vec<BrokerId>,
     /// Bumped by every change of leader or ISR. A leader that asks for an
     /// ISR change names the version it saw, so a stale request is refused.
-    pub partition_epoch: i32,
+    pub partition_epoch: PartitionEpoch,
     /// A move of the partition's replicas under way (see
     /// [`MetadataCommand::ReassignPartition`]).
     pub reassignment: Option<Reassignment>,
@@ -169,7 +192,7 @@ pub enum MetadataCommand {
         partition: u32,
         leader_id: BrokerId,
         leader_epoch: i32,
-        partition_epoch: i32,
+        partition_epoch: PartitionEpoch,
         isr: Vec<BrokerId>,
     },
     CreateTopic {
@@ -250,7 +273,10 @@ pub enum MetadataError {
     #[error("invalid reassignment: {0}")]
     InvalidReassignment(String),
     #[error("the ISR change was based on partition epoch {requested}, but it is {current} now")]
-    StalePartitionEpoch { requested: i32, current: i32 },
+    StalePartitionEpoch {
+        requested: PartitionEpoch,
+        current: PartitionEpoch,
+    },
     #[error("invalid ISR {isr:?}: {reason}")]
     InvalidIsr { isr: Vec<BrokerId>, reason: String },
     #[error("topic '{0}' does not enable unclean.leader.election.enable")]
@@ -595,7 +621,7 @@ impl PartitionRecord {
     fn set_leader(&mut self, leader: BrokerId) {
         self.leader = leader;
         self.leader_epoch += 1;
-        self.partition_epoch += 1;
+        self.partition_epoch.bump();
     }
 
     /// The leader's ISR change; true if the ISR changed.
@@ -603,7 +629,7 @@ impl PartitionRecord {
         &mut self,
         leader_id: BrokerId,
         leader_epoch: i32,
-        partition_epoch: i32,
+        partition_epoch: PartitionEpoch,
         isr: Vec<BrokerId>,
         alive: &BTreeSet<BrokerId>,
     ) -> Result<bool, MetadataError> {
@@ -647,7 +673,7 @@ impl PartitionRecord {
             return Ok(false);
         }
         self.isr = isr;
-        self.partition_epoch += 1;
+        self.partition_epoch.bump();
         Ok(true)
     }
 
@@ -658,7 +684,7 @@ impl PartitionRecord {
     fn end_leadership_of(&mut self, broker: BrokerId, alive: &BTreeSet<BrokerId>) {
         if self.isr.len() > 1 && self.isr.contains(&broker) {
             self.isr.retain(|&member| member != broker);
-            self.partition_epoch += 1;
+            self.partition_epoch.bump();
         }
         if self.leader == broker {
             let leader = self.candidate(alive);
@@ -729,7 +755,7 @@ impl PartitionRecord {
             .copied()
             .collect();
         self.reassignment = Some(Reassignment { target, original });
-        self.partition_epoch += 1;
+        self.partition_epoch.bump();
         self.complete_reassignment(alive);
         Ok(true)
     }
@@ -774,7 +800,7 @@ impl PartitionRecord {
         self.isr.retain(|member| replicas.contains(member));
         self.replicas = replicas;
         self.reassignment = None;
-        self.partition_epoch += 1;
+        self.partition_epoch.bump();
         if !self.replicas.contains(&self.leader) {
             let leader = self.candidate(alive);
             self.set_leader(leader);
@@ -832,7 +858,7 @@ fn assign_partitions(
                 leader_epoch: 0,
                 isr: replicas.clone(),
                 replicas,
-                partition_epoch: 0,
+                partition_epoch: PartitionEpoch::default(),
                 reassignment: None,
             }
         })
@@ -1159,7 +1185,7 @@ mod tests {
             .unwrap();
         let after = partition(&metadata, "orders", 0);
         assert_eq!(after.isr, shrunk);
-        assert_eq!(after.partition_epoch, start.partition_epoch + 1);
+        assert_eq!(after.partition_epoch.0, start.partition_epoch.0 + 1);
         assert_eq!(
             after.leader_epoch, start.leader_epoch,
             "an ISR change keeps the leader epoch"

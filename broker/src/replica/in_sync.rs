@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::controller::metadata::BrokerId;
+use crate::controller::metadata::{BrokerId, PartitionEpoch};
 
 /// Where a follower stands when it fetches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,7 @@ pub struct InSync {
     me: BrokerId,
     replicas: Vec<BrokerId>,
     isr: Vec<BrokerId>,
-    partition_epoch: i32,
+    partition_epoch: PartitionEpoch,
     /// The ISR proposed to the controller and not yet committed.
     pending: Option<Vec<BrokerId>>,
     followers: HashMap<BrokerId, Progress>,
@@ -54,7 +54,7 @@ pub struct InSync {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsrChange {
     pub isr: Vec<BrokerId>,
-    pub partition_epoch: i32,
+    pub partition_epoch: PartitionEpoch,
 }
 
 impl InSync {
@@ -63,7 +63,7 @@ impl InSync {
             me,
             replicas: vec![me],
             isr: vec![me],
-            partition_epoch: 0,
+            partition_epoch: PartitionEpoch::default(),
             pending: None,
             followers: HashMap::new(),
         }
@@ -76,7 +76,7 @@ impl InSync {
         &mut self,
         replicas: &[BrokerId],
         isr: &[BrokerId],
-        partition_epoch: i32,
+        partition_epoch: PartitionEpoch,
         fresh: bool,
         now: Instant,
     ) {
@@ -225,7 +225,13 @@ mod tests {
 
     fn leader_of_three(now: Instant) -> InSync {
         let mut in_sync = InSync::new(B(1));
-        in_sync.assign(&[B(1), B(2), B(3)], &[B(1), B(2), B(3)], 0, true, now);
+        in_sync.assign(
+            &[B(1), B(2), B(3)],
+            &[B(1), B(2), B(3)],
+            PartitionEpoch(0),
+            true,
+            now,
+        );
         in_sync
     }
 
@@ -264,7 +270,13 @@ mod tests {
             None,
             "one change in flight"
         );
-        in_sync.assign(&[B(1), B(2), B(3)], &[B(1), B(2)], 1, false, later);
+        in_sync.assign(
+            &[B(1), B(2), B(3)],
+            &[B(1), B(2)],
+            PartitionEpoch(1),
+            false,
+            later,
+        );
         assert_eq!(
             in_sync.high_watermark(150),
             Some(150),
@@ -287,7 +299,7 @@ mod tests {
         in_sync.record_fetch(B(3), flushed(150), 150, later);
         let rejoin = in_sync.change_due(150, later, LAG).expect("caught up");
         assert_eq!(rejoin.isr, vec![B(1), B(2), B(3)]);
-        assert_eq!(rejoin.partition_epoch, 1);
+        assert_eq!(rejoin.partition_epoch, PartitionEpoch(1));
         assert_eq!(
             in_sync.high_watermark(160),
             Some(150),

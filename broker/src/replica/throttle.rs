@@ -87,7 +87,7 @@ mod tests {
 
     use super::*;
     use crate::controller::metadata::BrokerId as B;
-    use crate::controller::metadata::{PartitionRecord, Reassignment};
+    use crate::controller::metadata::{PartitionEpoch, PartitionRecord, Reassignment};
 
     fn topic(rate: Option<&str>) -> TopicRecord {
         let partition = PartitionRecord {
@@ -95,7 +95,7 @@ mod tests {
             leader: B(1),
             leader_epoch: 0,
             isr: vec![B(1), B(2)],
-            partition_epoch: 0,
+            partition_epoch: PartitionEpoch(0),
             reassignment: Some(Reassignment {
                 target: vec![B(1), B(3)],
                 original: vec![B(1), B(2)],

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::controller::metadata::BrokerId;
+use crate::controller::metadata::{BrokerId, PartitionEpoch};
 use crate::limits;
 use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
@@ -57,7 +57,7 @@ pub enum Role<'a> {
         leader_epoch: i32,
         replicas: &'a [BrokerId],
         isr: &'a [BrokerId],
-        partition_epoch: i32,
+        partition_epoch: PartitionEpoch,
     },
     /// Copies the leader's log (the fetcher does).
     Follower,
@@ -601,7 +601,7 @@ mod tests {
             leader_epoch,
             replicas: &[ME, FOLLOWER],
             isr,
-            partition_epoch: leader_epoch,
+            partition_epoch: PartitionEpoch(leader_epoch),
         });
     }
 
