@@ -35,6 +35,46 @@ impl std::fmt::Display for BrokerId {
     }
 }
 
+/// A partition's leader epoch: bumped by every change of its leader and
+/// every new life of the leader's process. Batches a leader appends carry
+/// it (as an `i32`, the partition leader epoch of the batch format), and
+/// followers truncate by it (KIP-101/279).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct LeaderEpoch(pub i32);
+
+impl LeaderEpoch {
+    /// The next epoch.
+    pub fn bump(&mut self) {
+        self.0 += 1;
+    }
+}
+
+/// Epochs later or earlier by a count (tests and logs compare them so).
+impl std::ops::Add<i32> for LeaderEpoch {
+    type Output = LeaderEpoch;
+
+    fn add(self, count: i32) -> LeaderEpoch {
+        LeaderEpoch(self.0 + count)
+    }
+}
+
+impl std::ops::Sub<i32> for LeaderEpoch {
+    type Output = LeaderEpoch;
+
+    fn sub(self, count: i32) -> LeaderEpoch {
+        LeaderEpoch(self.0 - count)
+    }
+}
+
+impl std::fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// A partition's version: bumped by every change of its leader or ISR, so
 /// a leader's request to change its ISR names the version it saw and a
 /// stale one is refused (Kafka's partition epoch, KIP-497). Not the leader
@@ -90,7 +130,7 @@ pub struct BrokerRecord {
 pub struct PartitionRecord {
     pub replicas: Vec<BrokerId>,
     pub leader: BrokerId,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     pub isr: Vec<BrokerId>,
     /// Bumped by every change of leader or ISR. A leader that asks for an
     /// ISR change names the version it saw, so a stale request is refused.
@@ -191,7 +231,7 @@ pub enum MetadataCommand {
         topic: String,
         partition: u32,
         leader_id: BrokerId,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         partition_epoch: PartitionEpoch,
         isr: Vec<BrokerId>,
     },
@@ -266,9 +306,9 @@ pub enum MetadataError {
     #[error("broker {leader_id} does not lead in leader epoch {leader_epoch}: the leader is {current_leader} in epoch {current_epoch}")]
     FencedLeaderEpoch {
         leader_id: BrokerId,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         current_leader: BrokerId,
-        current_epoch: i32,
+        current_epoch: LeaderEpoch,
     },
     #[error("invalid reassignment: {0}")]
     InvalidReassignment(String),
@@ -620,7 +660,7 @@ impl PartitionRecord {
 
     fn set_leader(&mut self, leader: BrokerId) {
         self.leader = leader;
-        self.leader_epoch += 1;
+        self.leader_epoch.bump();
         self.partition_epoch.bump();
     }
 
@@ -628,7 +668,7 @@ impl PartitionRecord {
     fn alter_isr(
         &mut self,
         leader_id: BrokerId,
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         partition_epoch: PartitionEpoch,
         isr: Vec<BrokerId>,
         alive: &BTreeSet<BrokerId>,
@@ -855,7 +895,7 @@ fn assign_partitions(
                 .collect();
             PartitionRecord {
                 leader: replicas[0],
-                leader_epoch: 0,
+                leader_epoch: LeaderEpoch::default(),
                 isr: replicas.clone(),
                 replicas,
                 partition_epoch: PartitionEpoch::default(),
@@ -1424,7 +1464,7 @@ mod tests {
         metadata.apply(create("pair", 6, 2)).unwrap();
         metadata.apply(create("triple", 6, 3)).unwrap();
         metadata.apply(create_unclean("unclean", 6, 2)).unwrap();
-        let mut leaders: BTreeMap<(String, usize, i32), BrokerId> = BTreeMap::new();
+        let mut leaders: BTreeMap<(String, usize, LeaderEpoch), BrokerId> = BTreeMap::new();
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
         let mut next = |bound: u64| {
             state ^= state << 13;

@@ -498,7 +498,7 @@ impl Controller {
                         topic,
                         partition,
                         %leader,
-                        leader_epoch,
+                        %leader_epoch,
                         ?fenced_isr,
                         "unclean leader election: an out-of-sync replica leads; records only the fenced in-sync replicas had are lost"
                     );

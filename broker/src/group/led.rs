@@ -26,6 +26,7 @@ use super::coordinator::{Answer, CoordinatorError, KeyedRecord};
 use super::groups::{replay, Answering, Groups, Waiters};
 use super::records::Key;
 use crate::clock::now_ms;
+use crate::controller::metadata::LeaderEpoch;
 use crate::limits;
 use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
 
@@ -70,7 +71,7 @@ pub(super) struct Delivery {
 
 /// A partition's groups as loaded in one leader epoch.
 pub(super) struct Loaded {
-    pub(super) leader_epoch: i32,
+    pub(super) leader_epoch: LeaderEpoch,
     pub(super) groups: Groups,
 }
 
@@ -78,7 +79,7 @@ pub(super) struct Loaded {
 #[derive(Clone)]
 pub struct Led {
     pub(super) partition: Arc<Partition>,
-    pub(super) leader_epoch: i32,
+    pub(super) leader_epoch: LeaderEpoch,
     pub(super) config: GroupConfig,
     pub(super) loaded: Arc<tokio::sync::Mutex<Option<Loaded>>>,
 }
@@ -110,7 +111,7 @@ impl Led {
                 .map_err(|_| CoordinatorError::Unavailable)??;
             info!(
                 partition = ?self.partition,
-                leader_epoch = self.leader_epoch,
+                %self.leader_epoch,
                 groups = shard.groups().count(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "loaded consumer groups"

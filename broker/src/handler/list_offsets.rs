@@ -38,7 +38,7 @@ pub fn handle(
                         Err(code) => return response.with_error_code(code),
                     };
                     let response = if api_version >= 4 {
-                        response.with_leader_epoch(leader_epoch)
+                        response.with_leader_epoch(leader_epoch.0)
                     } else {
                         response
                     };

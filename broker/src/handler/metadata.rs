@@ -147,7 +147,7 @@ fn describe(topic: &TopicRecord) -> MetadataResponseTopic {
             MetadataResponsePartition::default()
                 .with_partition_index(index as i32)
                 .with_leader_id(partition.leader.into())
-                .with_leader_epoch(partition.leader_epoch)
+                .with_leader_epoch(partition.leader_epoch.0)
                 .with_replica_nodes(partition.replicas.iter().copied().map(Into::into).collect())
                 .with_isr_nodes(partition.isr.iter().copied().map(Into::into).collect())
         })

@@ -41,7 +41,7 @@ use std::sync::Arc;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::controller::client::ControllerClient;
-use crate::controller::metadata::BrokerId;
+use crate::controller::metadata::{BrokerId, LeaderEpoch};
 use crate::controller::metadata::{CommandOutcome, MetadataCommand};
 use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
@@ -125,7 +125,7 @@ impl Context {
     /// this broker leads it; otherwise the error code that tells the client
     /// what to do: the partition does not exist, or (it exists but this
     /// broker does not lead it) ask the metadata for its leader again.
-    pub fn leader_of(&self, topic: &str, index: i32) -> Result<(Arc<Partition>, i32), i16> {
+    pub fn leader_of(&self, topic: &str, index: i32) -> Result<(Arc<Partition>, LeaderEpoch), i16> {
         if let Some(partition) = self.replicas.partition(topic, index) {
             return match partition.leader_epoch() {
                 Some(epoch) => Ok((partition, epoch)),
@@ -149,10 +149,10 @@ impl Context {
         topic: &str,
         index: i32,
         current_leader_epoch: i32,
-    ) -> Result<(Arc<Partition>, i32), i16> {
+    ) -> Result<(Arc<Partition>, LeaderEpoch), i16> {
         let (partition, leader_epoch) = self.leader_of(topic, index)?;
-        if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch {
-            return Err(if current_leader_epoch < leader_epoch {
+        if current_leader_epoch >= 0 && current_leader_epoch != leader_epoch.0 {
+            return Err(if current_leader_epoch < leader_epoch.0 {
                 error_code::FENCED_LEADER_EPOCH
             } else {
                 error_code::UNKNOWN_LEADER_EPOCH

@@ -38,7 +38,7 @@ use tracing::{debug, warn};
 use super::partition::Partition;
 use super::TopicPartition;
 use crate::clock::now_ms;
-use crate::controller::metadata::BrokerId;
+use crate::controller::metadata::{BrokerId, LeaderEpoch};
 use crate::limits;
 
 const FETCH_VERSION: i16 = 12;
@@ -54,7 +54,7 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 const WARN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The partitions one fetcher copies: each with the leader epoch it follows.
-pub type Assignment = BTreeMap<TopicPartition, (i32, Arc<Partition>)>;
+pub type Assignment = BTreeMap<TopicPartition, (LeaderEpoch, Arc<Partition>)>;
 
 /// Every fetcher of this broker, by leader.
 pub struct Fetchers {
@@ -267,7 +267,7 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
         let durable_end = partition.durable_end();
         let fetch = FetchPartition::default()
             .with_partition(*index)
-            .with_current_leader_epoch(*leader_epoch)
+            .with_current_leader_epoch(leader_epoch.0)
             .with_fetch_offset(partition.log_end_offset())
             .with_last_fetched_epoch(partition.latest_leader_epoch().unwrap_or(-1))
             .with_log_start_offset(partition.log_start_offset())

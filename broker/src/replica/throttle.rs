@@ -87,13 +87,13 @@ mod tests {
 
     use super::*;
     use crate::controller::metadata::BrokerId as B;
-    use crate::controller::metadata::{PartitionEpoch, PartitionRecord, Reassignment};
+    use crate::controller::metadata::{LeaderEpoch, PartitionEpoch, PartitionRecord, Reassignment};
 
     fn topic(rate: Option<&str>) -> TopicRecord {
         let partition = PartitionRecord {
             replicas: vec![B(1), B(2), B(3)],
             leader: B(1),
-            leader_epoch: 0,
+            leader_epoch: LeaderEpoch(0),
             isr: vec![B(1), B(2)],
             partition_epoch: PartitionEpoch(0),
             reassignment: Some(Reassignment {

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use crate::controller::metadata::{BrokerId, PartitionEpoch};
+use crate::controller::metadata::{BrokerId, LeaderEpoch, PartitionEpoch};
 use crate::limits;
 use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
@@ -54,7 +54,7 @@ pub use follower::FollowerRead;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role<'a> {
     Leader {
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         replicas: &'a [BrokerId],
         isr: &'a [BrokerId],
         partition_epoch: PartitionEpoch,
@@ -81,7 +81,7 @@ pub enum Acks {
 #[derive(Debug, Clone, Copy)]
 pub struct LeaderAppend {
     pub info: AppendInfo,
-    pub leader_epoch: i32,
+    pub leader_epoch: LeaderEpoch,
     leadership: u64,
 }
 
@@ -239,9 +239,9 @@ impl Partition {
     }
 
     /// The leader epoch this broker leads in, if it leads.
-    pub fn leader_epoch(&self) -> Option<i32> {
+    pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
         let epoch = self.leading_epoch.load(Ordering::Acquire);
-        (epoch != NOT_LEADING).then_some(epoch)
+        (epoch != NOT_LEADING).then_some(LeaderEpoch(epoch))
     }
 
     /// Takes the role the metadata gives this broker. Leading in a new
@@ -249,7 +249,7 @@ impl Partition {
     /// every wait for an earlier leadership's appends.
     pub fn set_role(&self, role: Role<'_>) {
         let epoch = match role {
-            Role::Leader { leader_epoch, .. } => leader_epoch,
+            Role::Leader { leader_epoch, .. } => leader_epoch.0,
             Role::Follower | Role::Idle => NOT_LEADING,
         };
         let previous = {
@@ -400,7 +400,7 @@ impl Partition {
         &self,
         records: &Bytes,
         acks: Acks,
-        leader_epoch: Option<i32>,
+        leader_epoch: Option<LeaderEpoch>,
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
         let batches =
@@ -421,7 +421,7 @@ impl Partition {
                 }
             }
             LeaderAppend {
-                info: log.append_as_leader(&batches, leading, now_ms)?,
+                info: log.append_as_leader(&batches, leading.0, now_ms)?,
                 leader_epoch: leading,
                 leadership: *self.leadership.borrow(),
             }
@@ -597,11 +597,12 @@ mod tests {
     }
 
     fn lead(partition: &Partition, leader_epoch: i32, isr: &[BrokerId]) {
+        let leader_epoch = LeaderEpoch(leader_epoch);
         partition.set_role(Role::Leader {
             leader_epoch,
             replicas: &[ME, FOLLOWER],
             isr,
-            partition_epoch: PartitionEpoch(leader_epoch),
+            partition_epoch: PartitionEpoch(leader_epoch.0),
         });
     }
 
@@ -621,7 +622,7 @@ mod tests {
         let appended = partition
             .append_as_leader(&batch(b"a"), Acks::All, None, 0)
             .unwrap();
-        assert_eq!(appended.leader_epoch, 3);
+        assert_eq!(appended.leader_epoch, LeaderEpoch(3));
         assert_eq!(
             partition.wait_committed(&appended, WAIT).await,
             Commit::Committed
@@ -717,7 +718,7 @@ mod tests {
             .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
             .is_ok());
         assert!(matches!(
-            partition.append_as_leader(&batch(b"a"), Acks::Leader, Some(2), 0),
+            partition.append_as_leader(&batch(b"a"), Acks::Leader, Some(LeaderEpoch(2)), 0),
             Err(AppendError::NotLeader)
         ));
         partition.set_role(Role::Idle);
