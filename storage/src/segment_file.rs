@@ -79,6 +79,7 @@ impl SegmentFile {
     ///
     /// The caller keeps to bytes below the segment's published size and within
     /// the file, which the architecture invariant keeps stable.
+    #[inline]
     pub(crate) fn bytes(&self, position: usize, len: usize) -> &[u8] {
         assert!(position + len <= self.map_len, "read past the segment map");
         // SAFETY: the range lies inside the map, which lives as long as `self`,
@@ -91,6 +92,7 @@ impl SegmentFile {
     /// # Safety
     /// The range must lie inside the allocated part of the file, and no reader
     /// may hold a slice that overlaps it.
+    #[inline]
     pub(crate) unsafe fn write(&self, position: usize, bytes: &[u8]) {
         assert!(
             position + bytes.len() <= self.map_len,
@@ -312,6 +314,7 @@ impl LogSlice {
         }
     }
 
+    #[inline]
     pub fn bytes(&self) -> &[u8] {
         match &self.file {
             Some(file) => file.bytes(self.position, self.len),

@@ -57,6 +57,7 @@ impl<'a> ProducerRecord<'a> {
     }
 
     /// Upper bound of the record's size inside a batch.
+    #[inline]
     pub(super) fn size_bytes(&self) -> usize {
         const RECORD_OVERHEAD_BYTES_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
         let headers: usize = self
