@@ -116,6 +116,10 @@ async fn ensure_offsets_topic(context: &Context) -> Result<(), (i16, String)> {
     };
     let committed = commit(context, create).await;
     if committed.is_ok() || committed.error_code == error_code::TOPIC_ALREADY_EXISTS {
+        // This broker serves the partitions it leads before it names
+        // coordinators (others open theirs as the metadata reaches them;
+        // clients find the coordinator again while it says it is not one).
+        context.reconcile_replicas().await;
         return Ok(());
     }
     Err((

@@ -1,7 +1,11 @@
 //! Consumer groups as an operator sees them: list, describe, read and set
 //! committed offsets, delete.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::error::ResponseError;
 
 use kafka_protocol::messages::{
     DeleteGroupsRequest, DescribeGroupsRequest, GroupId, ListGroupsRequest,
@@ -12,7 +16,7 @@ use super::descriptions::{GroupDescription, GroupListing, GroupMember};
 use super::Admin;
 use crate::assignor::{self, TopicPartition};
 use crate::cluster::Target;
-use crate::error::{check, Result};
+use crate::error::{check, Error, Result};
 use crate::group::{find_coordinator, GroupConfig, Membership};
 
 impl Admin {
@@ -45,7 +49,13 @@ impl Admin {
 
     /// A group's state, members and their assignments.
     pub async fn describe_group(&self, group: &str) -> Result<GroupDescription> {
-        let coordinator = find_coordinator(&self.cluster, group).await?;
+        self.on_coordinator(group, |coordinator| {
+            self.describe_group_on(group, coordinator)
+        })
+        .await
+    }
+
+    async fn describe_group_on(&self, group: &str, coordinator: i32) -> Result<GroupDescription> {
         let request = DescribeGroupsRequest::default()
             .with_groups(vec![GroupId(StrBytes::from_string(group.to_string()))]);
         let answer = self
@@ -103,7 +113,13 @@ impl Admin {
 
     /// Deletes a group without members, with its committed offsets.
     pub async fn delete_group(&self, group: &str) -> Result<()> {
-        let coordinator = find_coordinator(&self.cluster, group).await?;
+        self.on_coordinator(group, |coordinator| {
+            self.delete_group_on(group, coordinator)
+        })
+        .await
+    }
+
+    async fn delete_group_on(&self, group: &str, coordinator: i32) -> Result<()> {
         let request = DeleteGroupsRequest::default()
             .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
         let answer = self
@@ -114,4 +130,43 @@ impl Admin {
         let result = answer.first(&response.results)?;
         check(|| format!("delete group {group}"), result.error_code, None)
     }
+
+    /// Runs `call` on `group`'s coordinator, finding it again while the
+    /// answer is that it is not (or not yet) the coordinator, as Kafka's
+    /// admin client does: the group's partition may have just been created,
+    /// or its leadership moved. Gives up at the request timeout.
+    async fn on_coordinator<T, Call>(&self, group: &str, call: impl Fn(i32) -> Call) -> Result<T>
+    where
+        Call: Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.cluster.config().request_timeout;
+        loop {
+            let attempt = match find_coordinator(&self.cluster, group).await {
+                Ok(coordinator) => call(coordinator).await,
+                Err(error) => Err(error),
+            };
+            match attempt {
+                Err(error) if coordinator_moved(&error) && Instant::now() < deadline => {
+                    tokio::time::sleep(COORDINATOR_RETRY_BACKOFF).await;
+                }
+                attempt => return attempt,
+            }
+        }
+    }
+}
+
+/// Pause before finding a group's coordinator again.
+const COORDINATOR_RETRY_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Whether a group call should find the coordinator again.
+fn coordinator_moved(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Broker {
+            error: ResponseError::NotCoordinator
+                | ResponseError::CoordinatorNotAvailable
+                | ResponseError::CoordinatorLoadInProgress,
+            ..
+        }
+    )
 }
