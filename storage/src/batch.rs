@@ -61,6 +61,22 @@ const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
 
+/// An idempotent producer's id, as a batch carries it (`ProducerId::NONE`:
+/// the batch is not from an idempotent producer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProducerId(pub i64);
+
+impl ProducerId {
+    /// A batch of a producer that is not idempotent.
+    pub const NONE: ProducerId = ProducerId(-1);
+}
+
+impl std::fmt::Display for ProducerId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// What is wrong with a batch, named precisely enough to log and to map to a
 /// wire error code.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -180,7 +196,7 @@ pub struct BatchHeader {
     pub last_offset_delta: i32,
     pub base_timestamp: i64,
     pub max_timestamp: i64,
-    pub producer_id: i64,
+    pub producer_id: ProducerId,
     pub producer_epoch: i16,
     pub base_sequence: i32,
     pub record_count: i32,
@@ -232,7 +248,7 @@ impl BatchHeader {
             last_offset_delta: read_i32(bytes, LAST_OFFSET_DELTA_POSITION),
             base_timestamp: read_i64(bytes, BASE_TIMESTAMP_POSITION),
             max_timestamp: read_i64(bytes, MAX_TIMESTAMP_POSITION),
-            producer_id: read_i64(bytes, PRODUCER_ID_POSITION),
+            producer_id: ProducerId(read_i64(bytes, PRODUCER_ID_POSITION)),
             producer_epoch: read_i16(bytes, PRODUCER_EPOCH_POSITION),
             base_sequence: read_i32(bytes, BASE_SEQUENCE_POSITION),
             record_count: read_i32(bytes, RECORD_COUNT_POSITION),
@@ -325,7 +341,7 @@ impl BatchHeader {
         );
         put(BASE_TIMESTAMP_POSITION, &self.base_timestamp.to_be_bytes());
         put(MAX_TIMESTAMP_POSITION, &self.max_timestamp.to_be_bytes());
-        put(PRODUCER_ID_POSITION, &self.producer_id.to_be_bytes());
+        put(PRODUCER_ID_POSITION, &self.producer_id.0.to_be_bytes());
         put(PRODUCER_EPOCH_POSITION, &self.producer_epoch.to_be_bytes());
         put(BASE_SEQUENCE_POSITION, &self.base_sequence.to_be_bytes());
         put(RECORD_COUNT_POSITION, &self.record_count.to_be_bytes());
@@ -347,12 +363,12 @@ pub fn stamp(batch: &mut [u8], base_offset: i64, partition_leader_epoch: i32) {
 /// CRC, which covers them.
 pub fn restamp_producer(
     batch: &mut [u8],
-    producer_id: i64,
+    producer_id: ProducerId,
     producer_epoch: i16,
     base_sequence: i32,
 ) {
     batch[PRODUCER_ID_POSITION..PRODUCER_ID_POSITION + 8]
-        .copy_from_slice(&producer_id.to_be_bytes());
+        .copy_from_slice(&producer_id.0.to_be_bytes());
     batch[PRODUCER_EPOCH_POSITION..PRODUCER_EPOCH_POSITION + 2]
         .copy_from_slice(&producer_epoch.to_be_bytes());
     batch[BASE_SEQUENCE_POSITION..BASE_SEQUENCE_POSITION + 4]

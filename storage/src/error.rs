@@ -5,8 +5,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::batch::InvalidBatch;
-use crate::producer_state::SequenceError;
+use crate::batch::{InvalidBatch, ProducerId};
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -48,6 +47,31 @@ pub enum StorageError {
     Sequence(#[from] SequenceError),
     #[error("invalid log configuration: {0}")]
     Config(String),
+}
+
+/// Why a produced batch is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum SequenceError {
+    #[error("producer {producer_id} sent epoch {producer_epoch}, older than its current epoch {current_epoch}: a newer instance fenced it")]
+    InvalidProducerEpoch {
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        current_epoch: i16,
+    },
+    #[error("producer {producer_id} (epoch {producer_epoch}) sent sequence {first_sequence}, expected {expected_sequence}: a batch before it is missing")]
+    OutOfOrderSequence {
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        first_sequence: i32,
+        expected_sequence: i32,
+    },
+    #[error("producer {producer_id} is unknown to this partition (its state expired) and its batch starts at sequence {first_sequence}, not 0")]
+    UnknownProducerId {
+        producer_id: ProducerId,
+        first_sequence: i32,
+    },
+    #[error("a produce request from an idempotent producer must hold one batch per partition, not {batch_count}")]
+    ManyBatches { batch_count: usize },
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

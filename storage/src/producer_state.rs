@@ -25,15 +25,13 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use thiserror::Error;
 use tracing::warn;
 
-use crate::batch::BatchHeader;
+use crate::batch::{BatchHeader, ProducerId};
 use crate::checkpoint::{self, Durability, Loaded, PayloadReader};
-use crate::error::{io_error, Result};
+use crate::error::{io_error, Result, SequenceError};
 
 /// The producer id of a batch from a producer that is not idempotent.
-pub const NO_PRODUCER_ID: i64 = -1;
 
 /// Batches remembered per producer: Kafka's clients keep at most five
 /// requests in flight per partition, so a retry is always among the last
@@ -63,31 +61,6 @@ impl ProducerEntry {
     pub fn last_sequence(&self) -> i32 {
         self.batches.back().expect("never empty").last_sequence
     }
-}
-
-/// Why a produced batch is refused.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum SequenceError {
-    #[error("producer {producer_id} sent epoch {producer_epoch}, older than its current epoch {current_epoch}: a newer instance fenced it")]
-    InvalidProducerEpoch {
-        producer_id: i64,
-        producer_epoch: i16,
-        current_epoch: i16,
-    },
-    #[error("producer {producer_id} (epoch {producer_epoch}) sent sequence {first_sequence}, expected {expected_sequence}: a batch before it is missing")]
-    OutOfOrderSequence {
-        producer_id: i64,
-        producer_epoch: i16,
-        first_sequence: i32,
-        expected_sequence: i32,
-    },
-    #[error("producer {producer_id} is unknown to this partition (its state expired) and its batch starts at sequence {first_sequence}, not 0")]
-    UnknownProducerId {
-        producer_id: i64,
-        first_sequence: i32,
-    },
-    #[error("a produce request from an idempotent producer must hold one batch per partition, not {batch_count}")]
-    ManyBatches { batch_count: usize },
 }
 
 /// What the leader does with a produced batch.
@@ -121,13 +94,13 @@ fn last_sequence_of(header: &BatchHeader) -> i32 {
 /// Idempotent producers' state of one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProducerStates {
-    producers: BTreeMap<i64, ProducerEntry>,
+    producers: BTreeMap<ProducerId, ProducerEntry>,
 }
 
 impl ProducerStates {
     /// How the leader must treat the produced batch `header`.
     pub fn check(&self, header: &BatchHeader) -> Result<SequenceCheck, SequenceError> {
-        if header.producer_id == NO_PRODUCER_ID || header.is_control() {
+        if header.producer_id == ProducerId::NONE || header.is_control() {
             return Ok(SequenceCheck::Append);
         }
         let producer_id = header.producer_id;
@@ -175,7 +148,7 @@ impl ProducerStates {
     /// Records a batch this replica appended; `header.base_offset` is the
     /// offset it was appended at.
     pub fn record(&mut self, header: &BatchHeader) {
-        if header.producer_id == NO_PRODUCER_ID || header.is_control() {
+        if header.producer_id == ProducerId::NONE || header.is_control() {
             return;
         }
         let batch = ProducerBatch {
@@ -221,7 +194,7 @@ impl ProducerStates {
     }
 
     /// Every producer, by id.
-    pub fn iter(&self) -> impl Iterator<Item = (i64, &ProducerEntry)> {
+    pub fn iter(&self) -> impl Iterator<Item = (ProducerId, &ProducerEntry)> {
         self.producers.iter().map(|(id, entry)| (*id, entry))
     }
 
@@ -229,7 +202,7 @@ impl ProducerStates {
         let mut bytes = Vec::with_capacity(4 + self.producers.len() * 64);
         bytes.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
         for (producer_id, entry) in &self.producers {
-            bytes.extend_from_slice(&producer_id.to_be_bytes());
+            bytes.extend_from_slice(&producer_id.0.to_be_bytes());
             bytes.extend_from_slice(&entry.producer_epoch.to_be_bytes());
             bytes.extend_from_slice(&entry.last_timestamp_ms.to_be_bytes());
             bytes.push(entry.batches.len() as u8);
@@ -249,7 +222,7 @@ impl ProducerStates {
         let count = reader.u32()?;
         let mut producers = BTreeMap::new();
         for _ in 0..count {
-            let producer_id = reader.i64()?;
+            let producer_id = ProducerId(reader.i64()?);
             let producer_epoch = reader.i16()?;
             let last_timestamp_ms = reader.i64()?;
             let batch_count = reader.u8()? as usize;
@@ -368,7 +341,7 @@ mod tests {
             last_offset_delta: records - 1,
             base_timestamp: 1_000,
             max_timestamp: 1_000,
-            producer_id,
+            producer_id: ProducerId(producer_id),
             producer_epoch,
             base_sequence,
             record_count: records,
@@ -411,7 +384,7 @@ mod tests {
             &states,
             header(7, 2, 5, 1, 0),
             Err(SequenceError::OutOfOrderSequence {
-                producer_id: 7,
+                producer_id: ProducerId(7),
                 producer_epoch: 2,
                 first_sequence: 5,
                 expected_sequence: 3,
@@ -421,7 +394,7 @@ mod tests {
             &states,
             header(7, 1, 3, 1, 0),
             Err(SequenceError::InvalidProducerEpoch {
-                producer_id: 7,
+                producer_id: ProducerId(7),
                 producer_epoch: 1,
                 current_epoch: 2,
             }),
@@ -430,7 +403,7 @@ mod tests {
             &states,
             header(8, 0, 4, 1, 0),
             Err(SequenceError::UnknownProducerId {
-                producer_id: 8,
+                producer_id: ProducerId(8),
                 first_sequence: 4,
             }),
         );
@@ -499,11 +472,11 @@ mod tests {
     #[test]
     fn batches_of_producers_that_are_not_idempotent_are_not_tracked() {
         let mut states = ProducerStates::default();
-        states.record(&header(NO_PRODUCER_ID, -1, -1, 4, 0));
+        states.record(&header(ProducerId::NONE.0, -1, -1, 4, 0));
         assert!(states.is_empty());
         check(
             &states,
-            header(NO_PRODUCER_ID, -1, -1, 1, 0),
+            header(ProducerId::NONE.0, -1, -1, 1, 0),
             Ok(SequenceCheck::Append),
         );
     }

@@ -15,7 +15,7 @@
 //!   header_key_length varint, header_key (UTF-8), header_value_length varint, header_value
 //! ```
 
-use crate::batch::{self, BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use crate::batch::{self, BatchError, BatchHeader, Compression, ProducerId, BATCH_HEADER_BYTES};
 
 /// A header on a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,13 +73,12 @@ pub struct BatchBuilder {
     base_timestamp_ms: i64,
     max_timestamp_ms: i64,
     record_count: i32,
-    producer_id: i64,
+    producer_id: ProducerId,
     producer_epoch: i16,
     base_sequence: i32,
     attributes: i16,
 }
 
-const NO_PRODUCER_ID: i64 = -1;
 const NO_PRODUCER_EPOCH: i16 = -1;
 const NO_SEQUENCE: i32 = -1;
 
@@ -96,7 +95,7 @@ impl BatchBuilder {
             base_timestamp_ms,
             max_timestamp_ms: base_timestamp_ms,
             record_count: 0,
-            producer_id: NO_PRODUCER_ID,
+            producer_id: ProducerId::NONE,
             producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
             attributes: Compression::None.attribute_bits(),
@@ -110,7 +109,12 @@ impl BatchBuilder {
     }
 
     /// Marks the batch as coming from an idempotent producer.
-    pub fn producer(mut self, producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+    pub fn producer(
+        mut self,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) -> Self {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;

@@ -174,7 +174,7 @@ fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
 mod tests {
     use super::*;
     use crate::batch::{
-        restamp_producer, seal_crc, stamp, BATCH_LENGTH_POSITION, MAGIC_POSITION,
+        restamp_producer, seal_crc, stamp, ProducerId, BATCH_LENGTH_POSITION, MAGIC_POSITION,
         RECORD_COUNT_POSITION,
     };
     use crate::record::{BatchBuilder, Record};
@@ -218,7 +218,7 @@ mod tests {
     #[test]
     fn restamping_the_producer_fields_seals_a_new_crc() {
         let mut bytes = batch(&[b"x", b"y"]);
-        restamp_producer(&mut bytes, 9, 3, 40);
+        restamp_producer(&mut bytes, ProducerId(9), 3, 40);
         let header = BatchHeader::validate(&bytes, usize::MAX).unwrap();
         assert_eq!(
             (
@@ -226,7 +226,7 @@ mod tests {
                 header.producer_epoch,
                 header.base_sequence
             ),
-            (9, 3, 40)
+            (ProducerId(9), 3, 40)
         );
     }
 

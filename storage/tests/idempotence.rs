@@ -6,12 +6,13 @@
 mod harness;
 
 use harness::{read_all, small_config};
-use strata_storage::producer_state::SequenceError;
+use strata_storage::batch::ProducerId;
+use strata_storage::error::SequenceError;
 use strata_storage::record::{BatchBuilder, Record};
 use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, StorageError};
 
-const PRODUCER: i64 = 42;
+const PRODUCER: ProducerId = ProducerId(42);
 
 fn produce(
     log: &mut PartitionLog,

@@ -876,7 +876,7 @@ pub fn produce_request(
     let mut builder = BatchBuilder::new(now_ms());
     if let Some(producer) = producer {
         builder = builder.producer(
-            producer.producer_id,
+            strata_storage::batch::ProducerId(producer.producer_id),
             producer.producer_epoch,
             producer.base_sequence,
         );

@@ -10,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::classic::{GroupConfig, GroupError};
+use super::classic::GroupConfig;
+use super::error::CoordinatorError;
 use super::led::{Led, Loaded};
 use super::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::clock::now_ms;
@@ -19,40 +20,6 @@ use crate::replica::replica_manager::ReplicaManager;
 /// How often sessions and rebalance deadlines are checked: the slack on
 /// every group timeout.
 const TICK_INTERVAL: Duration = Duration::from_millis(100);
-
-/// A key and its value (`None`: a tombstone) for `__consumer_offsets`.
-pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
-
-/// Why the coordinator could not serve a request at all. The group's own
-/// refusals are [`GroupError`]s; the handlers turn both into Kafka codes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CoordinatorError {
-    /// This broker does not lead the group's offsets partition (any more):
-    /// the client finds the coordinator again.
-    NotCoordinator,
-    /// The partition's groups cannot be loaded or written now.
-    Unavailable,
-    /// A record did not become durable in time.
-    TimedOut,
-    /// The group has no record here.
-    GroupIdNotFound,
-    /// DeleteGroups of a group with members.
-    NonEmptyGroup,
-    /// OffsetDelete while members may be reading those partitions.
-    GroupSubscribedToTopic,
-    /// The group refused the request.
-    Group(GroupError),
-}
-
-impl From<GroupError> for CoordinatorError {
-    fn from(error: GroupError) -> Self {
-        CoordinatorError::Group(error)
-    }
-}
-
-/// What a group request gets: the group's answer, or why a coordinator
-/// could not give one (not the coordinator, write failed).
-pub type Answer<T> = Result<Result<T, GroupError>, CoordinatorError>;
 
 /// Finds the coordinator's partitions for groups, and keeps their time.
 pub struct GroupCoordinator {

@@ -14,7 +14,8 @@ use tracing::warn;
 
 use super::classic::{ClassicGroup, GroupConfig, GroupError, Joined};
 use super::consumer::ConsumerGroup;
-use super::coordinator::{Answer, CoordinatorError, KeyedRecord};
+use super::error::{Answer, CoordinatorError};
+use super::records::KeyedRecord;
 use super::shard::Shard;
 use crate::replica::partition::Partition;
 

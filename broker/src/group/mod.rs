@@ -18,12 +18,14 @@ pub mod assignor;
 pub mod classic;
 pub mod consumer;
 pub mod coordinator;
+pub mod error;
 pub mod groups;
 pub mod led;
 pub mod records;
 pub mod shard;
 
-pub use self::coordinator::{CommittedOffset, CoordinatorError, GroupCoordinator};
+pub use self::coordinator::{CommittedOffset, GroupCoordinator};
+pub use self::error::CoordinatorError;
 pub use self::groups::Groups;
 pub use self::led::Led;
 use self::records::Key;

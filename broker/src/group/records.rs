@@ -18,6 +18,9 @@
 use bytes::{Buf, BufMut};
 use thiserror::Error;
 
+/// A key and its value (`None`: a tombstone) for `__consumer_offsets`.
+pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
 const CONSUMER_GROUP_KEY_VERSION: i16 = 100;

@@ -27,7 +27,7 @@ pub fn handle(context: &Context, request: DescribeProducersRequest) -> DescribeP
                         .into_iter()
                         .map(|(producer_id, entry)| {
                             ProducerState::default()
-                                .with_producer_id(ProducerId(producer_id))
+                                .with_producer_id(ProducerId(producer_id.0))
                                 .with_producer_epoch(entry.producer_epoch.into())
                                 .with_last_sequence(entry.last_sequence())
                                 .with_last_timestamp(entry.last_timestamp_ms)

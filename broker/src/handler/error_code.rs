@@ -1,7 +1,7 @@
 //! The one place internal errors become Kafka error codes.
 
 use kafka_protocol::ResponseError;
-use strata_storage::producer_state::SequenceError;
+use strata_storage::error::SequenceError;
 use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;

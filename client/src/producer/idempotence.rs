@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::{InitProducerIdRequest, ProducerId};
+use strata_protocol::batch::ProducerId as BatchProducerId;
 use tracing::debug;
 
 use crate::cluster::{Cluster, Target};
@@ -15,7 +16,7 @@ use crate::error::{check, Result};
 /// generation: how many times it had to take a new one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ProducerIdentity {
-    pub(super) producer_id: i64,
+    pub(super) producer_id: BatchProducerId,
     pub(super) producer_epoch: i16,
     pub(super) generation: u64,
 }
@@ -40,17 +41,20 @@ impl Idempotence {
 pub(super) async fn init_producer_id(
     cluster: &Cluster,
     retry_backoff: Duration,
-) -> Result<(i64, i16)> {
+) -> Result<(BatchProducerId, i16)> {
     let request = InitProducerIdRequest::default()
         .with_transaction_timeout_ms(60_000)
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
     let deadline = Instant::now() + cluster.config().request_timeout;
     loop {
-        let answer: Result<(i64, i16)> = async {
+        let answer: Result<(BatchProducerId, i16)> = async {
             let response = cluster.call(Target::Any, &request).await?.response;
             check(|| "InitProducerId".to_string(), response.error_code, None)?;
-            Ok((response.producer_id.0, response.producer_epoch))
+            Ok((
+                BatchProducerId(response.producer_id.0),
+                response.producer_epoch,
+            ))
         }
         .await;
         match answer {

@@ -436,7 +436,7 @@ impl Inner {
             }
         }
         idempotence.reset_wanted.store(false, Ordering::Release);
-        info!(producer_id, producer_epoch, renumbered, "idempotent producer started over under a new producer id after a batch failed for good");
+        info!(%producer_id, producer_epoch, renumbered, "idempotent producer started over under a new producer id after a batch failed for good");
         Ok(())
     }
 }

@@ -40,11 +40,12 @@ pub use config::{LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
 pub use flush::PendingFlush;
 pub use retention::{CleanedSegments, CompactionPlan, RetentionOutcome};
 
-use crate::batch::{BatchHeader, BatchIter, Compression};
+use crate::batch::{BatchHeader, BatchIter, Compression, ProducerId};
 use crate::checkpoint;
+use crate::error::SequenceError;
 use crate::error::{Result, StorageError};
 use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
-use crate::producer_state::{self, ProducerStates, SequenceCheck, SequenceError};
+use crate::producer_state::{self, ProducerStates, SequenceCheck};
 use crate::record::RecordIter;
 use crate::segment::{self, LogSlice, ScanStop, Segment, Stamp};
 use crate::validate::ValidatedBatches;
@@ -197,7 +198,7 @@ impl PartitionLog {
         self.check_alive()?;
         let idempotent = batches
             .iter()
-            .any(|(header, _)| header.producer_id != producer_state::NO_PRODUCER_ID);
+            .any(|(header, _)| header.producer_id != ProducerId::NONE);
         if idempotent {
             if batches.batch_count() != 1 {
                 return Err(SequenceError::ManyBatches {

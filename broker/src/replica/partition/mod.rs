@@ -35,6 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use strata_storage::batch::ProducerId;
 use strata_storage::producer_state::ProducerEntry;
 use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
@@ -351,7 +352,7 @@ impl Partition {
     }
 
     /// The idempotent producers this replica knows, by producer id.
-    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+    pub fn producers(&self) -> Vec<(ProducerId, ProducerEntry)> {
         self.log()
             .producers()
             .iter()

@@ -1,0 +1,35 @@
+//! Why the group coordinator could not serve a request, and what a group
+//! request gets back.
+
+use super::classic::GroupError;
+
+/// Why the coordinator could not serve a request at all. The group's own
+/// refusals are [`GroupError`]s; the handlers turn both into Kafka codes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoordinatorError {
+    /// This broker does not lead the group's offsets partition (any more):
+    /// the client finds the coordinator again.
+    NotCoordinator,
+    /// The partition's groups cannot be loaded or written now.
+    Unavailable,
+    /// A record did not become durable in time.
+    TimedOut,
+    /// The group has no record here.
+    GroupIdNotFound,
+    /// DeleteGroups of a group with members.
+    NonEmptyGroup,
+    /// OffsetDelete while members may be reading those partitions.
+    GroupSubscribedToTopic,
+    /// The group refused the request.
+    Group(GroupError),
+}
+
+impl From<GroupError> for CoordinatorError {
+    fn from(error: GroupError) -> Self {
+        CoordinatorError::Group(error)
+    }
+}
+
+/// What a group request gets: the group's answer, or why a coordinator
+/// could not give one (not the coordinator, write failed).
+pub type Answer<T> = Result<Result<T, GroupError>, CoordinatorError>;
