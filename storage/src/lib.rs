@@ -47,8 +47,10 @@ pub mod validate;
 
 pub use error::{Result, StorageError};
 pub use leader_epoch::EpochEntry;
+pub use partition_log::flush::PendingFlush;
+pub use partition_log::retention::{CleanedSegments, CompactionPlan, RetentionOutcome};
 pub use partition_log::{
-    AppendInfo, CleanedSegments, CompactionPlan, LogConfig, PartitionLog, PendingFlush, ReadResult,
-    RetentionOutcome, TimestampOffset, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    AppendInfo, LogConfig, PartitionLog, ReadResult, TimestampOffset, SEGMENT_BYTES_MAX,
+    SEGMENT_BYTES_MIN,
 };
 pub use segment::LogSlice;

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use strata_storage::checkpoint::{self, Durability, Loaded};
 use tracing::warn;
 
-use super::TypeConfig;
+use super::raft_types::TypeConfig;
 use crate::limits;
 
 const LOG_FILE: &str = "log";

@@ -14,15 +14,18 @@
 //! leadership back to preferred replicas.
 
 pub mod client;
+pub mod ids;
 pub mod log_store;
 pub mod metadata;
 pub mod network;
+pub mod raft_types;
 pub mod rpc;
 pub mod server;
 pub mod state_machine;
 
+pub use raft_types::TypeConfig;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -43,15 +46,6 @@ use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
 use crate::limits;
 use crate::metrics::Metrics;
-
-openraft::declare_raft_types!(
-    /// openraft's types for the metadata controller.
-    pub TypeConfig:
-        D = MetadataCommand,
-        R = CommandOutcome,
-        NodeId = u64,
-        Node = BasicNode,
-);
 
 /// Raft heartbeats between voters.
 const HEARTBEAT_INTERVAL_MS: u64 = 100;

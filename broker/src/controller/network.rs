@@ -18,8 +18,8 @@ use openraft::BasicNode;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
+use super::raft_types::TypeConfig;
 use super::rpc::{self, Request, Response};
-use super::TypeConfig;
 
 type NodeId = u64;
 

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
-use super::TypeConfig;
+use super::raft_types::TypeConfig;
 use crate::limits;
 
 type NodeId = u64;

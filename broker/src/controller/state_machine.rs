@@ -19,7 +19,7 @@ use strata_storage::checkpoint::{self, Durability, Loaded};
 use tokio::sync::{watch, Mutex};
 
 use super::metadata::{ClusterMetadata, CommandOutcome};
-use super::TypeConfig;
+use super::raft_types::TypeConfig;
 
 const SNAPSHOT_FILE: &str = "snapshot";
 const SNAPSHOT_MAGIC: [u8; 4] = *b"SRSN";

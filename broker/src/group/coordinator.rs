@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use super::classic::GroupConfig;
 use super::error::CoordinatorError;
 use super::led::{Led, Loaded};
-use super::{OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use super::records::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
 use crate::clock::now_ms;
 use crate::replica::replica_manager::ReplicaManager;
 
@@ -45,7 +45,7 @@ impl GroupCoordinator {
     /// The partition holding `group`, if this broker coordinates it;
     /// otherwise `NOT_COORDINATOR`.
     pub fn led_for(&self, group: &str) -> Result<Led, CoordinatorError> {
-        self.led(super::partition_for(group))
+        self.led(partition_for(group))
     }
 
     /// Partition `index` of the offsets topic, if this broker leads it.

@@ -28,38 +28,10 @@ pub use self::coordinator::{CommittedOffset, GroupCoordinator};
 pub use self::error::CoordinatorError;
 pub use self::groups::Groups;
 pub use self::led::Led;
-use self::records::Key;
-
-/// The internal topic holding committed offsets and group records.
-pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// Its partition count (`offsets.topic.num.partitions`).
-pub const OFFSETS_TOPIC_PARTITIONS: u32 = 50;
-/// Its replication factor when the cluster has that many brokers.
-pub const OFFSETS_TOPIC_REPLICATION_FACTOR: u16 = 3;
-
-/// The `__consumer_offsets` partition of `group`: Kafka's
-/// `Utils.abs(group.hashCode()) % partitions`, with Java's String hash.
-pub fn partition_for(group: &str) -> i32 {
-    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
-        hash.wrapping_mul(31).wrapping_add(unit as i32)
-    });
-    (hash & 0x7fff_ffff) % OFFSETS_TOPIC_PARTITIONS as i32
-}
-
-/// The records of a commit of `offset` for `group`'s `topic`/`partition`.
-pub fn offset_record(
-    group: &str,
-    topic: &str,
-    partition: i32,
-    value: &records::OffsetValue,
-) -> (Vec<u8>, Option<Vec<u8>>) {
-    let key = Key::Offset {
-        group: group.to_string(),
-        topic: topic.to_string(),
-        partition,
-    };
-    (key.encode(), Some(value.encode()))
-}
+pub use self::records::{
+    offset_record, partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS,
+    OFFSETS_TOPIC_REPLICATION_FACTOR,
+};
 
 #[cfg(test)]
 mod tests {

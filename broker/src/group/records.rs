@@ -312,6 +312,37 @@ fn get_bytes(buf: &mut &[u8]) -> Result<Vec<u8>, RecordError> {
     Ok(bytes.to_vec())
 }
 
+/// The internal topic holding committed offsets and group records.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Its partition count (`offsets.topic.num.partitions`).
+pub const OFFSETS_TOPIC_PARTITIONS: u32 = 50;
+/// Its replication factor when the cluster has that many brokers.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR: u16 = 3;
+
+/// The `__consumer_offsets` partition of `group`: Kafka's
+/// `Utils.abs(group.hashCode()) % partitions`, with Java's String hash.
+pub fn partition_for(group: &str) -> i32 {
+    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(unit as i32)
+    });
+    (hash & 0x7fff_ffff) % OFFSETS_TOPIC_PARTITIONS as i32
+}
+
+/// The records of a commit of `offset` for `group`'s `topic`/`partition`.
+pub fn offset_record(
+    group: &str,
+    topic: &str,
+    partition: i32,
+    value: &OffsetValue,
+) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    (key.encode(), Some(value.encode()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

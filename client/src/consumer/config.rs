@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use super::Consumer;
 use crate::assignor::Assignor;
 use crate::cluster::ClientConfig;
-use crate::error::Result;
+
 use crate::group::GroupConfig;
 
 /// Where to start reading a partition.
@@ -158,8 +157,5 @@ impl ConsumerBuilder {
     pub fn auto_commit(mut self, interval: Option<Duration>) -> Self {
         self.config.auto_commit_interval = interval;
         self
-    }
-    pub async fn build(self) -> Result<Consumer> {
-        Consumer::with_config(self.config).await
     }
 }

@@ -11,52 +11,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::{BrokerId, FetchRequest};
 use strata_protocol::batch::{BatchHeader, BatchIter};
 use strata_protocol::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use strata_protocol::record::RecordIter;
 use tracing::debug;
 
 use super::config::{Offset, OffsetReset};
-use super::{Consumer, ConsumerRecord, TopicPartition};
+use super::{Buffered, Consumer, ConsumerRecord, FetchDone, TopicPartition};
 use crate::cluster::topic_name;
 use crate::error::{Error, Result};
-
-#[derive(Debug)]
-pub(super) struct PartitionState {
-    pub(super) position: Option<i64>,
-    pub(super) fetch_position: Option<i64>,
-    pub(super) pending_seek: Option<Offset>,
-    pub(super) generation: u64,
-    pub(super) in_flight: bool,
-    pub(super) high_watermark: i64,
-}
-
-impl PartitionState {
-    pub(super) fn starting_at(offset: Offset) -> PartitionState {
-        PartitionState {
-            position: None,
-            fetch_position: None,
-            pending_seek: Some(offset),
-            generation: 0,
-            in_flight: false,
-            high_watermark: -1,
-        }
-    }
-}
-
-pub(super) struct FetchDone {
-    pub(super) broker: i32,
-    /// Partitions the fetch asked for, with their generation at the time.
-    pub(super) asked: Vec<(TopicPartition, u64)>,
-    pub(super) response: Result<FetchResponse>,
-}
-
-pub(super) struct Buffered {
-    pub(super) partition: TopicPartition,
-    pub(super) generation: u64,
-    pub(super) records: Bytes,
-}
 
 impl Consumer {
     /// Looks up offsets for partitions with a pending seek.

@@ -22,15 +22,13 @@ mod fetcher;
 mod rebalance;
 
 pub use config::{ConsumerBuilder, ConsumerConfig, Offset, OffsetReset};
-use fetcher::{Buffered, FetchDone, PartitionState};
-pub use rebalance::Rebalance;
-use rebalance::RebalanceListener;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::messages::FetchResponse;
 use tokio::task::JoinSet;
 
 use crate::cluster::Cluster;
@@ -52,6 +50,59 @@ pub struct ConsumerRecord {
 
 type TopicPartition = (Arc<str>, i32);
 
+#[derive(Debug)]
+struct PartitionState {
+    position: Option<i64>,
+    fetch_position: Option<i64>,
+    pending_seek: Option<Offset>,
+    generation: u64,
+    in_flight: bool,
+    high_watermark: i64,
+}
+
+impl PartitionState {
+    fn starting_at(offset: Offset) -> PartitionState {
+        PartitionState {
+            position: None,
+            fetch_position: None,
+            pending_seek: Some(offset),
+            generation: 0,
+            in_flight: false,
+            high_watermark: -1,
+        }
+    }
+}
+
+struct FetchDone {
+    broker: i32,
+    /// Partitions the fetch asked for, with their generation at the time.
+    asked: Vec<(TopicPartition, u64)>,
+    response: Result<FetchResponse>,
+}
+
+struct Buffered {
+    partition: TopicPartition,
+    generation: u64,
+    records: Bytes,
+}
+
+/// A change of a group member's partitions, as `poll` makes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rebalance {
+    /// Now this member's, starting at the group's committed offsets.
+    Assigned(Vec<(String, i32)>),
+    /// Handed back in a rebalance (positions committed first when
+    /// auto-commit is on).
+    Revoked(Vec<(String, i32)>),
+    /// Taken while this member was out of the group: another member may
+    /// already own them, so nothing was committed.
+    Lost(Vec<(String, i32)>),
+}
+
+/// Behind a mutex only so the consumer stays `Sync` (futures holding
+/// `&Consumer` can move between threads); `poll` has it to itself.
+type RebalanceListener = std::sync::Mutex<Box<dyn FnMut(&Rebalance) + Send>>;
+
 /// Reads assigned partitions. Not shared between tasks: `poll` takes `&mut`.
 pub struct Consumer {
     cluster: Arc<Cluster>,
@@ -68,6 +119,12 @@ pub struct Consumer {
     brokers_fetching: HashSet<i32>,
     buffered: VecDeque<Buffered>,
     metadata_stale: bool,
+}
+
+impl ConsumerBuilder {
+    pub async fn build(self) -> Result<Consumer> {
+        Consumer::with_config(self.config).await
+    }
 }
 
 impl Consumer {

@@ -9,27 +9,10 @@ use std::time::Instant;
 use tracing::warn;
 
 use super::config::Offset;
-use super::fetcher::PartitionState;
 use super::Consumer;
+use super::{PartitionState, Rebalance};
 use crate::error::Result;
 use crate::group::Membership;
-
-/// A change of a group member's partitions, as `poll` makes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Rebalance {
-    /// Now this member's, starting at the group's committed offsets.
-    Assigned(Vec<(String, i32)>),
-    /// Handed back in a rebalance (positions committed first when
-    /// auto-commit is on).
-    Revoked(Vec<(String, i32)>),
-    /// Taken while this member was out of the group: another member may
-    /// already own them, so nothing was committed.
-    Lost(Vec<(String, i32)>),
-}
-
-/// Behind a mutex only so the consumer stays `Sync` (futures holding
-/// `&Consumer` can move between threads); `poll` has it to itself.
-pub(super) type RebalanceListener = std::sync::Mutex<Box<dyn FnMut(&Rebalance) + Send>>;
 
 impl Consumer {
     /// Commits positions for auto-commit: a failure is logged, the records

@@ -5,7 +5,6 @@ use std::time::Duration;
 use strata_protocol::batch::Compression;
 
 use super::accumulator::DUPLICATE_WINDOW_BATCHES;
-use super::Producer;
 use crate::cluster::ClientConfig;
 use crate::error::{Error, Result};
 
@@ -189,10 +188,5 @@ impl ProducerBuilder {
 
     pub fn config(&self) -> &ProducerConfig {
         &self.config
-    }
-
-    /// Connects to the cluster and starts the sender task.
-    pub async fn build(self) -> Result<Producer> {
-        Producer::with_config(self.config).await
     }
 }

@@ -37,7 +37,6 @@ use accumulator::{ClosedBatch, OpenBatch, PartitionQueue, TopicQueue};
 pub use config::{Acks, ProducerBuilder, ProducerConfig};
 pub use delivery::{Delivery, ProducerRecord, RecordMetadata};
 use idempotence::{init_producer_id, Idempotence, ProducerIdentity};
-use sender::run_sender;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -85,6 +84,13 @@ impl Drop for SenderTask {
     }
 }
 
+impl ProducerBuilder {
+    /// Connects to the cluster and starts the sender task.
+    pub async fn build(self) -> Result<Producer> {
+        Producer::with_config(self.config).await
+    }
+}
+
 impl Producer {
     pub fn builder(bootstrap: &str) -> ProducerBuilder {
         ProducerBuilder {
@@ -119,7 +125,7 @@ impl Producer {
             closed: AtomicBool::new(false),
             idempotence,
         });
-        let sender = tokio::spawn(run_sender(Arc::clone(&inner)));
+        let sender = tokio::spawn(Arc::clone(&inner).run_sender());
         Ok(Producer {
             inner,
             _sender: Arc::new(SenderTask(sender)),

@@ -19,80 +19,83 @@ use crate::cluster::topic_name;
 use crate::connection::Sent;
 use crate::error::{Error, Result};
 
-/// Closes lingered batches and ships ready ones until the producer is gone.
-pub(super) async fn run_sender(inner: Arc<Inner>) {
-    let mut refresh_at: Option<Instant> = None;
-    // When an idempotent producer that must start over tries again.
-    let mut start_over_at: Option<Instant> = None;
-    loop {
-        let nothing_in_flight = || {
-            inner
-                .in_flight
-                .lock()
-                .expect("in flight")
-                .values()
-                .all(|&count| count == 0)
-        };
-        if inner.resetting()
-            && start_over_at.is_none_or(|at| at <= Instant::now())
-            && nothing_in_flight()
-        {
-            start_over_at = match inner.start_over().await {
-                Ok(()) => None,
-                Err(error) => {
-                    warn!(%error, "cannot take a new producer id; trying again");
-                    Some(Instant::now() + inner.config.retry_backoff)
-                }
+impl Inner {
+    /// Closes lingered batches and ships ready ones until the producer is gone.
+    pub(super) async fn run_sender(self: Arc<Self>) {
+        let inner = self;
+        let mut refresh_at: Option<Instant> = None;
+        // When an idempotent producer that must start over tries again.
+        let mut start_over_at: Option<Instant> = None;
+        loop {
+            let nothing_in_flight = || {
+                inner
+                    .in_flight
+                    .lock()
+                    .expect("in flight")
+                    .values()
+                    .all(|&count| count == 0)
             };
-        }
-        let now = Instant::now();
-        let (requests, next_deadline, missing_leader) = collect(&inner, now);
-        let sent = !requests.is_empty();
-        for (broker, batches) in requests {
-            *inner
-                .in_flight
-                .lock()
-                .expect("in flight")
-                .entry(broker)
-                .or_default() += 1;
-            // Written here, in order; only the wait for the response runs
-            // apart, so batches of a partition reach the broker in order.
-            let written = write_request(&inner, broker, &batches).await;
-            tokio::spawn(settle(Arc::clone(&inner), broker, batches, written));
-        }
-        if sent {
-            // More ready batches may wait behind the ones just sent.
-            continue;
-        }
-        if !missing_leader.is_empty() && refresh_at.is_none_or(|at| at <= now) {
-            refresh_at = Some(now + inner.config.retry_backoff);
-            let topics: Vec<&str> = missing_leader.iter().map(|topic| &**topic).collect();
-            match inner.cluster.refresh(&topics).await {
-                Ok(results) => {
-                    for info in results.into_iter().flatten() {
-                        inner.topic_queue_for(&info);
+            if inner.resetting()
+                && start_over_at.is_none_or(|at| at <= Instant::now())
+                && nothing_in_flight()
+            {
+                start_over_at = match inner.start_over().await {
+                    Ok(()) => None,
+                    Err(error) => {
+                        warn!(%error, "cannot take a new producer id; trying again");
+                        Some(Instant::now() + inner.config.retry_backoff)
+                    }
+                };
+            }
+            let now = Instant::now();
+            let (requests, next_deadline, missing_leader) = collect(&inner, now);
+            let sent = !requests.is_empty();
+            for (broker, batches) in requests {
+                *inner
+                    .in_flight
+                    .lock()
+                    .expect("in flight")
+                    .entry(broker)
+                    .or_default() += 1;
+                // Written here, in order; only the wait for the response runs
+                // apart, so batches of a partition reach the broker in order.
+                let written = write_request(&inner, broker, &batches).await;
+                tokio::spawn(settle(Arc::clone(&inner), broker, batches, written));
+            }
+            if sent {
+                // More ready batches may wait behind the ones just sent.
+                continue;
+            }
+            if !missing_leader.is_empty() && refresh_at.is_none_or(|at| at <= now) {
+                refresh_at = Some(now + inner.config.retry_backoff);
+                let topics: Vec<&str> = missing_leader.iter().map(|topic| &**topic).collect();
+                match inner.cluster.refresh(&topics).await {
+                    Ok(results) => {
+                        for info in results.into_iter().flatten() {
+                            inner.topic_queue_for(&info);
+                        }
+                    }
+                    Err(error) => debug!(%error, "metadata refresh failed"),
+                }
+                continue;
+            }
+            let deadline = [
+                next_deadline,
+                refresh_at.filter(|_| !missing_leader.is_empty()),
+                start_over_at.filter(|_| inner.resetting()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            match deadline {
+                Some(deadline) => {
+                    tokio::select! {
+                        _ = inner.wake.notified() => {}
+                        _ = tokio::time::sleep_until(deadline.into()) => {}
                     }
                 }
-                Err(error) => debug!(%error, "metadata refresh failed"),
+                None => inner.wake.notified().await,
             }
-            continue;
-        }
-        let deadline = [
-            next_deadline,
-            refresh_at.filter(|_| !missing_leader.is_empty()),
-            start_over_at.filter(|_| inner.resetting()),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        match deadline {
-            Some(deadline) => {
-                tokio::select! {
-                    _ = inner.wake.notified() => {}
-                    _ = tokio::time::sleep_until(deadline.into()) => {}
-                }
-            }
-            None => inner.wake.notified().await,
         }
     }
 }

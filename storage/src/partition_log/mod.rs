@@ -27,9 +27,9 @@
 //! `retention` (deleting and compacting old data), `config` (settings).
 
 mod config;
-mod flush;
+pub(crate) mod flush;
 mod recovery;
-mod retention;
+pub(crate) mod retention;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,8 +37,6 @@ use std::path::{Path, PathBuf};
 use tracing::info;
 
 pub use config::{LogConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
-pub use flush::PendingFlush;
-pub use retention::{CleanedSegments, CompactionPlan, RetentionOutcome};
 
 use crate::batch::{BatchHeader, BatchIter, Compression, ProducerId};
 use crate::checkpoint;

@@ -10,47 +10,50 @@ use tracing::{error, warn};
 
 use super::Partition;
 
-/// Flushes when asked or every `flush.ms`, then publishes the new durable
-/// end and moves the high watermark.
-pub(super) async fn flusher(partition: Arc<Partition>) {
-    loop {
-        let flush_interval = Duration::from_millis(partition.config().flush_ms);
-        tokio::select! {
-            _ = partition.stop.cancelled() => return,
-            _ = partition.flush_wanted.notified() => {}
-            _ = tokio::time::sleep(flush_interval) => {}
+impl Partition {
+    /// Flushes when asked or every `flush.ms`, then publishes the new durable
+    /// end and moves the high watermark.
+    pub(super) async fn run_flusher(self: Arc<Self>) {
+        let partition = self;
+        loop {
+            let flush_interval = Duration::from_millis(partition.config().flush_ms);
+            tokio::select! {
+                _ = partition.stop.cancelled() => return,
+                _ = partition.flush_wanted.notified() => {}
+                _ = tokio::time::sleep(flush_interval) => {}
+            }
+            partition.unflushed_bytes.store(0, Ordering::Release);
+            let pending = match partition.log().begin_flush() {
+                Ok(Some(pending)) => pending,
+                Ok(None) => continue,
+                Err(error) => {
+                    warn!(partition = ?partition, %error, "log is stopped; the flusher exits");
+                    return;
+                }
+            };
+            let (pending, outcome) = match tokio::task::spawn_blocking(move || {
+                let outcome = pending.sync();
+                (pending, outcome)
+            })
+            .await
+            {
+                Ok(done) => done,
+                Err(join_error) => {
+                    error!(partition = ?partition, %join_error, "flush task failed");
+                    return;
+                }
+            };
+            let recovery_point = {
+                let mut log = partition.log();
+                if let Err(error) = log.complete_flush(pending, outcome) {
+                    error!(partition = ?partition, %error, "flush failed; the partition stops");
+                    return;
+                }
+                log.recovery_point()
+            };
+            partition.durable.send_replace(recovery_point);
+            partition.refresh_high_watermark();
         }
-        partition.unflushed_bytes.store(0, Ordering::Release);
-        let pending = match partition.log().begin_flush() {
-            Ok(Some(pending)) => pending,
-            Ok(None) => continue,
-            Err(error) => {
-                warn!(partition = ?partition, %error, "log is stopped; the flusher exits");
-                return;
-            }
-        };
-        let (pending, outcome) = match tokio::task::spawn_blocking(move || {
-            let outcome = pending.sync();
-            (pending, outcome)
-        })
-        .await
-        {
-            Ok(done) => done,
-            Err(join_error) => {
-                error!(partition = ?partition, %join_error, "flush task failed");
-                return;
-            }
-        };
-        let recovery_point = {
-            let mut log = partition.log();
-            if let Err(error) = log.complete_flush(pending, outcome) {
-                error!(partition = ?partition, %error, "flush failed; the partition stops");
-                return;
-            }
-            log.recovery_point()
-        };
-        partition.durable.send_replace(recovery_point);
-        partition.refresh_high_watermark();
     }
 }
 

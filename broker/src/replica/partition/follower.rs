@@ -7,24 +7,12 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use strata_storage::validate::{Source, ValidatedBatches};
-use strata_storage::{ReadResult, StorageError};
+use strata_storage::StorageError;
 use tracing::warn;
 
-use super::Partition;
+use super::{FollowerRead, Partition};
 use crate::controller::metadata::BrokerId;
 use crate::replica::in_sync::FollowerPosition;
-
-/// What a follower's fetch gets.
-pub enum FollowerRead {
-    Records(ReadResult),
-    /// The follower's log differs from here after `end_offset` of
-    /// `leader_epoch` (the largest epoch at or below its last one): it
-    /// truncates there and fetches again.
-    Diverging {
-        leader_epoch: i32,
-        end_offset: i64,
-    },
-}
 
 impl Partition {
     /// Serves follower `follower` fetching from `position` (at its log end)

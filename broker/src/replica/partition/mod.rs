@@ -48,8 +48,6 @@ use crate::controller::metadata::{BrokerId, LeaderEpoch, PartitionEpoch};
 use crate::limits;
 use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
-use flusher::flusher;
-pub use follower::FollowerRead;
 
 /// What this broker is for a partition, as its metadata says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +123,18 @@ pub struct ConsumerRead {
     /// The high watermark the read stopped at.
     pub high_watermark: i64,
     pub log_start_offset: i64,
+}
+
+/// What a follower's fetch gets.
+pub enum FollowerRead {
+    Records(ReadResult),
+    /// The follower's log differs from here after `end_offset` of
+    /// `leader_epoch` (the largest epoch at or below its last one): it
+    /// truncates there and fetches again.
+    Diverging {
+        leader_epoch: i32,
+        end_offset: i64,
+    },
 }
 
 pub struct Partition {
@@ -220,7 +230,7 @@ impl Partition {
             unflushed_bytes: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(flusher(Arc::clone(&partition)));
+        tokio::spawn(Arc::clone(&partition).run_flusher());
         Ok(partition)
     }
 
