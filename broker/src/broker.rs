@@ -156,9 +156,15 @@ impl Broker {
         )));
 
         let replicas = Arc::new(ReplicaManager::new(me, dir.clone()));
-        replicas
-            .remove_unknown_directories(&metadata)
-            .map_err(dir_error)?;
+        // Deleting directories is disk work: off the runtime's threads,
+        // which the controller voter in this process shares.
+        let removed = {
+            let (replicas, metadata) = (Arc::clone(&replicas), Arc::clone(&metadata));
+            tokio::task::spawn_blocking(move || replicas.remove_unknown_directories(&metadata))
+                .await
+                .unwrap_or_else(|error| Err(std::io::Error::other(error)))
+        };
+        removed.map_err(dir_error)?;
         replicas.reconcile(Arc::clone(&metadata)).await;
 
         let groups = Arc::new(GroupCoordinator::new(Arc::clone(&replicas), config.group));

@@ -49,13 +49,13 @@ impl ReplicaManager {
         }
     }
 
-    /// Records whether this broker's controller session is alive; the next
-    /// [`ReplicaManager::reconcile`] applies it.
     /// Where partitions live.
     pub fn data_dir(&self) -> &std::path::Path {
         &self.data_dir
     }
 
+    /// Records whether this broker's controller session is alive; the next
+    /// [`ReplicaManager::reconcile`] applies it.
     pub fn set_session_alive(&self, alive: bool) {
         self.session_alive.store(alive, Ordering::Release);
     }
