@@ -146,6 +146,17 @@ impl ReplicaManager {
                 error!(dir = %dir.display(), %error, "cannot remove partition directory");
             }
         }
+        // Each topic's configs, parsed (and an invalid one logged) once.
+        let configs: HashMap<&str, TopicConfig> = metadata
+            .topics
+            .values()
+            .map(|topic| {
+                (
+                    topic.name.as_str(),
+                    topic_config(&topic.name, &topic.configs),
+                )
+            })
+            .collect();
         let mut opened = Vec::new();
         for topic in metadata.topics.values() {
             for (index, assignment) in topic.partitions.iter().enumerate() {
@@ -155,14 +166,13 @@ impl ReplicaManager {
                 {
                     continue;
                 }
-                let config = topic_config(&topic.name, &topic.configs);
                 let partition = Partition::open(
                     self.directory(&topic.name, index),
                     topic.name.clone(),
                     index,
                     topic.topic_id,
                     self.broker_id,
-                    config,
+                    configs[topic.name.as_str()].clone(),
                     Arc::clone(&self.visible),
                     Arc::clone(&self.appended),
                 );
@@ -178,13 +188,13 @@ impl ReplicaManager {
         partitions.extend(opened);
         let mut follow: HashMap<BrokerId, Assignment> = HashMap::new();
         for topic in metadata.topics.values() {
-            let config = topic_config(&topic.name, &topic.configs);
+            let config = &configs[topic.name.as_str()];
             for (index, assignment) in topic.partitions.iter().enumerate() {
                 let key = (topic.name.clone(), index as i32);
                 let Some(partition) = partitions.get(&key) else {
                     continue;
                 };
-                if let Err(error) = partition.update_config(&config) {
+                if let Err(error) = partition.update_config(config) {
                     error!(topic = topic.name, partition = index, %error, "cannot apply altered topic configs");
                 }
                 let role = if !session_alive || assignment.leader == NO_LEADER {
