@@ -58,8 +58,8 @@ const BATCH_LENGTH_MIN: i32 = (BATCH_HEADER_BYTES - LOG_OVERHEAD) as i32;
 
 pub(crate) const COMPRESSION_MASK: i16 = 0x07;
 const TIMESTAMP_TYPE_FLAG: i16 = 0x08;
-const TRANSACTIONAL_FLAG: i16 = 0x10;
-const CONTROL_FLAG: i16 = 0x20;
+pub(crate) const TRANSACTIONAL_FLAG: i16 = 0x10;
+pub(crate) const CONTROL_FLAG: i16 = 0x20;
 
 /// An idempotent producer's id, as a batch carries it (`ProducerId::NONE`:
 /// the batch is not from an idempotent producer).
@@ -101,6 +101,8 @@ pub enum BatchError {
         record_index: usize,
         reason: &'static str,
     },
+    #[error("{0}")]
+    Producer(&'static str),
     #[error("unknown compression codec {codec}")]
     Compression { codec: i16 },
     #[error("cannot decompress {codec:?} records: {reason}")]

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{io_error, Result};
 
 const HEADER_BYTES: usize = 16;
+/// The reason [`read`] gives for a file of another kind (or format).
+pub const WRONG_MAGIC: &str = "wrong magic";
 const VERSION: u8 = 1;
 
 /// What was found at a checkpoint's path.
@@ -77,7 +79,7 @@ pub fn read(path: &Path, magic: [u8; 4]) -> Result<Loaded> {
         return Ok(Loaded::Damaged("shorter than its header"));
     }
     if bytes[0..4] != magic {
-        return Ok(Loaded::Damaged("wrong magic"));
+        return Ok(Loaded::Damaged(WRONG_MAGIC));
     }
     if bytes[4] != VERSION {
         return Ok(Loaded::Damaged("unknown version"));

@@ -16,6 +16,10 @@
 //!   key survives a pass: `PartitionLog::compact` cleans every sealed
 //!   segment, oldest first, against the same key map.
 //! - Records without a key and control batches are kept as they are.
+//! - Transactions (Kafka's rules): nothing at or above the last stable
+//!   offset is compacted (the caller's bound); records of aborted
+//!   transactions never count as a key's latest record and are removed;
+//!   markers stay, so a consumer still sees where each transaction ended.
 //! - A rewritten batch is stored uncompressed with a new CRC; the fields
 //!   outside the records (timestamps, producer id, epoch and sequence)
 //!   stay.
@@ -23,13 +27,43 @@
 use std::collections::HashMap;
 
 use crate::batch::{
-    BatchError, BatchHeader, BatchIter, BATCH_HEADER_BYTES, COMPRESSION_MASK, LOG_OVERHEAD,
+    BatchError, BatchHeader, BatchIter, ProducerId, BATCH_HEADER_BYTES, COMPRESSION_MASK,
+    LOG_OVERHEAD,
 };
 use crate::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use crate::record::{get_varint, RecordIter};
+use crate::transaction::AbortedTxn;
 
 /// The latest offset of each key.
 pub(crate) type LatestOffsets = HashMap<Vec<u8>, i64>;
+
+/// The offset ranges of aborted transactions, per producer.
+#[derive(Debug, Default)]
+pub(crate) struct AbortedRanges(HashMap<ProducerId, Vec<(i64, i64)>>);
+
+impl AbortedRanges {
+    pub(crate) fn new(aborted: &[AbortedTxn]) -> Self {
+        let mut ranges: HashMap<ProducerId, Vec<(i64, i64)>> = HashMap::new();
+        for entry in aborted {
+            ranges
+                .entry(entry.producer_id)
+                .or_default()
+                .push((entry.first_offset, entry.last_offset));
+        }
+        AbortedRanges(ranges)
+    }
+
+    /// Whether `header` is a data batch of an aborted transaction.
+    fn holds(&self, header: &BatchHeader) -> bool {
+        header.is_transactional()
+            && !header.is_control()
+            && self.0.get(&header.producer_id).is_some_and(|ranges| {
+                ranges
+                    .iter()
+                    .any(|(first, last)| (*first..=*last).contains(&header.base_offset))
+            })
+    }
+}
 
 /// What one compaction did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,13 +79,14 @@ pub struct CompactionOutcome {
 pub(crate) fn note_latest_offsets(
     data: &[u8],
     upper_bound_offset: i64,
+    aborted: &AbortedRanges,
     latest: &mut LatestOffsets,
 ) -> Result<(), BatchError> {
     for (header, batch) in BatchIter::new(data) {
         if header.last_offset() >= upper_bound_offset {
             break;
         }
-        if header.is_control() {
+        if header.is_control() || aborted.holds(&header) {
             continue;
         }
         let records = batch_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)?;
@@ -75,11 +110,13 @@ pub(crate) fn note_latest_offsets(
 }
 
 /// `data` (a sealed segment's batches) without the records `latest` says
-/// are replaced and the tombstones of batches whose newest timestamp is
-/// before `tombstones_before_ms`; `None` when nothing would go.
+/// are replaced, the records of aborted transactions, and the tombstones
+/// of batches whose newest timestamp is before `tombstones_before_ms`;
+/// `None` when nothing would go.
 pub(crate) fn clean_segment(
     data: &[u8],
     latest: &LatestOffsets,
+    aborted: &AbortedRanges,
     tombstones_before_ms: i64,
 ) -> Result<Option<(Vec<u8>, u64)>, BatchError> {
     let batches: Vec<(BatchHeader, &[u8])> = BatchIter::new(data).collect();
@@ -91,6 +128,7 @@ pub(crate) fn clean_segment(
             out.extend_from_slice(batch);
             continue;
         }
+        let aborted_batch = aborted.holds(header);
         let records = batch_records(batch, DECOMPRESSED_BATCH_BYTES_MAX)?;
         let mut kept = Vec::with_capacity(records.len());
         let (mut kept_count, mut removed) = (0i32, 0u64);
@@ -118,6 +156,7 @@ pub(crate) fn clean_segment(
                 })?;
             let offset = header.base_offset + record.offset_delta;
             let keep = match record.key {
+                _ if aborted_batch => false,
                 None => true,
                 Some(key) => {
                     latest.get(key).is_none_or(|&newest| newest <= offset)
@@ -208,12 +247,13 @@ mod tests {
         .concat();
         // A later segment replaces "a" again.
         let later = batch(6, &[("a", Some("3"))], Compression::None);
+        let none = AbortedRanges::default();
         let mut latest = LatestOffsets::new();
-        note_latest_offsets(&segment, i64::MAX, &mut latest).unwrap();
-        note_latest_offsets(&later, i64::MAX, &mut latest).unwrap();
+        note_latest_offsets(&segment, i64::MAX, &none, &mut latest).unwrap();
+        note_latest_offsets(&later, i64::MAX, &none, &mut latest).unwrap();
         assert_eq!(latest[&b"a".to_vec()], 6);
 
-        let (cleaned, removed) = clean_segment(&segment, &latest, 0).unwrap().unwrap();
+        let (cleaned, removed) = clean_segment(&segment, &latest, &none, 0).unwrap().unwrap();
         assert_eq!(removed, 4, "a@0, b@1, a@2 and a@5");
         assert_eq!(
             contents(&cleaned),
@@ -234,10 +274,12 @@ mod tests {
 
         // Once the tombstone is old enough it goes; cleaning again changes
         // nothing else.
-        let (again, removed) = clean_segment(&cleaned, &latest, 2_000).unwrap().unwrap();
+        let (again, removed) = clean_segment(&cleaned, &latest, &none, 2_000)
+            .unwrap()
+            .unwrap();
         assert_eq!(removed, 1);
         assert_eq!(contents(&again).len(), 1);
-        assert_eq!(clean_segment(&again, &latest, 2_000).unwrap(), None);
+        assert_eq!(clean_segment(&again, &latest, &none, 2_000).unwrap(), None);
     }
 
     #[test]
@@ -248,7 +290,50 @@ mod tests {
         ]
         .concat();
         let mut latest = LatestOffsets::new();
-        note_latest_offsets(&data, 1, &mut latest).unwrap();
+        note_latest_offsets(&data, 1, &AbortedRanges::default(), &mut latest).unwrap();
         assert_eq!(latest[&b"k".to_vec()], 0, "offset 1 is not below the bound");
+    }
+
+    #[test]
+    fn records_of_aborted_transactions_go_and_never_replace_a_committed_one() {
+        let transactional = |base_offset: i64, key: &str, value: &str| {
+            let mut builder = BatchBuilder::new(1_000)
+                .producer(ProducerId(7), 0, base_offset as i32)
+                .transactional();
+            builder.push(Record::keyed(key.as_bytes(), value.as_bytes()));
+            let mut bytes = builder.build();
+            stamp(&mut bytes, base_offset, 0);
+            bytes
+        };
+        let segment = [
+            batch(0, &[("k", Some("committed"))], Compression::None),
+            transactional(1, "k", "aborted"),
+            transactional(2, "j", "aborted"),
+            batch(3, &[("z", Some("last"))], Compression::None),
+        ]
+        .concat();
+        let aborted = AbortedRanges::new(&[AbortedTxn {
+            producer_id: ProducerId(7),
+            first_offset: 1,
+            last_offset: 4,
+            last_stable_offset: 5,
+        }]);
+        let mut latest = LatestOffsets::new();
+        note_latest_offsets(&segment, i64::MAX, &aborted, &mut latest).unwrap();
+        assert_eq!(
+            latest[&b"k".to_vec()],
+            0,
+            "the aborted write is not the latest"
+        );
+        assert!(!latest.contains_key(&b"j".to_vec()));
+        let (cleaned, removed) = clean_segment(&segment, &latest, &aborted, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(removed, 2);
+        let kept: Vec<i64> = contents(&cleaned)
+            .iter()
+            .map(|(offset, ..)| *offset)
+            .collect();
+        assert_eq!(kept, [0, 3]);
     }
 }

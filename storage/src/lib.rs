@@ -43,6 +43,7 @@ pub mod producer_state;
 pub mod record;
 mod segment;
 mod segment_file;
+pub mod transaction;
 pub mod validate;
 
 pub use error::{Result, StorageError};

@@ -104,7 +104,7 @@ impl BatchBuilder {
 
     /// Compresses the records with `codec` when the batch is built.
     pub fn compression(mut self, codec: Compression) -> Self {
-        self.attributes = codec.attribute_bits();
+        self.attributes = (self.attributes & !batch::COMPRESSION_MASK) | codec.attribute_bits();
         self
     }
 
@@ -118,6 +118,18 @@ impl BatchBuilder {
         self.producer_id = producer_id;
         self.producer_epoch = producer_epoch;
         self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Marks the batch as part of its producer's ongoing transaction.
+    pub fn transactional(mut self) -> Self {
+        self.attributes |= batch::TRANSACTIONAL_FLAG;
+        self
+    }
+
+    /// Marks the batch as a control batch (a transaction marker).
+    pub(crate) fn control(mut self) -> Self {
+        self.attributes |= batch::TRANSACTIONAL_FLAG | batch::CONTROL_FLAG;
         self
     }
 

@@ -58,10 +58,11 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes a segment's `.index` and `.timeindex`.
+/// Removes a segment's `.index`, `.timeindex` and `.txnindex`.
 pub(crate) fn remove_index_files(dir: &Path, base_offset: i64) -> Result<()> {
     remove_if_present(&index_path(dir, base_offset))?;
-    remove_if_present(&time_index_path(dir, base_offset))
+    remove_if_present(&time_index_path(dir, base_offset))?;
+    remove_if_present(&crate::transaction::txn_index_path(dir, base_offset))
 }
 
 /// Parses `00000000000000000042.log` into 42.

@@ -5,7 +5,9 @@
 //! Unverified bytes become a [`ValidatedBatches`] only through
 //! [`ValidatedBatches::validate`]; storage appends nothing else.
 
-use crate::batch::{BatchError, BatchHeader, BatchIter, InvalidBatch, BATCH_HEADER_BYTES};
+use crate::batch::{
+    BatchError, BatchHeader, BatchIter, InvalidBatch, ProducerId, BATCH_HEADER_BYTES,
+};
 use crate::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use crate::record::RecordIter;
 
@@ -129,6 +131,16 @@ impl<'a> ValidatedBatches<'a> {
 }
 
 fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchError> {
+    if header.is_control() {
+        return Err(BatchError::Producer(
+            "a producer may not write control batches: transaction markers come from transaction coordinators",
+        ));
+    }
+    if header.is_transactional() && header.producer_id == ProducerId::NONE {
+        return Err(BatchError::Producer(
+            "a transactional batch needs a producer id and epoch (InitProducerId)",
+        ));
+    }
     if header.record_count <= 0 || header.record_count as i64 != header.last_offset_delta as i64 + 1
     {
         return Err(BatchError::RecordCount {
@@ -174,10 +186,11 @@ fn check_producer_batch(header: &BatchHeader, batch: &[u8]) -> Result<(), BatchE
 mod tests {
     use super::*;
     use crate::batch::{
-        restamp_producer, seal_crc, stamp, ProducerId, BATCH_LENGTH_POSITION, MAGIC_POSITION,
+        restamp_producer, seal_crc, stamp, BATCH_LENGTH_POSITION, MAGIC_POSITION,
         RECORD_COUNT_POSITION,
     };
     use crate::record::{BatchBuilder, Record};
+    use crate::transaction::Marker;
 
     fn batch(values: &[&[u8]]) -> Vec<u8> {
         let mut builder = BatchBuilder::new(1_000);
@@ -309,6 +322,28 @@ mod tests {
                 found: 3,
             }),
         );
+    }
+
+    #[test]
+    fn producers_write_no_markers_and_no_transactional_batch_without_an_id() {
+        let marker = Marker::Commit.batch(ProducerId(3), 0, 0, 1_000);
+        assert!(matches!(
+            ValidatedBatches::validate(&marker, Source::Producer, usize::MAX),
+            Err(InvalidBatch {
+                source: BatchError::Producer(_),
+                ..
+            })
+        ));
+        let mut builder = BatchBuilder::new(0).transactional();
+        builder.push(Record::value(b"a"));
+        let anonymous = builder.build();
+        assert!(ValidatedBatches::validate(&anonymous, Source::Producer, usize::MAX).is_err());
+        let mut builder = BatchBuilder::new(0)
+            .producer(ProducerId(3), 0, 0)
+            .transactional();
+        builder.push(Record::value(b"a"));
+        let identified = builder.build();
+        assert!(ValidatedBatches::validate(&identified, Source::Producer, usize::MAX).is_ok());
     }
 
     #[test]

@@ -29,10 +29,10 @@ pub fn handle(context: &Context, request: DescribeProducersRequest) -> DescribeP
                             ProducerState::default()
                                 .with_producer_id(ProducerId(producer_id.0))
                                 .with_producer_epoch(entry.producer_epoch.into())
-                                .with_last_sequence(entry.last_sequence())
+                                .with_last_sequence(entry.last_sequence().unwrap_or(-1))
                                 .with_last_timestamp(entry.last_timestamp_ms)
                                 .with_coordinator_epoch(-1)
-                                .with_current_txn_start_offset(-1)
+                                .with_current_txn_start_offset(entry.txn_first_offset.unwrap_or(-1))
                         })
                         .collect();
                     response.with_active_producers(producers)

@@ -14,6 +14,7 @@
 //! BASE.log BASE.index BASE.timeindex   one segment (see `segment`)
 //! log-checkpoint                       recovery point and log start offset
 //! leader-epoch-checkpoint              leader epoch -> start offset
+//! BASE.txnindex                        aborted transactions whose markers are in BASE (see `transaction`)
 //! OFFSET.snapshot                      producer state as of OFFSET (see `producer_state`)
 //! *.deleted                            segments waiting for their last reader
 //! ```
@@ -46,7 +47,8 @@ use crate::leader_epoch::{EpochEntry, LeaderEpochCache};
 use crate::producer_state::{self, ProducerStates, SequenceCheck};
 use crate::record::RecordIter;
 use crate::segment::{self, LogSlice, ScanStop, Segment, Stamp};
-use crate::validate::ValidatedBatches;
+use crate::transaction::{self, AbortedTxn, Marker};
+use crate::validate::{Source, ValidatedBatches};
 
 /// Where an append landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,8 +107,10 @@ pub struct PartitionLog {
     /// Base of the newest sealed segment the last compaction covered: the
     /// next one runs once another segment is sealed below the bound.
     compacted_through: Option<i64>,
-    /// Idempotent producers' state as of the log end.
+    /// Idempotent and transactional producers' state as of the log end.
     producers: ProducerStates,
+    /// Aborted transactions by the offset of their abort marker.
+    aborted: BTreeMap<i64, AbortedTxn>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -218,9 +222,67 @@ impl PartitionLog {
         self.append(batches, Assign::Leader { leader_epoch }, now_ms)
     }
 
-    /// Idempotent producers' state as of the log end.
+    /// Idempotent and transactional producers' state as of the log end.
     pub fn producers(&self) -> &ProducerStates {
         &self.producers
+    }
+
+    /// Appends the marker that ends `producer_id`'s transaction (from its
+    /// transaction coordinator), stamped with `leader_epoch`. A marker of
+    /// an epoch older than the producer's newest here is refused: a newer
+    /// instance (or the coordinator) fenced that epoch.
+    pub fn append_marker(
+        &mut self,
+        marker: Marker,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        self.producers.check_marker(producer_id, producer_epoch)?;
+        let bytes = marker.batch(producer_id, producer_epoch, coordinator_epoch, now_ms);
+        let batches = ValidatedBatches::validate(&bytes, Source::Replica, usize::MAX)
+            .expect("a marker this log built is valid");
+        self.append(&batches, Assign::Leader { leader_epoch }, now_ms)
+    }
+
+    /// The offset below which no transaction is still open, if below
+    /// `high_watermark`: what a `read_committed` consumer may read up to.
+    pub fn last_stable_offset(&self, high_watermark: i64) -> i64 {
+        self.producers
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
+    }
+
+    /// The aborted transactions with records in `[from_offset,
+    /// upper_bound_offset)`, by abort marker offset: what a `read_committed`
+    /// fetch of that range lists.
+    pub fn aborted_transactions(
+        &self,
+        from_offset: i64,
+        upper_bound_offset: i64,
+    ) -> Vec<AbortedTxn> {
+        let mut overlapping = Vec::new();
+        for entry in self.aborted.range(from_offset..).map(|(_, entry)| entry) {
+            if entry.first_offset < upper_bound_offset {
+                overlapping.push(*entry);
+            }
+            // Every transaction aborted later started at or after this one's
+            // last stable offset.
+            if entry.last_stable_offset >= upper_bound_offset {
+                break;
+            }
+        }
+        overlapping
+    }
+
+    /// The aborted transactions whose markers lie in `[from, to)`.
+    pub(crate) fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        self.aborted
+            .range(from..to)
+            .map(|(_, entry)| *entry)
+            .collect()
     }
 
     /// Forgets idempotent producers whose newest batch is older than
@@ -336,12 +398,14 @@ impl PartitionLog {
             self.log_end_offset = next_offset;
             run_start += run_bytes;
             let mut base_offset = run_first_offset;
-            for (mut header, _) in BatchIter::new(run) {
+            for (mut header, batch) in BatchIter::new(run) {
                 if stamp.is_some() {
                     header.base_offset = base_offset;
                 }
                 base_offset = header.last_offset() + 1;
-                self.producers.record(&header);
+                if let Some(aborted) = self.producers.record(&header, batch) {
+                    self.aborted.insert(aborted.last_offset, aborted);
+                }
             }
         }
         Ok(AppendInfo {
@@ -385,6 +449,12 @@ impl PartitionLog {
     fn roll(&mut self) -> Result<()> {
         let dir = self.dir.clone();
         self.active_mut().seal(&dir)?;
+        let base = self.active().base_offset;
+        transaction::write_txn_index(
+            &self.dir,
+            base,
+            &self.aborted_between(base, self.log_end_offset),
+        )?;
         self.dir_needs_sync = true;
         // The next segment starts at the log end: replay on open starts
         // there at the latest.
@@ -603,6 +673,7 @@ impl PartitionLog {
         self.epochs.persist()?;
         producer_state::remove_snapshots(&self.dir, |_| true)?;
         self.producers = ProducerStates::default();
+        self.aborted.clear();
         checkpoint::sync_dir(&self.dir)?;
         self.write_checkpoint()
     }

@@ -21,6 +21,7 @@ use crate::leader_epoch::LeaderEpochCache;
 use crate::producer_state;
 use crate::producer_state::ProducerStates;
 use crate::segment::{self, ScanStop, Segment, SegmentState};
+use crate::transaction::{self, AbortedTxn};
 
 const CHECKPOINT_FILE: &str = "log-checkpoint";
 const CHECKPOINT_MAGIC: [u8; 4] = *b"SLCP";
@@ -52,6 +53,7 @@ impl PartitionLog {
             failure: None,
             compacted_through: None,
             producers: ProducerStates::default(),
+            aborted: BTreeMap::new(),
         };
         log.recover(&bases)?;
         if let Some(reason) = epoch_damage {
@@ -109,27 +111,64 @@ impl PartitionLog {
         }
     }
 
-    /// Rebuilds the producers' state from the newest snapshot at or below
-    /// the log end and the batches after it.
+    /// Rebuilds the producers' state and the aborted transactions from the
+    /// newest snapshot at or below the log end, the `.txnindex` files of
+    /// the segments below it, and the batches after it. When a segment
+    /// below the snapshot has no intact `.txnindex`, both are rebuilt from
+    /// the log start instead, and the missing files are written.
     pub(super) fn rebuild_producers(&mut self) -> Result<()> {
-        let (mut offset, producers) =
-            producer_state::latest_snapshot_at_or_below(&self.dir, self.log_end_offset)?
-                .unwrap_or_default();
-        self.producers = producers;
-        offset = offset.max(self.log_start_offset);
+        let snapshot = producer_state::latest_snapshot_at_or_below(&self.dir, self.log_end_offset)?;
+        let mut from_start = true;
+        (self.producers, self.aborted) = (ProducerStates::default(), BTreeMap::new());
+        let mut offset = self.log_start_offset;
+        if let Some((snapshot_offset, producers)) = snapshot {
+            if let Some(aborted) = self.load_txn_indexes_below(snapshot_offset)? {
+                (self.producers, self.aborted) = (producers, aborted);
+                offset = snapshot_offset.max(self.log_start_offset);
+                from_start = false;
+            } else {
+                warn!(dir = %self.dir.display(), "an aborted-transaction index is missing or damaged; replaying the whole log");
+            }
+        }
         while offset < self.log_end_offset {
             let read = self.read(offset, REPLAY_READ_BYTES, self.log_end_offset)?;
             if read.records.is_empty() {
                 break;
             }
-            for (header, _) in BatchIter::new(&read.records) {
+            for (header, batch) in BatchIter::new(&read.records) {
                 if header.last_offset() >= offset {
-                    self.producers.record(&header);
+                    if let Some(aborted) = self.producers.record(&header, batch) {
+                        self.aborted.insert(aborted.last_offset, aborted);
+                    }
                 }
                 offset = header.last_offset() + 1;
             }
         }
+        if from_start {
+            let sealed: Vec<(i64, i64)> = self
+                .segments
+                .keys()
+                .zip(self.segments.keys().skip(1))
+                .map(|(base, next)| (*base, *next))
+                .collect();
+            for (base, next) in sealed {
+                transaction::write_txn_index(&self.dir, base, &self.aborted_between(base, next))?;
+            }
+        }
         Ok(())
+    }
+
+    /// The aborted transactions of every segment wholly below `offset`,
+    /// or `None` if one of their `.txnindex` files is missing or damaged.
+    fn load_txn_indexes_below(&self, offset: i64) -> Result<Option<BTreeMap<i64, AbortedTxn>>> {
+        let mut aborted = BTreeMap::new();
+        for base in self.segments.keys().take_while(|base| **base < offset) {
+            let Some(entries) = transaction::read_txn_index(&self.dir, *base)? else {
+                return Ok(None);
+            };
+            aborted.extend(entries.into_iter().map(|entry| (entry.last_offset, entry)));
+        }
+        Ok(Some(aborted))
     }
 
     /// Loads the segments listed in `bases` (sorted), validating everything
@@ -353,7 +392,10 @@ fn list_segments(dir: &Path) -> Result<Vec<i64>> {
             fs::remove_file(entry.path()).map_err(io_error("remove leftover", &entry.path()))?;
         } else if let Some(base) = segment::parse_log_file_name(name) {
             bases.push(base);
-        } else if name.ends_with(".index") || name.ends_with(".timeindex") {
+        } else if name.ends_with(".index")
+            || name.ends_with(".timeindex")
+            || name.ends_with(".txnindex")
+        {
             index_files.push(entry.path());
         }
     }

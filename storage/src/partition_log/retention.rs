@@ -15,6 +15,7 @@ use crate::compaction::{self, CompactionOutcome};
 use crate::error::{io_error, Result, StorageError};
 use crate::producer_state;
 use crate::segment::{self, LogSlice, ScanStop, Segment, SegmentState};
+use crate::transaction::{self, AbortedTxn};
 
 /// What retention removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +122,11 @@ impl PartitionLog {
         now_ms: i64,
     ) -> Result<Option<CompactionPlan>> {
         self.check_alive()?;
-        let bound = upper_bound_offset.min(self.recovery_point);
+        // Open transactions are not compacted: whether their records stay
+        // depends on how they end.
+        let bound = self
+            .last_stable_offset(upper_bound_offset)
+            .min(self.recovery_point);
         let bases: Vec<i64> = self.segments.keys().copied().collect();
         let candidate_count = bases.windows(2).take_while(|pair| pair[1] <= bound).count();
         let through = candidate_count.checked_sub(1).map(|last| bases[last]);
@@ -141,6 +146,7 @@ impl PartitionLog {
         Ok(Some(CompactionPlan {
             dir: self.dir.clone(),
             bound,
+            aborted: self.aborted.values().copied().collect(),
             tombstones_before_ms: now_ms.saturating_sub(self.config.delete_retention_ms),
             index_interval_bytes: self.config.index_interval_bytes,
             truncations_seen: self.truncations,
@@ -201,7 +207,13 @@ impl PartitionLog {
             false,
         )?;
         self.segments.insert(base, segment);
-        Ok(())
+        let next = self
+            .segments
+            .range(base + 1..)
+            .next()
+            .map(|(next, _)| *next);
+        let aborted = self.aborted_between(base, next.expect("a sealed segment has a successor"));
+        transaction::write_txn_index(&self.dir, base, &aborted)
     }
 
     fn advance_log_start(&mut self, offset: i64) -> Result<()> {
@@ -247,6 +259,7 @@ impl PartitionLog {
             .next()
             .expect("a log always has a segment");
         producer_state::remove_snapshots(&self.dir, |offset| offset < first_base)?;
+        self.aborted = self.aborted.split_off(&first_base);
         Ok(bytes_deleted)
     }
 }
@@ -264,6 +277,7 @@ struct PlannedSegment {
 pub struct CompactionPlan {
     dir: PathBuf,
     bound: i64,
+    aborted: Vec<AbortedTxn>,
     tombstones_before_ms: i64,
     index_interval_bytes: u32,
     truncations_seen: u64,
@@ -283,9 +297,10 @@ impl CompactionPlan {
             position: 0,
             reason,
         };
+        let aborted = compaction::AbortedRanges::new(&self.aborted);
         let mut latest = compaction::LatestOffsets::new();
         for planned in &self.below_bound {
-            compaction::note_latest_offsets(&planned.bytes, self.bound, &mut latest)
+            compaction::note_latest_offsets(&planned.bytes, self.bound, &aborted, &mut latest)
                 .map_err(|error| corrupt(planned.base, error.to_string()))?;
         }
         let mut cleaned = CleanedSegments {
@@ -298,9 +313,13 @@ impl CompactionPlan {
             let base = planned.base;
             let before = previous_last_offset;
             previous_last_offset = planned.last_offset.unwrap_or(before);
-            let Some((bytes, records_removed)) =
-                compaction::clean_segment(&planned.bytes, &latest, self.tombstones_before_ms)
-                    .map_err(|error| corrupt(base, error.to_string()))?
+            let Some((bytes, records_removed)) = compaction::clean_segment(
+                &planned.bytes,
+                &latest,
+                &aborted,
+                self.tombstones_before_ms,
+            )
+            .map_err(|error| corrupt(base, error.to_string()))?
             else {
                 continue;
             };
