@@ -79,3 +79,7 @@ pub const METADATA_FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How long a producer-id allocation waits for this broker's metadata to show the
 /// block the controller committed for it.
 pub const PRODUCER_ID_BLOCK_VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Largest response a broker accepts from another for a call that is not
+/// a replica fetch (markers, transaction checks): small answers.
+pub const PEER_RESPONSE_BYTES_MAX: usize = 16 << 20;

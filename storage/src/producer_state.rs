@@ -157,9 +157,10 @@ impl ProducerStates {
         Ok(SequenceCheck::Append)
     }
 
-    /// Whether a marker of `producer_epoch` may end `producer_id`'s
-    /// transaction here: refused when a newer epoch of the producer wrote.
-    pub fn check_marker(
+    /// Whether a coordinator may write for `producer_id` in
+    /// `producer_epoch` here (a marker, a transactional offset commit):
+    /// refused when a newer epoch of the producer wrote.
+    pub fn check_epoch(
         &self,
         producer_id: ProducerId,
         producer_epoch: i16,
@@ -662,9 +663,9 @@ mod tests {
             transactional(header(7, 1, 0, 3, 0)),
             Ok(SequenceCheck::Append),
         );
-        assert!(states.check_marker(ProducerId(7), 0).is_err());
-        assert!(states.check_marker(ProducerId(7), 1).is_ok());
-        assert!(states.check_marker(ProducerId(99), 0).is_ok());
+        assert!(states.check_epoch(ProducerId(7), 0).is_err());
+        assert!(states.check_epoch(ProducerId(7), 1).is_ok());
+        assert!(states.check_epoch(ProducerId(99), 0).is_ok());
     }
 
     #[test]

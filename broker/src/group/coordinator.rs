@@ -3,8 +3,7 @@
 //! for it while this broker leads it (`led.rs` runs the requests), ticks the
 //! groups' timers and expires old offsets.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -12,9 +11,11 @@ use tracing::{info, warn};
 
 use super::classic::GroupConfig;
 use super::error::CoordinatorError;
-use super::led::{Led, Loaded};
-use super::records::{partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS};
+use super::groups::Groups;
+use super::led::Led;
+use super::records::OFFSETS;
 use crate::clock::now_ms;
+use crate::coordinator_log::CoordinatorLog;
 use crate::replica::replica_manager::ReplicaManager;
 
 /// How often sessions and rebalance deadlines are checked: the slack on
@@ -23,67 +24,43 @@ const TICK_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Finds the coordinator's partitions for groups, and keeps their time.
 pub struct GroupCoordinator {
-    replicas: Arc<ReplicaManager>,
-    config: GroupConfig,
-    /// Per `__consumer_offsets` partition: its groups, loaded lazily.
-    loaded: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<Option<Loaded>>>>>,
+    /// The `__consumer_offsets` partitions this broker leads, with their
+    /// groups, loaded lazily.
+    log: CoordinatorLog<Groups>,
 }
 
 impl GroupCoordinator {
     pub fn new(replicas: Arc<ReplicaManager>, config: GroupConfig) -> Self {
         GroupCoordinator {
-            replicas,
-            config,
-            loaded: Mutex::new(HashMap::new()),
+            log: CoordinatorLog::new(replicas, OFFSETS, config),
         }
     }
 
     pub fn config(&self) -> &GroupConfig {
-        &self.config
+        self.log.config()
     }
 
     /// The partition holding `group`, if this broker coordinates it;
     /// otherwise `NOT_COORDINATOR`.
     pub fn led_for(&self, group: &str) -> Result<Led, CoordinatorError> {
-        self.led(partition_for(group))
+        Ok(self.log.led_for(group)?)
     }
 
     /// Partition `index` of the offsets topic, if this broker leads it.
     pub fn led(&self, index: i32) -> Result<Led, CoordinatorError> {
-        let partition = self
-            .replicas
-            .partition(OFFSETS_TOPIC, index)
-            .ok_or(CoordinatorError::NotCoordinator)?;
-        let leader_epoch = partition
-            .leader_epoch()
-            .ok_or(CoordinatorError::NotCoordinator)?;
-        let loaded = Arc::clone(
-            self.loaded
-                .lock()
-                .expect("coordinator lock")
-                .entry(index)
-                .or_default(),
-        );
-        Ok(Led {
-            partition,
-            leader_epoch,
-            config: self.config,
-            loaded,
-        })
+        Ok(self.log.led(index)?)
     }
 
     /// Every offsets partition this broker leads.
     pub fn all_led(&self) -> Vec<Led> {
-        (0..OFFSETS_TOPIC_PARTITIONS as i32)
-            .filter_map(|index| self.led(index).ok())
-            .collect()
+        self.log.all_led()
     }
 
     /// The committed offsets of every group this broker coordinates.
     pub async fn committed_offsets(&self) -> Vec<CommittedOffset> {
         let mut committed = Vec::new();
         for led in self.all_led() {
-            let read = led
+            let read: Result<_, CoordinatorError> = led
                 .read(|groups| {
                     groups
                         .shard
@@ -114,8 +91,9 @@ impl GroupCoordinator {
     pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let expiry_interval =
-            Duration::from_millis(self.config.offsets_retention_check_interval_ms.max(1) as u64);
+        let expiry_interval = Duration::from_millis(
+            self.config().offsets_retention_check_interval_ms.max(1) as u64,
+        );
         let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -138,38 +116,17 @@ impl GroupCoordinator {
                     });
                 }
             }
-            let partitions: Vec<(i32, Arc<tokio::sync::Mutex<Option<Loaded>>>)> = self
-                .loaded
-                .lock()
-                .expect("coordinator lock")
-                .iter()
-                .map(|(index, loaded)| (*index, Arc::clone(loaded)))
-                .collect();
-            for (index, loaded) in partitions {
-                let mut loaded = loaded.lock().await;
-                let Some(current) = loaded.as_mut() else {
-                    continue;
-                };
-                let led = match self.led(index) {
-                    Ok(led) if led.leader_epoch == current.leader_epoch => led,
-                    _ => {
-                        info!(
-                            partition = index,
-                            groups = current.groups.classic.len(),
-                            "no longer the coordinator of this __consumer_offsets partition's groups"
-                        );
-                        *loaded = None;
-                        continue;
-                    }
-                };
-                let deliveries = led.tick(&mut current.groups, now_ms());
-                drop(loaded);
-                for delivery in deliveries {
-                    let led = led.clone();
-                    tokio::spawn(async move {
-                        led.deliver(delivery).await;
-                    });
-                }
+            let mut deliveries = Vec::new();
+            self.log
+                .for_each_loaded(|led, groups| {
+                    let now = now_ms();
+                    deliveries.extend(led.tick(groups, now).into_iter().map(|delivery| (led.clone(), delivery)));
+                })
+                .await;
+            for (led, delivery) in deliveries {
+                tokio::spawn(async move {
+                    led.deliver(delivery).await;
+                });
             }
         }
     }

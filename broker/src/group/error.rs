@@ -2,6 +2,7 @@
 //! request gets back.
 
 use super::classic::GroupError;
+use crate::coordinator_log::LogError;
 
 /// Why the coordinator could not serve a request at all. The group's own
 /// refusals are [`GroupError`]s; the handlers turn both into Kafka codes.
@@ -27,6 +28,16 @@ pub enum CoordinatorError {
 impl From<GroupError> for CoordinatorError {
     fn from(error: GroupError) -> Self {
         CoordinatorError::Group(error)
+    }
+}
+
+impl From<LogError> for CoordinatorError {
+    fn from(error: LogError) -> Self {
+        match error {
+            LogError::NotCoordinator => CoordinatorError::NotCoordinator,
+            LogError::Unavailable => CoordinatorError::Unavailable,
+            LogError::TimedOut => CoordinatorError::TimedOut,
+        }
     }
 }
 

@@ -6,21 +6,22 @@
 use std::collections::{BTreeSet, HashMap};
 
 use bytes::Bytes;
-use strata_storage::batch::{BatchHeader, BatchIter};
+use strata_storage::batch::{BatchHeader, BatchIter, ProducerId};
 use strata_storage::compression::batch_records;
 use strata_storage::record::RecordIter;
+use strata_storage::transaction::Marker;
 use tokio::sync::oneshot;
 use tracing::warn;
 
 use super::classic::{ClassicGroup, GroupConfig, GroupError, Joined};
 use super::consumer::ConsumerGroup;
-use super::error::{Answer, CoordinatorError};
-use super::records::KeyedRecord;
+use super::error::Answer;
 use super::shard::Shard;
+use crate::coordinator_log::{CoordinatorState, KeyedRecord, LogError};
 use crate::replica::partition::Partition;
 
 /// Bytes read per step when loading a partition's groups.
-pub(super) const LOAD_READ_BYTES: usize = 4 << 20;
+const LOAD_READ_BYTES: usize = 4 << 20;
 
 pub(super) type Waiters<T> = HashMap<(String, String), oneshot::Sender<Answer<T>>>;
 
@@ -172,8 +173,29 @@ impl Groups {
     }
 }
 
+impl CoordinatorState for Groups {
+    type Config = GroupConfig;
+    const WHAT: &'static str = "consumer groups";
+
+    fn load(partition: &Partition, config: GroupConfig, now_ms: i64) -> Result<Self, LogError> {
+        Ok(Groups::new(replay(partition)?, config, now_ms))
+    }
+
+    fn len(&self) -> usize {
+        self.shard.groups().count()
+    }
+
+    fn apply(&mut self, (key, value): &KeyedRecord, offset: i64, transaction: Option<ProducerId>) {
+        let applied = match transaction {
+            None => self.shard.apply(key, value.as_deref(), offset),
+            Some(producer_id) => self.shard.stage(producer_id, key, value.as_deref(), offset),
+        };
+        applied.expect("records this coordinator encoded decode");
+    }
+}
+
 /// Rebuilds the groups of `partition` from its whole log.
-pub(super) fn replay(partition: &Partition) -> Result<Shard, CoordinatorError> {
+fn replay(partition: &Partition) -> Result<Shard, LogError> {
     let mut shard = Shard::default();
     let mut offset = partition.log_start_offset();
     loop {
@@ -181,7 +203,7 @@ pub(super) fn replay(partition: &Partition) -> Result<Shard, CoordinatorError> {
             .read_to_log_end(offset, LOAD_READ_BYTES)
             .map_err(|error| {
                 warn!(partition = ?partition, %error, "cannot read the offsets topic");
-                CoordinatorError::Unavailable
+                LogError::Unavailable
             })?;
         if read.records.is_empty() {
             return Ok(shard);
@@ -195,17 +217,24 @@ pub(super) fn replay(partition: &Partition) -> Result<Shard, CoordinatorError> {
     }
 }
 
-pub(super) fn replay_batch(
-    shard: &mut Shard,
-    header: &BatchHeader,
-    batch: &[u8],
-) -> Result<(), String> {
+fn replay_batch(shard: &mut Shard, header: &BatchHeader, batch: &[u8]) -> Result<(), String> {
+    if header.is_control() {
+        if let Some(marker) = Marker::of(header, batch) {
+            shard.end_transaction(header.producer_id, marker == Marker::Commit);
+        }
+        return Ok(());
+    }
+    let transaction = header.is_transactional().then_some(header.producer_id);
     let section = batch_records(batch, usize::MAX).map_err(|error| error.to_string())?;
     for record in RecordIter::from_records(&section, header.record_count) {
         let record = record.map_err(|error| error.to_string())?;
         let Some(key) = record.key else { continue };
         let record_offset = header.base_offset + record.offset_delta;
-        if let Err(error) = shard.apply(key, record.value, record_offset) {
+        let applied = match transaction {
+            None => shard.apply(key, record.value, record_offset),
+            Some(producer_id) => shard.stage(producer_id, key, record.value, record_offset),
+        };
+        if let Err(error) = applied {
             warn!(record_offset, %error, "skipped a record of the offsets topic");
         }
     }

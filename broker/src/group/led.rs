@@ -4,32 +4,28 @@
 //! records they decide are appended in that same critical section, and the
 //! JoinGroup and SyncGroup requests a rebalance holds are parked.
 //!
-//! Architecture Invariant: records are appended while the partition's lock
-//! is held, so the log holds them in the order they were decided; a parked
-//! request is answered only once the record written with its answer is
-//! durable on the ISR, so no member is told of a generation a successor
-//! coordinator would not load. When leadership moves, the loaded state is
-//! dropped and every parked request is told `NOT_COORDINATOR`.
-
-use std::sync::Arc;
+//! Loading, appending and waiting for durability are the coordinators'
+//! common machinery (`coordinator_log.rs`); this file is what groups do
+//! with it. Architecture Invariant: a parked request is answered only once
+//! the record written with its answer is durable on the ISR, so no member
+//! is told of a generation a successor coordinator would not load. When
+//! leadership moves, the loaded state is dropped and every parked request
+//! is told `NOT_COORDINATOR`.
 
 use bytes::Bytes;
-use strata_storage::record::{BatchBuilder, Record};
 use tokio::sync::oneshot;
-use tracing::{info, warn};
+use tracing::info;
 use uuid::Uuid;
 
 use super::assignor::Topics;
-use super::classic::{Effect, GroupConfig, GroupError, JoinRequest, Joined, Reply, SyncRequest};
+use super::classic::{Effect, GroupError, JoinRequest, Joined, Reply, SyncRequest};
 use super::consumer::{ConsumerGroup, HeartbeatRequest, Heartbeated};
 use super::error::{Answer, CoordinatorError};
-use super::groups::{replay, Answering, Groups, Waiters};
+use super::groups::{Answering, Groups, Waiters};
 use super::records::Key;
-use super::records::KeyedRecord;
 use crate::clock::now_ms;
-use crate::controller::metadata::LeaderEpoch;
-use crate::limits;
-use crate::replica::partition::{Acks, AppendError, Commit, LeaderAppend, Partition};
+use crate::coordinator_log::{KeyedRecord, LedLog};
+use crate::replica::partition::LeaderAppend;
 
 /// A request's answer: now, or when a rebalance step delivers it.
 pub(super) enum Pending<T> {
@@ -70,148 +66,10 @@ pub(super) struct Delivery {
     pub(super) syncs: Vec<Answering<Bytes>>,
 }
 
-/// A partition's groups as loaded in one leader epoch.
-pub(super) struct Loaded {
-    pub(super) leader_epoch: LeaderEpoch,
-    pub(super) groups: Groups,
-}
-
 /// A `__consumer_offsets` partition this broker leads, with its groups.
-#[derive(Clone)]
-pub struct Led {
-    pub(super) partition: Arc<Partition>,
-    pub(super) leader_epoch: LeaderEpoch,
-    pub(super) config: GroupConfig,
-    pub(super) loaded: Arc<tokio::sync::Mutex<Option<Loaded>>>,
-}
+pub type Led = LedLog<Groups>;
 
-impl Led {
-    /// Reads the groups (loading them first if this epoch has not), under
-    /// the partition's lock.
-    pub async fn read<T>(&self, read: impl FnOnce(&Groups) -> T) -> Result<T, CoordinatorError> {
-        let mut loaded = self.loaded.lock().await;
-        let groups = self.load(&mut loaded).await?;
-        Ok(read(groups))
-    }
-
-    pub(super) async fn load<'a>(
-        &self,
-        loaded: &'a mut Option<Loaded>,
-    ) -> Result<&'a mut Groups, CoordinatorError> {
-        if self.partition.leader_epoch() != Some(self.leader_epoch) {
-            return Err(CoordinatorError::NotCoordinator);
-        }
-        if loaded
-            .as_ref()
-            .is_none_or(|loaded| loaded.leader_epoch != self.leader_epoch)
-        {
-            let partition = Arc::clone(&self.partition);
-            let started = std::time::Instant::now();
-            let shard = tokio::task::spawn_blocking(move || replay(&partition))
-                .await
-                .map_err(|_| CoordinatorError::Unavailable)??;
-            info!(
-                partition = ?self.partition,
-                %self.leader_epoch,
-                groups = shard.groups().count(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "loaded consumer groups"
-            );
-            *loaded = Some(Loaded {
-                leader_epoch: self.leader_epoch,
-                groups: Groups::new(shard, self.config, now_ms()),
-            });
-        }
-        Ok(&mut loaded.as_mut().expect("loaded above").groups)
-    }
-
-    /// Appends the records `decide` returns (or answers its refusal), in
-    /// the same critical section that decided them, and returns once the ISR
-    /// has them durably.
-    pub async fn write_with(
-        &self,
-        decide: impl FnOnce(&mut Groups, GroupConfig, i64) -> Result<Vec<KeyedRecord>, CoordinatorError>,
-    ) -> Result<(), CoordinatorError> {
-        let (records, appended) = {
-            let mut loaded = self.loaded.lock().await;
-            let groups = self.load(&mut loaded).await?;
-            let now = now_ms();
-            let records = decide(groups, self.config, now)?;
-            if records.is_empty() {
-                return Ok(());
-            }
-            let appended = self.append(&records, now)?;
-            (records, appended)
-        };
-        self.await_durable(&records, appended).await
-    }
-
-    pub(super) fn append(
-        &self,
-        records: &[KeyedRecord],
-        now: i64,
-    ) -> Result<LeaderAppend, CoordinatorError> {
-        let mut builder = BatchBuilder::new(now);
-        for (key, value) in records {
-            builder.push(Record {
-                key: Some(key),
-                value: value.as_deref(),
-                headers: &[],
-                timestamp_ms: None,
-            });
-        }
-        let batch = Bytes::from(builder.build());
-        self.partition
-            .append_as_leader(&batch, Acks::All, Some(self.leader_epoch), now)
-            .map_err(|error| match error {
-                AppendError::NotLeader => CoordinatorError::NotCoordinator,
-                error => {
-                    warn!(partition = ?self.partition, %error, "cannot write to the offsets topic");
-                    CoordinatorError::Unavailable
-                }
-            })
-    }
-
-    /// Waits until `records`, appended as `appended`, are durable on the
-    /// ISR, then applies them to the loaded groups (a reload replays them).
-    /// Leadership lost meanwhile is `NOT_COORDINATOR`: the records may be
-    /// gone, and the member must find the new coordinator.
-    pub(super) async fn await_durable(
-        &self,
-        records: &[KeyedRecord],
-        appended: LeaderAppend,
-    ) -> Result<(), CoordinatorError> {
-        // Writes to one partition wait for durability together.
-        match self
-            .partition
-            .wait_committed(&appended, limits::OFFSET_COMMIT_TIMEOUT)
-            .await
-        {
-            Commit::Committed => {}
-            Commit::LeadershipLost => return Err(CoordinatorError::NotCoordinator),
-            Commit::TimedOut => return Err(CoordinatorError::TimedOut),
-            Commit::CommittedBelowMinIsr { .. } => return Err(CoordinatorError::Unavailable),
-        }
-        let mut loaded = self.loaded.lock().await;
-        if let Some(loaded) = loaded
-            .as_mut()
-            .filter(|loaded| loaded.leader_epoch == self.leader_epoch)
-        {
-            for (index, (key, value)) in records.iter().enumerate() {
-                loaded
-                    .groups
-                    .shard
-                    .apply(
-                        key,
-                        value.as_deref(),
-                        appended.info.first_offset + index as i64,
-                    )
-                    .expect("records this coordinator encoded decode");
-            }
-        }
-        Ok(())
-    }
-
+impl LedLog<Groups> {
     /// Runs `step` on the groups under the lock, then carries out the
     /// effects it left; a failed write of the group record is the answer.
     pub(super) async fn step<R>(
@@ -282,8 +140,9 @@ impl Led {
             };
             let records = vec![(key.encode(), Some(record.encode()))];
             delivery.written = Some(
-                self.append(&records, now)
-                    .map(|appended| (records, appended)),
+                self.append(&records, None, now)
+                    .map(|appended| (records, appended))
+                    .map_err(CoordinatorError::from),
             );
         }
         delivery
@@ -294,7 +153,11 @@ impl Led {
     pub(super) async fn deliver(&self, delivery: Delivery) -> Option<CoordinatorError> {
         let failure = match delivery.written {
             None => None,
-            Some(Ok((records, appended))) => self.await_durable(&records, appended).await.err(),
+            Some(Ok((records, appended))) => self
+                .await_durable(&records, appended, None)
+                .await
+                .err()
+                .map(CoordinatorError::from),
             Some(Err(code)) => Some(code),
         }
         // Kafka's mapping: a record that did not become durable in time
@@ -403,7 +266,7 @@ impl Led {
         };
         if let Some(written) = written {
             let (records, appended) = written?;
-            self.await_durable(&records, appended).await?;
+            self.await_durable(&records, appended, None).await?;
         }
         Ok(answer)
     }
@@ -427,7 +290,7 @@ impl Led {
             group: group.to_string(),
         };
         let records = vec![(key.encode(), Some(consumer.encode()))];
-        let appended = self.append(&records, now)?;
+        let appended = self.append(&records, None, now)?;
         Ok((records, appended))
     }
 
@@ -540,7 +403,7 @@ impl Led {
         self.write_with(|groups, config, now| {
             let records = groups.expired_records(now, config.offsets_retention_ms);
             written = records.len();
-            Ok(records)
+            Ok::<_, CoordinatorError>(records)
         })
         .await?;
         Ok(written)

@@ -18,8 +18,10 @@
 use bytes::{Buf, BufMut};
 use thiserror::Error;
 
+use crate::coordinator_log::InternalTopic;
+
 /// A key and its value (`None`: a tombstone) for `__consumer_offsets`.
-pub type KeyedRecord = (Vec<u8>, Option<Vec<u8>>);
+pub use crate::coordinator_log::KeyedRecord;
 
 const OFFSET_KEY_VERSION: i16 = 1;
 const GROUP_KEY_VERSION: i16 = 2;
@@ -319,13 +321,17 @@ pub const OFFSETS_TOPIC_PARTITIONS: u32 = 50;
 /// Its replication factor when the cluster has that many brokers.
 pub const OFFSETS_TOPIC_REPLICATION_FACTOR: u16 = 3;
 
-/// The `__consumer_offsets` partition of `group`: Kafka's
-/// `Utils.abs(group.hashCode()) % partitions`, with Java's String hash.
+/// The offsets topic as the coordinators' machinery knows it.
+pub const OFFSETS: InternalTopic = InternalTopic {
+    name: OFFSETS_TOPIC,
+    partitions: OFFSETS_TOPIC_PARTITIONS,
+    replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR,
+};
+
+/// The `__consumer_offsets` partition of `group` (Kafka's rule, see
+/// [`InternalTopic::partition_for`]).
 pub fn partition_for(group: &str) -> i32 {
-    let hash = group.encode_utf16().fold(0i32, |hash, unit| {
-        hash.wrapping_mul(31).wrapping_add(unit as i32)
-    });
-    (hash & 0x7fff_ffff) % OFFSETS_TOPIC_PARTITIONS as i32
+    OFFSETS.partition_for(group)
 }
 
 /// The records of a commit of `offset` for `group`'s `topic`/`partition`.

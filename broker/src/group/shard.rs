@@ -3,8 +3,14 @@
 //! group record, rebuilt by replaying the partition's records in order. A
 //! pure core: the coordinator feeds it records read from the log or just
 //! written to it.
+//!
+//! Offsets committed in a transaction (TxnOffsetCommit) are staged per
+//! producer and take effect when its transaction's commit marker reaches
+//! this partition; an abort marker drops them.
 
 use std::collections::BTreeMap;
+
+use strata_storage::batch::ProducerId;
 
 use super::records::{GroupValue, Key, OffsetValue, RecordError};
 
@@ -62,6 +68,9 @@ impl GroupRecords {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shard {
     groups: BTreeMap<String, GroupRecords>,
+    /// Offset records of ongoing transactions, by producer: (key, value,
+    /// record offset), in log order.
+    staged: BTreeMap<ProducerId, Vec<(Vec<u8>, Option<Vec<u8>>, i64)>>,
 }
 
 impl Shard {
@@ -133,6 +142,46 @@ impl Shard {
             self.groups.remove(&name);
         }
         Ok(())
+    }
+
+    /// Stages the record at `record_offset`, written in `producer_id`'s
+    /// transaction, until the transaction ends.
+    pub fn stage(
+        &mut self,
+        producer_id: ProducerId,
+        key: &[u8],
+        value: Option<&[u8]>,
+        record_offset: i64,
+    ) -> Result<(), RecordError> {
+        Key::decode(key)?;
+        self.staged.entry(producer_id).or_default().push((
+            key.to_vec(),
+            value.map(<[u8]>::to_vec),
+            record_offset,
+        ));
+        Ok(())
+    }
+
+    /// Ends `producer_id`'s transaction: its staged records take effect
+    /// (at their own offsets, so a later plain commit still wins) when it
+    /// committed, and go when it aborted.
+    pub fn end_transaction(&mut self, producer_id: ProducerId, committed: bool) {
+        let staged = self.staged.remove(&producer_id).unwrap_or_default();
+        if committed {
+            for (key, value, record_offset) in staged {
+                self.apply(&key, value.as_deref(), record_offset)
+                    .expect("staged records decoded");
+            }
+        }
+    }
+
+    /// Whether an ongoing transaction has staged an offset for `group`'s
+    /// `topic`/`partition` (OffsetFetch's UNSTABLE_OFFSET_COMMIT, KIP-447).
+    pub fn has_staged(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.staged.values().flatten().any(|(key, _, _)| {
+            matches!(Key::decode(key), Ok(Key::Offset { group: g, topic: t, partition: p })
+                if g == group && t == topic && p == partition)
+        })
     }
 
     pub fn group(&self, group: &str) -> Option<&GroupRecords> {
@@ -272,5 +321,34 @@ mod tests {
             "a group with nothing left is gone"
         );
         assert!(shard.apply(b"\0\x09", None, 16).is_err());
+    }
+
+    #[test]
+    fn transactional_offsets_count_once_committed_and_never_when_aborted() {
+        let mut shard = Shard::default();
+        let (committing, aborting) = (ProducerId(1), ProducerId(2));
+        shard
+            .stage(committing, &offset_key("a", 0), Some(&offset_value(5)), 10)
+            .unwrap();
+        shard
+            .stage(aborting, &offset_key("a", 1), Some(&offset_value(7)), 11)
+            .unwrap();
+        assert_eq!(committed(&shard, "a", 0), None, "not before the marker");
+        assert!(shard.has_staged("a", "orders", 0));
+        assert!(!shard.has_staged("a", "orders", 2));
+        shard.end_transaction(aborting, false);
+        shard.end_transaction(committing, true);
+        assert_eq!(committed(&shard, "a", 0), Some(5));
+        assert_eq!(committed(&shard, "a", 1), None);
+        assert!(!shard.has_staged("a", "orders", 0));
+        // A plain commit written after a staged one wins over it.
+        shard
+            .stage(committing, &offset_key("a", 0), Some(&offset_value(8)), 12)
+            .unwrap();
+        shard
+            .apply(&offset_key("a", 0), Some(&offset_value(9)), 13)
+            .unwrap();
+        shard.end_transaction(committing, true);
+        assert_eq!(committed(&shard, "a", 0), Some(9));
     }
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchPartition;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use strata_storage::page_cache;
 use tokio::time::Instant;
 
@@ -23,7 +23,7 @@ use crate::controller::metadata::BrokerId;
 use crate::limits::FETCH_WAIT_MAX;
 use crate::replica::fetcher;
 use crate::replica::in_sync::FollowerPosition;
-use crate::replica::partition::FollowerRead;
+use crate::replica::partition::{FollowerRead, Isolation};
 
 /// Followers fetch with v12, the first version that reports divergence.
 const FOLLOWER_FETCH_VERSION_MIN: i16 = 12;
@@ -262,6 +262,9 @@ fn read_replica(context: &Context, request: &FetchRequest) -> (FetchResponse, us
     })
 }
 
+/// Kafka's `isolation_level` of a fetch that reads committed records only.
+const READ_COMMITTED: i8 = 1;
+
 /// One pass over the requested partitions for a consumer; returns the
 /// response and the bytes of records in it.
 fn read_once(
@@ -269,16 +272,24 @@ fn read_once(
     request: &FetchRequest,
     api_version: i16,
 ) -> (FetchResponse, usize) {
+    let isolation = if request.isolation_level == READ_COMMITTED {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     walk(request, |topic, fetch, response, max_bytes, spent| {
         let partition = match context.leader_in(topic, fetch.partition, fetch.current_leader_epoch)
         {
             Ok((partition, _)) => partition,
             Err(code) => return (response.with_error_code(code), 0),
         };
-        let with_offsets = |response: PartitionData, high_watermark, log_start_offset| {
+        let with_offsets = |response: PartitionData,
+                            high_watermark,
+                            last_stable_offset,
+                            log_start_offset| {
             let response = response
                 .with_high_watermark(high_watermark)
-                .with_last_stable_offset(high_watermark);
+                .with_last_stable_offset(last_stable_offset);
             // The log start offset is a field from v5 on.
             if api_version >= 5 {
                 response.with_log_start_offset(log_start_offset)
@@ -288,19 +299,41 @@ fn read_once(
         };
         // One read under the log's lock answers everything: the records,
         // the high watermark they stop at and the log start offset.
-        let read =
-            match partition.read_for_consumer(fetch.fetch_offset, (!spent).then_some(max_bytes)) {
-                Ok(read) => read,
-                Err(error) => {
-                    let response = with_offsets(
-                        response,
-                        partition.high_watermark(),
-                        partition.log_start_offset(),
-                    );
-                    return (response.with_error_code(error_code::for_storage(&error)), 0);
-                }
-            };
-        let response = with_offsets(response, read.high_watermark, read.log_start_offset);
+        let read = match partition.read_for_consumer(
+            fetch.fetch_offset,
+            (!spent).then_some(max_bytes),
+            isolation,
+        ) {
+            Ok(read) => read,
+            Err(error) => {
+                let high_watermark = partition.high_watermark();
+                let response = with_offsets(
+                    response,
+                    high_watermark,
+                    high_watermark,
+                    partition.log_start_offset(),
+                );
+                return (response.with_error_code(error_code::for_storage(&error)), 0);
+            }
+        };
+        let mut response = with_offsets(
+            response,
+            read.high_watermark,
+            read.last_stable_offset,
+            read.log_start_offset,
+        );
+        if isolation == Isolation::ReadCommitted {
+            let aborted = read
+                .aborted
+                .iter()
+                .map(|entry| {
+                    AbortedTransaction::default()
+                        .with_producer_id(ProducerId(entry.producer_id.0))
+                        .with_first_offset(entry.first_offset)
+                })
+                .collect();
+            response = response.with_aborted_transactions(Some(aborted));
+        }
         let records = read
             .records
             .map_or_else(Bytes::new, |read| Bytes::from_owner(read.records));

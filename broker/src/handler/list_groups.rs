@@ -4,6 +4,7 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
+use crate::coordinator_log::LogError;
 use super::{str_bytes, Context};
 
 pub async fn handle(
@@ -13,7 +14,7 @@ pub async fn handle(
 ) -> ListGroupsResponse {
     let mut groups = Vec::new();
     for led in context.groups.all_led() {
-        let Ok(listed) = led.read(|groups| groups.list()).await else {
+        let Ok::<_, LogError>(listed) = led.read(|groups| groups.list()).await else {
             continue; // leadership moved meanwhile: the new leader lists it
         };
         for (name, state, protocol_type) in listed {

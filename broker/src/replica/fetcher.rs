@@ -21,15 +21,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId as WireBrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
-use strata_protocol::exchange;
-use strata_protocol::frame::{FrameCodec, FrameReader};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +36,7 @@ use super::TopicPartition;
 use crate::clock::now_ms;
 use crate::controller::metadata::{BrokerId, LeaderEpoch};
 use crate::limits;
+use crate::peers::PeerConnection;
 
 const FETCH_VERSION: i16 = 12;
 /// The tagged field of a fetched partition (`FetchPartition`) in which a
@@ -147,7 +144,7 @@ async fn run(
     mut assignment: watch::Receiver<Assignment>,
     stop: CancellationToken,
 ) {
-    let mut connection: Option<Connection> = None;
+    let mut connection: Option<PeerConnection> = None;
     let mut failing_since: Option<Instant> = None;
     loop {
         let partitions = assignment.borrow_and_update().clone();
@@ -174,22 +171,21 @@ async fn run(
         };
         let round = async {
             if connection.is_none() {
-                let stream = tokio::time::timeout(
-                    limits::FOLLOWER_FETCH_TIMEOUT,
-                    TcpStream::connect(&address),
-                )
-                .await
-                .map_err(|_| {
-                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-                })??;
-                stream.set_nodelay(true)?;
-                connection = Some(Connection::new(stream));
+                connection = Some(
+                    PeerConnection::connect(
+                        &address,
+                        "strata-replica-fetcher",
+                        limits::FOLLOWER_RESPONSE_BYTES_MAX,
+                        limits::FOLLOWER_FETCH_TIMEOUT,
+                    )
+                    .await?,
+                );
             }
             let connection = connection.as_mut().expect("connected above");
             let request = fetch_request(me, &partitions, wait);
             let response = tokio::time::timeout(
                 limits::FOLLOWER_FETCH_TIMEOUT,
-                connection.exchange(&request),
+                connection.exchange(FETCH_VERSION, &request),
             )
             .await
             .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "fetch timed out"))??;
@@ -292,52 +288,6 @@ fn fetch_request(me: BrokerId, partitions: &Assignment, wait: Duration) -> Fetch
         .with_max_bytes(limits::FOLLOWER_FETCH_BYTES)
         .with_session_epoch(-1)
         .with_topics(topics)
-}
-
-/// A fetcher's connection to its leader.
-struct Connection {
-    stream: TcpStream,
-    correlation_id: i32,
-    request: BytesMut,
-    /// Holds each response while it is copied, then takes the next: the
-    /// same warm memory round after round.
-    responses: FrameReader,
-}
-
-impl Connection {
-    fn new(stream: TcpStream) -> Connection {
-        let codec = FrameCodec::new(limits::FOLLOWER_RESPONSE_BYTES_MAX).reserving_whole_frames();
-        Connection {
-            stream,
-            correlation_id: 0,
-            request: BytesMut::new(),
-            responses: FrameReader::new(codec),
-        }
-    }
-
-    async fn exchange(&mut self, request: &FetchRequest) -> std::io::Result<FetchResponse> {
-        self.correlation_id += 1;
-        self.request.clear();
-        let client_id = StrBytes::from_static_str("strata-replica-fetcher");
-        exchange::encode(
-            &mut self.request,
-            FETCH_VERSION,
-            self.correlation_id,
-            Some(&client_id),
-            request,
-        )?;
-        self.stream.write_all(&self.request).await?;
-        let frame = self
-            .responses
-            .read(&mut self.stream)
-            .await?
-            .ok_or(std::io::ErrorKind::UnexpectedEof)?;
-        Ok(exchange::decode::<FetchRequest>(
-            frame.freeze(),
-            FETCH_VERSION,
-            self.correlation_id,
-        )?)
-    }
 }
 
 /// One partition's part of a fetch response, as the follower decides on it.

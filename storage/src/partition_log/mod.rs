@@ -240,11 +240,28 @@ impl PartitionLog {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo> {
-        self.producers.check_marker(producer_id, producer_epoch)?;
+        self.producers.check_epoch(producer_id, producer_epoch)?;
         let bytes = marker.batch(producer_id, producer_epoch, coordinator_epoch, now_ms);
         let batches = ValidatedBatches::validate(&bytes, Source::Replica, usize::MAX)
             .expect("a marker this log built is valid");
         self.append(&batches, Assign::Leader { leader_epoch }, now_ms)
+    }
+
+    /// Appends a coordinator's transactional batches (a transactional
+    /// offset commit) at the log end: their producer's epoch is checked (an
+    /// older one than this partition knows is fenced), their sequences are
+    /// not (coordinators number nothing).
+    pub fn append_for_coordinator(
+        &mut self,
+        batches: &ValidatedBatches<'_>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        for (header, _) in batches.iter() {
+            self.producers
+                .check_epoch(header.producer_id, header.producer_epoch)?;
+        }
+        self.append(batches, Assign::Leader { leader_epoch }, now_ms)
     }
 
     /// The offset below which no transaction is still open, if below

@@ -37,6 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_storage::batch::ProducerId;
 use strata_storage::producer_state::ProducerEntry;
+use strata_storage::transaction::{AbortedTxn, Marker};
 use strata_storage::validate::{Source, ValidatedBatches};
 use strata_storage::{AppendInfo, PartitionLog, ReadResult, StorageError, TimestampOffset};
 use tokio::sync::{watch, Notify};
@@ -48,6 +49,10 @@ use crate::controller::metadata::{BrokerId, LeaderEpoch, PartitionEpoch};
 use crate::limits;
 use crate::replica::in_sync::{InSync, IsrChange};
 use crate::topic_config::TopicConfig;
+
+/// What a marker adds to the log, for the flush policy: a control batch of
+/// one small record.
+const MARKER_BYTES: u64 = 80;
 
 /// What this broker is for a partition, as its metadata says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,12 +121,27 @@ pub enum Commit {
     TimedOut,
 }
 
+/// Which records a consumer may see (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Everything below the high watermark.
+    ReadUncommitted,
+    /// Everything below the last stable offset; the reader drops the
+    /// records of the aborted transactions it is told of.
+    ReadCommitted,
+}
+
 /// What a consumer's read gets.
 pub struct ConsumerRead {
     /// `None` when the caller asked for offsets only.
     pub records: Option<ReadResult>,
-    /// The high watermark the read stopped at.
+    /// The high watermark when the read was made.
     pub high_watermark: i64,
+    /// The last stable offset then (a `read_committed` read stops there).
+    pub last_stable_offset: i64,
+    /// For a `read_committed` read: the aborted transactions with records
+    /// in what was read.
+    pub aborted: Vec<AbortedTxn>,
     pub log_start_offset: i64,
 }
 
@@ -414,6 +434,32 @@ impl Partition {
         leader_epoch: Option<LeaderEpoch>,
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
+        self.append_led(records, acks, leader_epoch, |log, batches, leading| {
+            log.append_as_leader(batches, leading, now_ms)
+        })
+    }
+
+    /// Appends a coordinator's transactional batch (a transactional offset
+    /// commit) as leader: its producer epoch is checked, its sequence is
+    /// not. Acknowledged as `Acks::All`.
+    pub fn append_for_coordinator(
+        &self,
+        records: &Bytes,
+        leader_epoch: Option<LeaderEpoch>,
+        now_ms: i64,
+    ) -> Result<LeaderAppend, AppendError> {
+        self.append_led(records, Acks::All, leader_epoch, |log, batches, leading| {
+            log.append_for_coordinator(batches, leading, now_ms)
+        })
+    }
+
+    fn append_led(
+        &self,
+        records: &Bytes,
+        acks: Acks,
+        leader_epoch: Option<LeaderEpoch>,
+        append: impl FnOnce(&mut PartitionLog, &ValidatedBatches<'_>, i32) -> Result<AppendInfo, StorageError>,
+    ) -> Result<LeaderAppend, AppendError> {
         let batches =
             ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)
                 .map_err(StorageError::from)?;
@@ -432,25 +478,71 @@ impl Partition {
                 }
             }
             LeaderAppend {
-                info: log.append_as_leader(&batches, leading.0, now_ms)?,
+                info: append(&mut log, &batches, leading.0)?,
                 leader_epoch: leading,
                 leadership: *self.leadership.borrow(),
             }
         };
-        if appended.info.duplicate {
-            // Nothing was written: nothing to flush, nobody to wake.
-            return Ok(appended);
+        if !appended.info.duplicate {
+            self.wake_after_append(records.len() as u64);
         }
-        let unflushed_bytes = self
-            .unflushed_bytes
-            .fetch_add(records.len() as u64, Ordering::AcqRel);
+        Ok(appended)
+    }
+
+    /// Appends the marker that ends `producer_id`'s transaction here, as
+    /// leader in `leader_epoch` (WriteTxnMarkers). Wait for it with
+    /// [`Partition::wait_committed`].
+    pub fn append_marker(
+        &self,
+        marker: Marker,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        leader_epoch: Option<LeaderEpoch>,
+        now_ms: i64,
+    ) -> Result<LeaderAppend, AppendError> {
+        let appended = {
+            let mut log = self.log();
+            let leading = self.leader_epoch().ok_or(AppendError::NotLeader)?;
+            if leader_epoch.is_some_and(|leader_epoch| leader_epoch != leading) {
+                return Err(AppendError::NotLeader);
+            }
+            let info = log.append_marker(
+                marker,
+                producer_id,
+                producer_epoch,
+                coordinator_epoch,
+                leading.0,
+                now_ms,
+            )?;
+            LeaderAppend {
+                info,
+                leader_epoch: leading,
+                leadership: *self.leadership.borrow(),
+            }
+        };
+        self.wake_after_append(MARKER_BYTES);
+        Ok(appended)
+    }
+
+    /// Whether `producer_id` has a transaction ongoing here in
+    /// `producer_epoch`.
+    pub fn in_transaction(&self, producer_id: ProducerId, producer_epoch: i16) -> bool {
+        self.log()
+            .producers()
+            .in_transaction(producer_id, producer_epoch)
+    }
+
+    /// After an append of `bytes`: asks for a flush when a reader waits or
+    /// enough is unflushed, and wakes the followers' fetches.
+    fn wake_after_append(&self, bytes: u64) {
+        let unflushed_bytes = self.unflushed_bytes.fetch_add(bytes, Ordering::AcqRel);
         if self.reader_waiting.swap(false, Ordering::AcqRel)
-            || unflushed_bytes + records.len() as u64 >= limits::UNFLUSHED_BYTES_MAX
+            || unflushed_bytes + bytes >= limits::UNFLUSHED_BYTES_MAX
         {
             self.flush_wanted.notify_one();
         }
         self.appended.notify_waiters();
-        Ok(appended)
     }
 
     /// Waits until `appended` is committed (every ISR member has it
@@ -489,14 +581,15 @@ impl Partition {
     }
 
     /// Reads for a consumer whole batches from `offset`, never past the
-    /// high watermark; only the offsets if `max_bytes` is `None`. A reader
-    /// at the high watermark makes the next append (or an append it missed)
-    /// ask for a flush at once, so it sees new records after one fsync
-    /// rather than `flush.ms`.
+    /// high watermark (the last stable offset under `read_committed`); only
+    /// the offsets if `max_bytes` is `None`. A reader at the high watermark
+    /// makes the next append (or an append it missed) ask for a flush at
+    /// once, so it sees new records after one fsync rather than `flush.ms`.
     pub fn read_for_consumer(
         &self,
         offset: i64,
         max_bytes: Option<usize>,
+        isolation: Isolation,
     ) -> Result<ConsumerRead, StorageError> {
         let high_watermark = self.high_watermark();
         // Marked before the read, so an append is either seen by the read
@@ -508,9 +601,20 @@ impl Partition {
         let log = self.log();
         let log_start_offset = log.log_start_offset();
         let log_end_offset = log.log_end_offset();
+        let last_stable_offset = log.last_stable_offset(high_watermark);
+        let upper_bound_offset = match isolation {
+            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
         let records = match max_bytes {
-            Some(max_bytes) => Some(log.read(offset, max_bytes, high_watermark)?),
+            Some(max_bytes) => Some(log.read(offset, max_bytes, upper_bound_offset)?),
             None => None,
+        };
+        let aborted = match (&records, isolation) {
+            (Some(read), Isolation::ReadCommitted) if !read.records.is_empty() => {
+                log.aborted_transactions(offset, read.next_offset)
+            }
+            _ => Vec::new(),
         };
         drop(log);
         if at_high_watermark && log_end_offset > offset {
@@ -519,6 +623,8 @@ impl Partition {
         Ok(ConsumerRead {
             records,
             high_watermark,
+            last_stable_offset,
+            aborted,
             log_start_offset,
         })
     }
@@ -747,10 +853,10 @@ mod tests {
         partition
             .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
             .unwrap();
-        let read = partition.read_for_consumer(0, Some(1 << 20)).unwrap();
+        let read = partition.read_for_consumer(0, Some(1 << 20), Isolation::ReadUncommitted).unwrap();
         assert_eq!(read.high_watermark, 0);
         assert!(read.records.unwrap().records.is_empty());
-        let offsets_only = partition.read_for_consumer(0, None).unwrap();
+        let offsets_only = partition.read_for_consumer(0, None, Isolation::ReadUncommitted).unwrap();
         assert!(offsets_only.records.is_none());
         assert_eq!(offsets_only.log_start_offset, 0);
     }
