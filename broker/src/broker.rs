@@ -23,10 +23,12 @@ use crate::controller::{server, Controller, ControllerError, ControllerSettings}
 use crate::group::GroupCoordinator;
 use crate::handler::Context;
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::replica::replica_manager::ReplicaManager;
 use crate::replica::{isr, retention};
 use crate::server::{listener, scrape};
-use crate::txn::ProducerIds;
+use crate::txn::markers::MarkerWriter;
+use crate::txn::{ProducerIds, TxnCoordinator};
 
 const LOCK_FILE: &str = ".lock";
 const CLUSTER_ID_FILE: &str = "cluster-id";
@@ -188,6 +190,22 @@ impl Broker {
             }
             None => None,
         };
+        let peers = Arc::new(Peers::default());
+        let producer_ids = Arc::new(ProducerIds::new(me, controller.clone()));
+        let markers = Arc::new(MarkerWriter::new(
+            me,
+            controller.clone(),
+            Arc::clone(&replicas),
+            Arc::clone(&groups),
+            Arc::clone(&peers),
+        ));
+        let txns = Arc::new(TxnCoordinator::new(
+            Arc::clone(&replicas),
+            config.txn,
+            Arc::clone(&producer_ids),
+            Arc::clone(&markers),
+        ));
+        tasks.push(tokio::spawn(Arc::clone(&txns).run_timers(shutdown.clone())));
         let metrics_for_isr = Arc::clone(&metrics);
         let context = Arc::new(Context {
             broker_id: me,
@@ -198,7 +216,10 @@ impl Broker {
             replicas: Arc::clone(&replicas),
             metrics,
             groups,
-            producer_ids: ProducerIds::new(me, controller.clone()),
+            txns,
+            markers,
+            peers,
+            producer_ids,
             topic_defaults: config.topics,
             catch_up_throttle: Default::default(),
         });

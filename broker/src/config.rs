@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::group::classic::GroupConfig;
+use crate::txn::state::TxnConfig;
 
 /// Settings of one broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration: Duration,
     /// Consumer groups: session timeout bounds, the initial rebalance delay.
     pub group: GroupConfig,
+    /// Transactions: the longest timeout, when idle ids expire.
+    pub txn: TxnConfig,
     /// Topics created without a partition count or replication factor, and
     /// whether a Metadata request creates the topics it names.
     pub topics: TopicDefaults,
@@ -90,6 +93,7 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_millis(30_000),
             producer_id_expiration: Duration::from_millis(24 * 60 * 60 * 1000),
             group: GroupConfig::default(),
+            txn: TxnConfig::default(),
             topics: TopicDefaults::default(),
         }
     }

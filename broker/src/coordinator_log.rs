@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use strata_storage::batch::ProducerId;
 use strata_storage::record::{BatchBuilder, Record};
+use strata_storage::StorageError;
 use tracing::{info, warn};
 
 use crate::clock::now_ms;
@@ -58,6 +59,9 @@ pub enum LogError {
     Unavailable,
     /// A record did not become durable in time.
     TimedOut,
+    /// A transactional write of a producer epoch older than the partition
+    /// knows.
+    ProducerFenced,
 }
 
 /// The state a coordinator keeps of one partition of its topic.
@@ -128,10 +132,9 @@ impl<S: CoordinatorState> LedLog<S> {
             let partition = Arc::clone(&self.partition);
             let config = self.config;
             let started = std::time::Instant::now();
-            let state =
-                tokio::task::spawn_blocking(move || S::load(&partition, config, now_ms()))
-                    .await
-                    .map_err(|_| LogError::Unavailable)??;
+            let state = tokio::task::spawn_blocking(move || S::load(&partition, config, now_ms()))
+                .await
+                .map_err(|_| LogError::Unavailable)??;
             info!(
                 partition = ?self.partition,
                 %self.leader_epoch,
@@ -198,6 +201,7 @@ impl<S: CoordinatorState> LedLog<S> {
                 &batch,
                 Acks::All,
                 Some(self.leader_epoch),
+                None,
                 now,
             ),
             Some(_) => self
@@ -206,6 +210,7 @@ impl<S: CoordinatorState> LedLog<S> {
         };
         appended.map_err(|error| match error {
             AppendError::NotLeader => LogError::NotCoordinator,
+            AppendError::Storage(StorageError::Sequence(_)) => LogError::ProducerFenced,
             error => {
                 warn!(partition = ?self.partition, %error, "cannot write to a coordinator's partition");
                 LogError::Unavailable
@@ -345,6 +350,34 @@ impl<S: CoordinatorState> CoordinatorLog<S> {
                     *loaded = None;
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_map_to_partitions_as_in_kafka() {
+        let topic = InternalTopic {
+            name: "__consumer_offsets",
+            partitions: 50,
+            replication_factor: 3,
+        };
+        // Java: "a".hashCode() == 97, "ab".hashCode() == 3105, and
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE, which
+        // Kafka's Utils.abs maps to 0.
+        assert_eq!(topic.partition_for("a"), 97 % 50);
+        assert_eq!(topic.partition_for("ab"), 3105 % 50);
+        assert_eq!(topic.partition_for("polygenelubricants"), 0);
+        assert_eq!(topic.partition_for(""), 0);
+        for key in [
+            "console-consumer-12345",
+            "a-very-long-group-name-indeed",
+            "é",
+        ] {
+            assert!((0..50).contains(&topic.partition_for(key)));
         }
     }
 }

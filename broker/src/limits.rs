@@ -83,3 +83,12 @@ pub const PRODUCER_ID_BLOCK_VISIBLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest response a broker accepts from another for a call that is not
 /// a replica fetch (markers, transaction checks): small answers.
 pub const PEER_RESPONSE_BYTES_MAX: usize = 16 << 20;
+
+// Transactions.
+
+/// How long a coordinator waits for one round of markers on a leader (the
+/// append and its durability on the ISR) before trying again.
+pub const TXN_MARKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a leader waits for the coordinator to confirm that a
+/// transaction holds a partition (KIP-890's verification).
+pub const TXN_VERIFY_TIMEOUT: Duration = Duration::from_secs(10);

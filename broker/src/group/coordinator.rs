@@ -91,9 +91,8 @@ impl GroupCoordinator {
     pub async fn run_timers(self: Arc<Self>, shutdown: CancellationToken) {
         let mut interval = tokio::time::interval(TICK_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let expiry_interval = Duration::from_millis(
-            self.config().offsets_retention_check_interval_ms.max(1) as u64,
-        );
+        let expiry_interval =
+            Duration::from_millis(self.config().offsets_retention_check_interval_ms.max(1) as u64);
         let mut last_expiry = tokio::time::Instant::now();
         loop {
             tokio::select! {
@@ -120,7 +119,11 @@ impl GroupCoordinator {
             self.log
                 .for_each_loaded(|led, groups| {
                     let now = now_ms();
-                    deliveries.extend(led.tick(groups, now).into_iter().map(|delivery| (led.clone(), delivery)));
+                    deliveries.extend(
+                        led.tick(groups, now)
+                            .into_iter()
+                            .map(|delivery| (led.clone(), delivery)),
+                    );
                 })
                 .await;
             for (led, delivery) in deliveries {

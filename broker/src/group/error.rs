@@ -21,6 +21,9 @@ pub enum CoordinatorError {
     NonEmptyGroup,
     /// OffsetDelete while members may be reading those partitions.
     GroupSubscribedToTopic,
+    /// A transactional offset commit or marker of a producer epoch older
+    /// than the partition knows.
+    ProducerFenced,
     /// The group refused the request.
     Group(GroupError),
 }
@@ -37,6 +40,7 @@ impl From<LogError> for CoordinatorError {
             LogError::NotCoordinator => CoordinatorError::NotCoordinator,
             LogError::Unavailable => CoordinatorError::Unavailable,
             LogError::TimedOut => CoordinatorError::TimedOut,
+            LogError::ProducerFenced => CoordinatorError::ProducerFenced,
         }
     }
 }

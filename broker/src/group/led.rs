@@ -13,6 +13,9 @@
 //! is told `NOT_COORDINATOR`.
 
 use bytes::Bytes;
+use strata_storage::batch::ProducerId;
+use strata_storage::transaction::Marker;
+use strata_storage::StorageError;
 use tokio::sync::oneshot;
 use tracing::info;
 use uuid::Uuid;
@@ -25,7 +28,7 @@ use super::groups::{Answering, Groups, Waiters};
 use super::records::Key;
 use crate::clock::now_ms;
 use crate::coordinator_log::{KeyedRecord, LedLog};
-use crate::replica::partition::LeaderAppend;
+use crate::replica::partition::{AppendError, LeaderAppend};
 
 /// A request's answer: now, or when a rebalance step delivers it.
 pub(super) enum Pending<T> {
@@ -334,6 +337,88 @@ impl LedLog<Groups> {
             Ok(records)
         })
         .await
+    }
+
+    /// TxnOffsetCommit: writes offsets in `producer_id`'s transaction if
+    /// the member may commit for `group` in `generation` (a request that
+    /// names no member, from a client before KIP-447, is not checked). They
+    /// count once the transaction's commit marker is written here.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn commit_in_transaction(
+        &self,
+        group: &str,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        records: Vec<KeyedRecord>,
+    ) -> Result<(), CoordinatorError> {
+        let appended = {
+            let mut loaded = self.loaded.lock().await;
+            let groups = self.load(&mut loaded).await?;
+            let now = now_ms();
+            if !member_id.is_empty() || generation >= 0 {
+                match groups.consumer.get(group) {
+                    Some(consumer) => consumer.check_commit(member_id, generation),
+                    None => groups.classic_mut(group, self.config, now).check_commit(
+                        now,
+                        member_id,
+                        group_instance_id,
+                        generation,
+                    ),
+                }
+                .map_err(CoordinatorError::Group)?;
+            }
+            self.append(&records, Some((producer_id, producer_epoch)), now)?
+        };
+        Ok(self
+            .await_durable(&records, appended, Some(producer_id))
+            .await?)
+    }
+
+    /// Writes the marker that ends `producer_id`'s transaction on this
+    /// partition (WriteTxnMarkers): once durable, the offsets it staged
+    /// here take effect (commit) or go (abort).
+    pub async fn end_transaction(
+        &self,
+        producer_id: ProducerId,
+        producer_epoch: i16,
+        marker: Marker,
+        coordinator_epoch: i32,
+    ) -> Result<(), CoordinatorError> {
+        let appended = {
+            let mut loaded = self.loaded.lock().await;
+            self.load(&mut loaded).await?;
+            self.partition
+                .append_marker(
+                    marker,
+                    producer_id,
+                    producer_epoch,
+                    coordinator_epoch,
+                    Some(self.leader_epoch),
+                    now_ms(),
+                )
+                .map_err(|error| match error {
+                    AppendError::NotLeader => CoordinatorError::NotCoordinator,
+                    AppendError::Storage(StorageError::Sequence(_)) => {
+                        CoordinatorError::ProducerFenced
+                    }
+                    _ => CoordinatorError::Unavailable,
+                })?
+        };
+        self.await_committed(&appended).await?;
+        let mut loaded = self.loaded.lock().await;
+        if let Some(loaded) = loaded
+            .as_mut()
+            .filter(|loaded| loaded.leader_epoch == self.leader_epoch)
+        {
+            loaded
+                .state
+                .shard
+                .end_transaction(producer_id, marker == Marker::Commit);
+        }
+        Ok(())
     }
 
     /// Deletes some committed offsets of a group without members

@@ -29,29 +29,6 @@ pub use self::error::CoordinatorError;
 pub use self::groups::Groups;
 pub use self::led::Led;
 pub use self::records::{
-    offset_record, partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS,
+    offset_record, OFFSETS, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS,
     OFFSETS_TOPIC_REPLICATION_FACTOR,
 };
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_map_to_partitions_as_in_kafka() {
-        // Java: "a".hashCode() == 97, "ab".hashCode() == 3105, and
-        // "polygenelubricants".hashCode() == Integer.MIN_VALUE, which
-        // Kafka's Utils.abs maps to 0.
-        assert_eq!(partition_for("a"), 97 % 50);
-        assert_eq!(partition_for("ab"), 3105 % 50);
-        assert_eq!(partition_for("polygenelubricants"), 0);
-        assert_eq!(partition_for(""), 0);
-        for group in [
-            "console-consumer-12345",
-            "a-very-long-group-name-indeed",
-            "é",
-        ] {
-            assert!((0..50).contains(&partition_for(group)));
-        }
-    }
-}

@@ -328,12 +328,6 @@ pub const OFFSETS: InternalTopic = InternalTopic {
     replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR,
 };
 
-/// The `__consumer_offsets` partition of `group` (Kafka's rule, see
-/// [`InternalTopic::partition_for`]).
-pub fn partition_for(group: &str) -> i32 {
-    OFFSETS.partition_for(group)
-}
-
 /// The records of a commit of `offset` for `group`'s `topic`/`partition`.
 pub fn offset_record(
     group: &str,

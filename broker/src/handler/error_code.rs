@@ -5,9 +5,12 @@ use strata_storage::error::SequenceError;
 use strata_storage::StorageError;
 
 use crate::controller::metadata::MetadataError;
+use crate::coordinator_log::LogError;
 use crate::group::classic::GroupError;
 use crate::group::CoordinatorError;
 use crate::replica::partition::AppendError;
+use crate::txn::coordinator::TxnFailure;
+use crate::txn::state::TxnError;
 
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = ResponseError::UnknownTopicOrPartition.code();
 pub const INVALID_RECORD: i16 = ResponseError::InvalidRecord.code();
@@ -40,6 +43,11 @@ pub const INVALID_REPLICATION_FACTOR: i16 = ResponseError::InvalidReplicationFac
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = ResponseError::GroupSubscribedToTopic.code();
 pub const ELECTION_NOT_NEEDED: i16 = ResponseError::ElectionNotNeeded.code();
 pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = ResponseError::PreferredLeaderNotAvailable.code();
+pub const UNKNOWN_SERVER_ERROR: i16 = ResponseError::UnknownServerError.code();
+pub const INVALID_TXN_STATE: i16 = ResponseError::InvalidTxnState.code();
+pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
+pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
+pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
 pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = ResponseError::EligibleLeadersNotAvailable.code();
 
 /// The code for a storage failure on one partition.
@@ -76,6 +84,7 @@ pub fn for_append(error: &AppendError) -> i16 {
     match error {
         AppendError::NotLeader => NOT_LEADER_OR_FOLLOWER,
         AppendError::NotEnoughReplicas { .. } => NOT_ENOUGH_REPLICAS,
+        AppendError::NotVerified { .. } => INVALID_TXN_STATE,
         AppendError::Storage(error) => for_storage(error),
     }
 }
@@ -114,6 +123,30 @@ pub fn for_coordinator(error: &CoordinatorError) -> i16 {
         CoordinatorError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         CoordinatorError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         CoordinatorError::GroupSubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        CoordinatorError::ProducerFenced => ResponseError::InvalidProducerEpoch,
+    };
+    code.code()
+}
+
+/// The code for a transactional request the coordinator refused;
+/// `fenced` is what a fenced producer is told (PRODUCER_FENCED for the
+/// versions that know it, INVALID_PRODUCER_EPOCH before).
+pub fn for_txn(failure: &TxnFailure, fenced: i16) -> i16 {
+    let code = match failure {
+        TxnFailure::Log(LogError::NotCoordinator) => ResponseError::NotCoordinator,
+        TxnFailure::Log(LogError::Unavailable) => ResponseError::CoordinatorNotAvailable,
+        TxnFailure::Log(LogError::TimedOut) => ResponseError::RequestTimedOut,
+        TxnFailure::Log(LogError::ProducerFenced) | TxnFailure::Txn(TxnError::ProducerFenced) => {
+            return fenced
+        }
+        TxnFailure::Txn(TxnError::ConcurrentTransactions) => ResponseError::ConcurrentTransactions,
+        TxnFailure::Txn(TxnError::InvalidProducerIdMapping) => {
+            ResponseError::InvalidProducerIdMapping
+        }
+        TxnFailure::Txn(TxnError::InvalidTxnState) => ResponseError::InvalidTxnState,
+        TxnFailure::Txn(TxnError::InvalidTransactionTimeout) => {
+            ResponseError::InvalidTransactionTimeout
+        }
     };
     code.code()
 }

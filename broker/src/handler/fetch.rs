@@ -283,20 +283,18 @@ fn read_once(
             Ok((partition, _)) => partition,
             Err(code) => return (response.with_error_code(code), 0),
         };
-        let with_offsets = |response: PartitionData,
-                            high_watermark,
-                            last_stable_offset,
-                            log_start_offset| {
-            let response = response
-                .with_high_watermark(high_watermark)
-                .with_last_stable_offset(last_stable_offset);
-            // The log start offset is a field from v5 on.
-            if api_version >= 5 {
-                response.with_log_start_offset(log_start_offset)
-            } else {
-                response
-            }
-        };
+        let with_offsets =
+            |response: PartitionData, high_watermark, last_stable_offset, log_start_offset| {
+                let response = response
+                    .with_high_watermark(high_watermark)
+                    .with_last_stable_offset(last_stable_offset);
+                // The log start offset is a field from v5 on.
+                if api_version >= 5 {
+                    response.with_log_start_offset(log_start_offset)
+                } else {
+                    response
+                }
+            };
         // One read under the log's lock answers everything: the records,
         // the high watermark they stop at and the log start offset.
         let read = match partition.read_for_consumer(

@@ -1,5 +1,7 @@
 //! FindCoordinator: the broker leading a group's `__consumer_offsets`
-//! partition. The topic is created on the first request, as in Kafka.
+//! partition (key type 0), or a transactional id's `__transaction_state`
+//! partition (key type 1). Each topic is created on the first request for
+//! its kind of key, as in Kafka.
 
 use std::collections::BTreeMap;
 
@@ -11,13 +13,15 @@ use uuid::Uuid;
 use super::error_code;
 use super::{commit, str_bytes, Context};
 use crate::controller::metadata::{self, MetadataCommand};
-use crate::group::{
-    partition_for, OFFSETS_TOPIC, OFFSETS_TOPIC_PARTITIONS, OFFSETS_TOPIC_REPLICATION_FACTOR,
-};
+use crate::coordinator_log::InternalTopic;
+use crate::group::records::OFFSETS;
 use crate::topic_config::{CLEANUP_POLICY, SEGMENT_BYTES};
+use crate::txn::TRANSACTION_STATE;
 
-/// `key_type` of a consumer group (1 is a transactional id).
+/// `key_type` of a consumer group.
 const GROUP_KEY_TYPE: i8 = 0;
+/// `key_type` of a transactional id.
+const TRANSACTION_KEY_TYPE: i8 = 1;
 
 pub async fn handle(
     context: &Context,
@@ -29,18 +33,24 @@ pub async fn handle(
     } else {
         vec![request.key]
     };
-    let ready = if request.key_type != GROUP_KEY_TYPE {
-        Err((
+    let topic = match request.key_type {
+        GROUP_KEY_TYPE => Ok(OFFSETS),
+        TRANSACTION_KEY_TYPE => Ok(TRANSACTION_STATE),
+        other => Err((
             error_code::INVALID_REQUEST,
-            "only group coordinators are served (key type 0)".to_string(),
-        ))
-    } else {
-        ensure_offsets_topic(context).await
+            format!("unknown coordinator key type {other} (0: group, 1: transactional id)"),
+        )),
+    };
+    let ready = match topic {
+        Ok(topic) => ensure_topic(context, topic).await.map(|()| topic),
+        Err(error) => Err(error),
     };
     let coordinators: Vec<Coordinator> = keys
         .into_iter()
         .map(|key| {
-            let found = ready.clone().and_then(|()| coordinator_of(context, &key));
+            let found = ready
+                .clone()
+                .and_then(|topic| coordinator_of(context, topic, &key));
             let coordinator = Coordinator::default().with_key(key);
             match found {
                 Ok((node_id, host, port)) => coordinator
@@ -71,47 +81,52 @@ pub async fn handle(
     }
 }
 
-/// The leader of `group`'s offsets partition: id, host and port.
+/// The leader of `key`'s partition of `topic`: id, host and port.
 fn coordinator_of(
     context: &Context,
-    group: &StrBytes,
+    topic: InternalTopic,
+    key: &StrBytes,
 ) -> Result<(i32, String, i32), (i16, String)> {
     let metadata = context.controller.metadata();
-    let partition = partition_for(group);
+    let partition = topic.partition_for(key);
     let leader = metadata
-        .partition(OFFSETS_TOPIC, partition)
+        .partition(topic.name, partition)
         .map_or(metadata::NO_LEADER, |partition| partition.leader);
     let not_available = || {
         (
             error_code::COORDINATOR_NOT_AVAILABLE,
-            format!("{OFFSETS_TOPIC} partition {partition} has no leader right now"),
+            format!(
+                "{} partition {partition} has no leader right now",
+                topic.name
+            ),
         )
     };
     let broker = metadata.brokers.get(&leader).ok_or_else(not_available)?;
     Ok((leader.0, broker.host.clone(), broker.port as i32))
 }
 
-/// Creates `__consumer_offsets` if it does not exist yet.
-async fn ensure_offsets_topic(context: &Context) -> Result<(), (i16, String)> {
+/// Creates `topic` if it does not exist yet.
+async fn ensure_topic(context: &Context, topic: InternalTopic) -> Result<(), (i16, String)> {
     let alive = {
         let metadata = context.controller.metadata();
-        if metadata.topics.contains_key(OFFSETS_TOPIC) {
+        if metadata.topics.contains_key(topic.name) {
             return Ok(());
         }
         metadata.alive_brokers().len()
     };
-    // Compacted: a commit or group record stays until a newer one for its
-    // key (or a deleted group's tombstone) replaces it; 100 MiB segments
-    // as in Kafka's offsets.topic.segment.bytes.
+    // Compacted: a commit, group or transaction record stays until a newer
+    // one for its key (or a tombstone) replaces it; 100 MiB segments as in
+    // Kafka's offsets.topic.segment.bytes and
+    // transaction.state.log.segment.bytes.
     let configs = BTreeMap::from([
         (CLEANUP_POLICY.to_string(), "compact".to_string()),
         (SEGMENT_BYTES.to_string(), (100 << 20).to_string()),
     ]);
     let create = MetadataCommand::CreateTopic {
-        name: OFFSETS_TOPIC.to_string(),
+        name: topic.name.to_string(),
         topic_id: Uuid::new_v4(),
-        partition_count: OFFSETS_TOPIC_PARTITIONS,
-        replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR.min(alive.max(1) as u16),
+        partition_count: topic.partitions,
+        replication_factor: topic.replication_factor.min(alive.max(1) as u16),
         configs,
     };
     let committed = commit(context, create).await;
@@ -125,7 +140,8 @@ async fn ensure_offsets_topic(context: &Context) -> Result<(), (i16, String)> {
     Err((
         error_code::COORDINATOR_NOT_AVAILABLE,
         format!(
-            "cannot create {OFFSETS_TOPIC}: {}",
+            "cannot create {}: {}",
+            topic.name,
             committed
                 .error_message
                 .as_deref()

@@ -4,8 +4,8 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use crate::coordinator_log::LogError;
 use super::{str_bytes, Context};
+use crate::coordinator_log::LogError;
 
 pub async fn handle(
     context: &Context,

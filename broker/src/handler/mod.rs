@@ -2,6 +2,8 @@
 //! controller and the replicas, and their results into a response.
 //! Wire types stop here.
 
+pub mod add_offsets_to_txn;
+pub mod add_partitions_to_txn;
 pub mod alter_configs;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
@@ -16,7 +18,9 @@ pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
+pub mod describe_transactions;
 pub mod elect_leaders;
+pub mod end_txn;
 pub mod error_code;
 pub mod fetch;
 pub mod find_coordinator;
@@ -27,6 +31,7 @@ pub mod join_group;
 pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
+pub mod list_transactions;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
@@ -35,6 +40,8 @@ pub mod offset_for_leader_epoch;
 pub mod partition_reassignments;
 pub mod produce;
 pub mod sync_group;
+pub mod txn_offset_commit;
+pub mod write_txn_markers;
 
 use std::sync::Arc;
 
@@ -45,9 +52,11 @@ use crate::controller::metadata::{BrokerId, LeaderEpoch};
 use crate::controller::metadata::{CommandOutcome, MetadataCommand};
 use crate::group::GroupCoordinator;
 use crate::metrics::Metrics;
+use crate::peers::Peers;
 use crate::replica::partition::Partition;
 use crate::replica::replica_manager::ReplicaManager;
-use crate::txn::ProducerIds;
+use crate::txn::markers::MarkerWriter;
+use crate::txn::{ProducerIds, TxnCoordinator};
 
 /// What every handler may use.
 pub struct Context {
@@ -60,7 +69,12 @@ pub struct Context {
     pub replicas: Arc<ReplicaManager>,
     pub metrics: Arc<Metrics>,
     pub groups: Arc<GroupCoordinator>,
-    pub producer_ids: ProducerIds,
+    pub txns: Arc<TxnCoordinator>,
+    /// Writes the markers of WriteTxnMarkers on this broker's partitions.
+    pub markers: Arc<MarkerWriter>,
+    /// Connections to other brokers (transaction checks).
+    pub peers: Arc<Peers>,
+    pub producer_ids: Arc<ProducerIds>,
     pub topic_defaults: crate::config::TopicDefaults,
     /// Caps how fast replicas a reassignment adds copy from this leader.
     pub catch_up_throttle: crate::replica::throttle::CatchUpThrottle,

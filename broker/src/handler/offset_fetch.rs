@@ -1,10 +1,15 @@
 //! OffsetFetch: a group's committed offsets, from its coordinator's view of
-//! `__consumer_offsets` (-1 for a partition with no commit).
+//! `__consumer_offsets` (-1 for a partition with no commit). A consumer
+//! that asks for stable offsets (`require_stable`, KIP-447) gets
+//! UNSTABLE_OFFSET_COMMIT for a partition an open transaction has
+//! committed an offset of, and retries once it ends.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use std::collections::BTreeSet;
 
 use super::{error_code, str_bytes, Context};
 use crate::group::shard::Committed;
@@ -15,6 +20,18 @@ pub async fn handle(
     api_version: i16,
 ) -> OffsetFetchResponse {
     let group = request.group_id.0.to_string();
+    let asked: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flatten()
+        .flat_map(|topic| {
+            let name = topic.name.0.to_string();
+            topic
+                .partition_indexes
+                .iter()
+                .map(move |index| (name.clone(), *index))
+        })
+        .collect();
     let found = match context.groups.led_for(&group) {
         Ok(led) => {
             led.read(|groups| {
@@ -22,7 +39,14 @@ pub async fn handle(
                     .shard()
                     .group(&group)
                     .map(|records| records.offsets.clone());
-                offsets.unwrap_or_default()
+                let unstable: BTreeSet<(String, i32)> = asked
+                    .iter()
+                    .filter(|(topic, index)| {
+                        request.require_stable && groups.shard().has_staged(&group, topic, *index)
+                    })
+                    .cloned()
+                    .collect();
+                (offsets.unwrap_or_default(), unstable)
             })
             .await
         }
@@ -48,8 +72,8 @@ pub async fn handle(
             response
         }
     };
-    let offsets = match found {
-        Ok(offsets) => offsets,
+    let (offsets, unstable) = match found {
+        Ok(found) => found,
         Err(code) => {
             if api_version >= 2 {
                 return OffsetFetchResponse::default().with_error_code(code);
@@ -82,6 +106,9 @@ pub async fn handle(
                     .iter()
                     .map(|&index| {
                         let slot = (topic.name.0.to_string(), index);
+                        if unstable.contains(&slot) {
+                            return partition(index, None, error_code::UNSTABLE_OFFSET_COMMIT);
+                        }
                         partition(index, offsets.get(&slot), 0)
                     })
                     .collect();

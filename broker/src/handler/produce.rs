@@ -1,19 +1,36 @@
 //! Produce: validate and append each partition's batches; with acks=all wait
 //! until they are durable (group commit); with acks=0 answer nothing.
+//!
+//! A transactional batch that would open its producer's transaction on a
+//! partition is appended only once the transaction coordinator confirms
+//! the transaction holds the partition (KIP-890 part 1; AddPartitionsToTxn
+//! with `verify_only`, or a direct check when this broker coordinates it),
+//! and only if no marker for the producer arrived meanwhile: a write that
+//! lost its transaction never opens a hanging one.
 
 use std::time::Duration;
 
 use futures::future::join_all;
+use kafka_protocol::messages::add_partitions_to_txn_request::{
+    AddPartitionsToTxnTopic, AddPartitionsToTxnTransaction,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{
+    AddPartitionsToTxnRequest, ProduceRequest, ProduceResponse, ProducerId as WireProducerId,
+    TopicName, TransactionalId,
+};
 
 use super::error_code;
 use super::{str_bytes, Context};
 use crate::clock::now_ms;
 use crate::group::OFFSETS_TOPIC;
-use crate::limits::PRODUCE_TIMEOUT_MAX;
-use crate::replica::partition::{Acks, Commit};
+use crate::limits::{PRODUCE_TIMEOUT_MAX, TXN_VERIFY_TIMEOUT};
+use crate::replica::partition::{Acks, AppendError, Commit};
+use crate::txn::state::{Producer, TxnPartition};
+use crate::txn::{TRANSACTION_STATE, TRANSACTION_STATE_TOPIC};
 
+/// AddPartitionsToTxn's first version with brokers' verification.
+const VERIFY_VERSION: i16 = 4;
 const ACKS_NONE: i16 = 0;
 const ACKS_ALL: i16 = -1;
 
@@ -30,6 +47,12 @@ pub async fn handle(
         _ => None,
     };
     let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64).min(PRODUCE_TIMEOUT_MAX);
+    let transactional_id = request
+        .transactional_id
+        .as_ref()
+        .map(|id| id.0.to_string())
+        .filter(|id| !id.is_empty());
+    let transactional_id = transactional_id.as_deref();
     // Every partition of every topic appends, then all wait together, so an
     // acks=all request with many topics costs one round of flushes.
     let topics = request.topic_data.into_iter().map(|topic| async move {
@@ -40,9 +63,9 @@ pub async fn handle(
                 let Some(acks) = acks else {
                     return response.with_error_code(error_code::INVALID_REQUIRED_ACKS);
                 };
-                if name == OFFSETS_TOPIC {
+                if name == OFFSETS_TOPIC || name == TRANSACTION_STATE_TOPIC {
                     return response.with_error_code(error_code::INVALID_TOPIC).with_error_message(Some(str_bytes(
-                        "__consumer_offsets is written by group coordinators only",
+                        format!("{name} is written by its coordinators only"),
                     )));
                 }
                 let (partition, _) = match context.leader_of(&name, data.index) {
@@ -53,7 +76,17 @@ pub async fn handle(
                     return response.with_error_code(error_code::INVALID_RECORD);
                 };
                 let record_bytes = records.len() as u64;
-                let appended = match partition.append_as_leader(&records, acks, None, now_ms()) {
+                let mut appended = partition.append_as_leader(&records, acks, None, None, now_ms());
+                if let Err(AppendError::NotVerified { producer_id, producer_epoch }) = appended {
+                    let verification = partition.begin_verification(producer_id);
+                    let producer = Producer { id: producer_id.0, epoch: producer_epoch };
+                    let checked = verify(context, transactional_id, producer, (name.clone(), data.index)).await;
+                    if let Err((code, message)) = checked {
+                        return response.with_error_code(code).with_error_message(Some(str_bytes(message)));
+                    }
+                    appended = partition.append_as_leader(&records, acks, None, Some(verification), now_ms());
+                }
+                let appended = match appended {
                     Ok(appended) => appended,
                     Err(error) => {
                         return response
@@ -100,6 +133,101 @@ pub async fn handle(
     });
     let topics = join_all(topics).await;
     (acks != Some(Acks::None)).then(|| ProduceResponse::default().with_responses(topics))
+}
+
+/// Asks `transactional_id`'s coordinator whether `producer`'s open
+/// transaction holds `partition`; the code and reason to answer if not.
+async fn verify(
+    context: &Context,
+    transactional_id: Option<&str>,
+    producer: Producer,
+    partition: TxnPartition,
+) -> Result<(), (i16, String)> {
+    let Some(id) = transactional_id else {
+        return Err((
+            error_code::INVALID_TXN_STATE,
+            "a transactional batch in a produce request without a transactional id".to_string(),
+        ));
+    };
+    let refused = |code: i16| {
+        (
+            code,
+            format!(
+                "the coordinator of transactional id {id} does not confirm that producer {} (epoch {}) has a transaction holding {}-{}",
+                producer.id, producer.epoch, partition.0, partition.1
+            ),
+        )
+    };
+    let coordinator = {
+        let metadata = context.controller.metadata();
+        let index = TRANSACTION_STATE.partition_for(id);
+        metadata
+            .partition(TRANSACTION_STATE_TOPIC, index)
+            .map(|p| p.leader)
+            .and_then(|leader| {
+                let broker = metadata.brokers.get(&leader)?;
+                Some((leader, format!("{}:{}", broker.host, broker.port)))
+            })
+    };
+    let code = match coordinator {
+        None => error_code::NOT_ENOUGH_REPLICAS,
+        Some((leader, _)) if leader == context.broker_id => context
+            .txns
+            .verify(id, producer, &partition)
+            .await
+            .map_or_else(
+                |failure| error_code::for_txn(&failure, error_code::INVALID_PRODUCER_EPOCH),
+                |()| 0,
+            ),
+        Some((leader, address)) => {
+            let request = AddPartitionsToTxnRequest::default().with_transactions(vec![
+                AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(TransactionalId(str_bytes(id)))
+                    .with_producer_id(WireProducerId(producer.id))
+                    .with_producer_epoch(producer.epoch)
+                    .with_verify_only(true)
+                    .with_topics(vec![AddPartitionsToTxnTopic::default()
+                        .with_name(TopicName(str_bytes(partition.0.clone())))
+                        .with_partitions(vec![partition.1])]),
+            ]);
+            match context
+                .peers
+                .call(
+                    leader,
+                    &address,
+                    VERIFY_VERSION,
+                    &request,
+                    TXN_VERIFY_TIMEOUT,
+                )
+                .await
+            {
+                Ok(response) => response
+                    .results_by_transaction
+                    .iter()
+                    .flat_map(|result| &result.topic_results)
+                    .flat_map(|topic| &topic.results_by_partition)
+                    .map(|result| result.partition_error_code)
+                    .next()
+                    .unwrap_or(response.error_code),
+                // Retriable for the client: the coordinator may be moving.
+                Err(_) => error_code::NOT_ENOUGH_REPLICAS,
+            }
+        }
+    };
+    match code {
+        0 => Ok(()),
+        // The coordinator is elsewhere or busy: the client retries.
+        code if code == error_code::NOT_COORDINATOR
+            || code == error_code::COORDINATOR_NOT_AVAILABLE
+            || code == error_code::NOT_ENOUGH_REPLICAS =>
+        {
+            Err((
+                error_code::NOT_ENOUGH_REPLICAS,
+                format!("cannot reach the coordinator of transactional id {id} to verify the transaction; retry"),
+            ))
+        }
+        code => Err(refused(code)),
+    }
 }
 
 /// Clears the fields `api_version` does not have.

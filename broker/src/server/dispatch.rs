@@ -140,9 +140,30 @@ pub async fn dispatch(
             RequestKind::DescribeProducers(body) => {
                 ResponseKind::DescribeProducers(handler::describe_producers::handle(context, body))
             }
-            RequestKind::InitProducerId(body) => {
-                ResponseKind::InitProducerId(handler::init_producer_id::handle(context, body).await)
+            RequestKind::InitProducerId(body) => ResponseKind::InitProducerId(
+                handler::init_producer_id::handle(context, body, api_version).await,
+            ),
+            RequestKind::AddPartitionsToTxn(body) => ResponseKind::AddPartitionsToTxn(
+                handler::add_partitions_to_txn::handle(context, body, api_version).await,
+            ),
+            RequestKind::AddOffsetsToTxn(body) => ResponseKind::AddOffsetsToTxn(
+                handler::add_offsets_to_txn::handle(context, body).await,
+            ),
+            RequestKind::EndTxn(body) => {
+                ResponseKind::EndTxn(handler::end_txn::handle(context, body, api_version).await)
             }
+            RequestKind::TxnOffsetCommit(body) => ResponseKind::TxnOffsetCommit(
+                handler::txn_offset_commit::handle(context, body).await,
+            ),
+            RequestKind::WriteTxnMarkers(body) => ResponseKind::WriteTxnMarkers(
+                handler::write_txn_markers::handle(context, body).await,
+            ),
+            RequestKind::DescribeTransactions(body) => ResponseKind::DescribeTransactions(
+                handler::describe_transactions::handle(context, body).await,
+            ),
+            RequestKind::ListTransactions(body) => ResponseKind::ListTransactions(
+                handler::list_transactions::handle(context, body).await,
+            ),
             RequestKind::DescribeQuorum(body) => ResponseKind::DescribeQuorum(
                 handler::describe_quorum::handle(context, body, api_version),
             ),

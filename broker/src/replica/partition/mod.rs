@@ -29,6 +29,7 @@ mod flusher;
 mod follower;
 mod retention;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,6 +95,11 @@ pub struct LeaderAppend {
 pub enum AppendError {
     #[error("this broker does not lead the partition in the leader epoch asked for")]
     NotLeader,
+    #[error("a transactional batch of a producer with no transaction open here: the coordinator must confirm the transaction holds this partition")]
+    NotVerified {
+        producer_id: ProducerId,
+        producer_epoch: i16,
+    },
     #[error("the ISR {isr:?} has fewer than min.insync.replicas={min_insync_replicas} members")]
     NotEnoughReplicas {
         isr: Vec<BrokerId>,
@@ -192,7 +198,21 @@ pub struct Partition {
     reader_waiting: AtomicBool,
     /// Bytes appended since the flusher last started a flush.
     unflushed_bytes: AtomicU64,
+    /// Per producer: the verification under way of its first transactional
+    /// batch here (KIP-890), which a marker for it cancels. Changed under
+    /// the log's lock.
+    verifications: Mutex<HashMap<ProducerId, u64>>,
+    verification_tokens: AtomicU64,
     stop: CancellationToken,
+}
+
+/// A check with the transaction coordinator, begun before it is asked: a
+/// batch appended with it is refused if a marker for its producer came in
+/// between (the transaction it was checked against has ended).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    producer_id: ProducerId,
+    token: u64,
 }
 
 impl std::fmt::Debug for Partition {
@@ -248,6 +268,8 @@ impl Partition {
             flush_wanted: Notify::new(),
             reader_waiting: AtomicBool::new(false),
             unflushed_bytes: AtomicU64::new(0),
+            verifications: Mutex::new(HashMap::new()),
+            verification_tokens: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
         tokio::spawn(Arc::clone(&partition).run_flusher());
@@ -427,16 +449,57 @@ impl Partition {
     /// in, which must be `leader_epoch` if that is given. With `Acks::All`
     /// the ISR must have `min.insync.replicas` members. Wait for the
     /// records with [`Partition::wait_committed`].
+    ///
+    /// A transactional batch of a producer with no transaction open here is
+    /// `NotVerified` unless `verified` (begun with
+    /// [`Partition::begin_verification`] before the coordinator confirmed
+    /// the transaction holds this partition) is still current.
     pub fn append_as_leader(
         &self,
         records: &Bytes,
         acks: Acks,
         leader_epoch: Option<LeaderEpoch>,
+        verified: Option<Verification>,
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
         self.append_led(records, acks, leader_epoch, |log, batches, leading| {
-            log.append_as_leader(batches, leading, now_ms)
+            let opens_transaction = batches.iter().find(|(header, _)| {
+                header.is_transactional()
+                    && !log
+                        .producers()
+                        .in_transaction(header.producer_id, header.producer_epoch)
+            });
+            if let Some((header, _)) = opens_transaction {
+                let current = verified.is_some_and(|verified| {
+                    verified.producer_id == header.producer_id
+                        && self
+                            .verifications
+                            .lock()
+                            .expect("verifications lock")
+                            .get(&verified.producer_id)
+                            == Some(&verified.token)
+                });
+                if !current {
+                    return Err(AppendError::NotVerified {
+                        producer_id: header.producer_id,
+                        producer_epoch: header.producer_epoch,
+                    });
+                }
+            }
+            Ok(log.append_as_leader(batches, leading, now_ms)?)
         })
+    }
+
+    /// Starts a verification of `producer_id`'s transaction (see
+    /// [`Partition::append_as_leader`]).
+    pub fn begin_verification(&self, producer_id: ProducerId) -> Verification {
+        let token = self.verification_tokens.fetch_add(1, Ordering::Relaxed);
+        let _log = self.log();
+        self.verifications
+            .lock()
+            .expect("verifications lock")
+            .insert(producer_id, token);
+        Verification { producer_id, token }
     }
 
     /// Appends a coordinator's transactional batch (a transactional offset
@@ -449,7 +512,7 @@ impl Partition {
         now_ms: i64,
     ) -> Result<LeaderAppend, AppendError> {
         self.append_led(records, Acks::All, leader_epoch, |log, batches, leading| {
-            log.append_for_coordinator(batches, leading, now_ms)
+            Ok(log.append_for_coordinator(batches, leading, now_ms)?)
         })
     }
 
@@ -458,7 +521,11 @@ impl Partition {
         records: &Bytes,
         acks: Acks,
         leader_epoch: Option<LeaderEpoch>,
-        append: impl FnOnce(&mut PartitionLog, &ValidatedBatches<'_>, i32) -> Result<AppendInfo, StorageError>,
+        append: impl FnOnce(
+            &mut PartitionLog,
+            &ValidatedBatches<'_>,
+            i32,
+        ) -> Result<AppendInfo, AppendError>,
     ) -> Result<LeaderAppend, AppendError> {
         let batches =
             ValidatedBatches::validate(records, Source::Producer, self.config().max_message_bytes)
@@ -515,6 +582,12 @@ impl Partition {
                 leading.0,
                 now_ms,
             )?;
+            // A verification begun before this marker checked a transaction
+            // that has now ended here.
+            self.verifications
+                .lock()
+                .expect("verifications lock")
+                .remove(&producer_id);
             LeaderAppend {
                 info,
                 leader_epoch: leading,
@@ -737,7 +810,7 @@ mod tests {
         let partition = open(dir.path());
         lead(&partition, 3, &[ME]);
         let appended = partition
-            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::All, None, None, 0)
             .unwrap();
         assert_eq!(appended.leader_epoch, LeaderEpoch(3));
         assert_eq!(
@@ -753,7 +826,7 @@ mod tests {
         let partition = open(dir.path());
         lead(&partition, 3, &[ME, FOLLOWER]);
         let appended = partition
-            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::All, None, None, 0)
             .unwrap();
         let waiting = {
             let partition = Arc::clone(&partition);
@@ -774,7 +847,7 @@ mod tests {
         let partition = open(dir.path());
         lead(&partition, 3, &[ME, FOLLOWER]);
         let appended = partition
-            .append_as_leader(&batch(b"a"), Acks::All, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::All, None, None, 0)
             .unwrap();
         let waiting = {
             let partition = Arc::clone(&partition);
@@ -795,7 +868,7 @@ mod tests {
         let partition = open(dir.path());
         lead(&partition, 3, &[ME]);
         let earlier = partition
-            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, None, 0)
             .unwrap();
         // Follows, truncates, and leads again in a later epoch: the same
         // offset now holds another record.
@@ -803,7 +876,7 @@ mod tests {
         partition.truncate_to(0).unwrap();
         lead(&partition, 5, &[ME]);
         let later = partition
-            .append_as_leader(&batch(b"b"), Acks::All, None, 0)
+            .append_as_leader(&batch(b"b"), Acks::All, None, None, 0)
             .unwrap();
         assert_eq!(later.info.first_offset, earlier.info.first_offset);
         assert_eq!(
@@ -825,22 +898,22 @@ mod tests {
         partition.update_config(&config).unwrap();
         lead(&partition, 3, &[ME]);
         assert!(matches!(
-            partition.append_as_leader(&batch(b"a"), Acks::All, None, 0),
+            partition.append_as_leader(&batch(b"a"), Acks::All, None, None, 0),
             Err(AppendError::NotEnoughReplicas {
                 min_insync_replicas: 2,
                 ..
             })
         ));
         assert!(partition
-            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, None, 0)
             .is_ok());
         assert!(matches!(
-            partition.append_as_leader(&batch(b"a"), Acks::Leader, Some(LeaderEpoch(2)), 0),
+            partition.append_as_leader(&batch(b"a"), Acks::Leader, Some(LeaderEpoch(2)), None, 0),
             Err(AppendError::NotLeader)
         ));
         partition.set_role(Role::Idle);
         assert!(matches!(
-            partition.append_as_leader(&batch(b"a"), Acks::None, None, 0),
+            partition.append_as_leader(&batch(b"a"), Acks::None, None, None, 0),
             Err(AppendError::NotLeader)
         ));
     }
@@ -851,12 +924,16 @@ mod tests {
         let partition = open(dir.path());
         lead(&partition, 1, &[ME, FOLLOWER]);
         partition
-            .append_as_leader(&batch(b"a"), Acks::Leader, None, 0)
+            .append_as_leader(&batch(b"a"), Acks::Leader, None, None, 0)
             .unwrap();
-        let read = partition.read_for_consumer(0, Some(1 << 20), Isolation::ReadUncommitted).unwrap();
+        let read = partition
+            .read_for_consumer(0, Some(1 << 20), Isolation::ReadUncommitted)
+            .unwrap();
         assert_eq!(read.high_watermark, 0);
         assert!(read.records.unwrap().records.is_empty());
-        let offsets_only = partition.read_for_consumer(0, None, Isolation::ReadUncommitted).unwrap();
+        let offsets_only = partition
+            .read_for_consumer(0, None, Isolation::ReadUncommitted)
+            .unwrap();
         assert!(offsets_only.records.is_none());
         assert_eq!(offsets_only.log_start_offset, 0);
     }
