@@ -75,7 +75,7 @@ pub trait CoordinatorState: Sized + Send + 'static {
     fn load(partition: &Partition, config: Self::Config, now_ms: i64) -> Result<Self, LogError>;
 
     /// How many things it holds, for the log line of a load.
-    fn len(&self) -> usize;
+    fn count(&self) -> usize;
 
     /// Applies a record that became durable at `offset`; `transaction`
     /// names the producer whose transaction it was written in.
@@ -138,7 +138,7 @@ impl<S: CoordinatorState> LedLog<S> {
             info!(
                 partition = ?self.partition,
                 %self.leader_epoch,
-                count = state.len(),
+                count = state.count(),
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "loaded {}",
                 S::WHAT
@@ -343,7 +343,7 @@ impl<S: CoordinatorState> CoordinatorLog<S> {
                     info!(
                         topic = self.topic.name,
                         partition = index,
-                        count = current.state.len(),
+                        count = current.state.count(),
                         "no longer the coordinator of this partition's {}",
                         S::WHAT
                     );

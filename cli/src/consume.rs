@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use serde_json::json;
-use strata_client::{Consumer, ConsumerRecord, Offset, OffsetReset};
+use strata_client::{Consumer, ConsumerRecord, Isolation, Offset, OffsetReset};
 
 use crate::output::Format;
 
@@ -41,6 +41,27 @@ pub struct ConsumeArgs {
     /// Default: the value and a newline. Ignored with --format json.
     #[arg(short = 'f', long = "print", value_name = "FORMAT")]
     print: Option<String>,
+    /// read_committed: only records of committed transactions (and outside
+    /// transactions), up to the last stable offset; read_uncommitted:
+    /// everything below the high watermark.
+    #[arg(long, value_enum, default_value_t = IsolationArg::ReadUncommitted)]
+    isolation: IsolationArg,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[value(rename_all = "snake_case")]
+enum IsolationArg {
+    ReadUncommitted,
+    ReadCommitted,
+}
+
+impl From<IsolationArg> for Isolation {
+    fn from(arg: IsolationArg) -> Isolation {
+        match arg {
+            IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
+            IsolationArg::ReadCommitted => Isolation::ReadCommitted,
+        }
+    }
 }
 
 fn parse_offset(text: &str) -> Result<Offset, String> {
@@ -80,6 +101,7 @@ pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::
         None => {
             let mut consumer = Consumer::builder(bootstrap)
                 .client_id("logctl")
+                .isolation(args.isolation.into())
                 .build()
                 .await?;
             match args.partition {
@@ -144,6 +166,7 @@ async fn group_consumer(
         .client_id("logctl")
         .group_id(group)
         .offset_reset(reset)
+        .isolation(args.isolation.into())
         .auto_commit(None)
         .build()
         .await?;

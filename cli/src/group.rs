@@ -92,10 +92,18 @@ struct PartitionLag {
     partition: i32,
     committed: Option<i64>,
     log_end: Option<i64>,
+    /// Where open transactions hold `read_committed` readers back.
+    last_stable: Option<i64>,
     member: Option<String>,
 }
 
 impl PartitionLag {
+    /// How far a `read_committed` reader's committed offset is from what
+    /// it may read (the last stable offset).
+    fn stable_lag(&self) -> Option<i64> {
+        Some((self.last_stable? - self.committed?).max(0))
+    }
+
     fn lag(&self) -> Option<i64> {
         Some((self.log_end? - self.committed?).max(0))
     }
@@ -243,6 +251,10 @@ async fn partition_lags(
                 partition: info.partition,
                 committed: committed.get(&key).copied(),
                 log_end: offsets.as_ref().ok().map(|offsets| offsets.high_watermark),
+                last_stable: offsets
+                    .as_ref()
+                    .ok()
+                    .map(|offsets| offsets.last_stable_offset),
                 member: members.get(&key).cloned(),
             });
         }
@@ -276,6 +288,8 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
                 "committed_offset": lag.committed,
                 "log_end_offset": lag.log_end,
                 "lag": lag.lag(),
+                "last_stable_offset": lag.last_stable,
+                "stable_lag": lag.stable_lag(),
                 "member_id": lag.member,
             })).collect::<Vec<_>>(),
         })),
@@ -316,6 +330,8 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
                         dash(lag.committed),
                         dash(lag.log_end),
                         dash(lag.lag()),
+                        dash(lag.last_stable),
+                        dash(lag.stable_lag()),
                         lag.member.clone().unwrap_or_else(|| "-".to_string()),
                         client_id.to_string(),
                         host.to_string(),
@@ -329,6 +345,8 @@ async fn describe(admin: &Admin, format: Format, group: &str) -> anyhow::Result<
                     "COMMITTED",
                     "LOG-END",
                     "LAG",
+                    "STABLE-END",
+                    "STABLE-LAG",
                     "MEMBER",
                     "CLIENT-ID",
                     "HOST",

@@ -11,6 +11,7 @@ mod output;
 mod produce;
 mod producer;
 mod topic;
+mod txn;
 
 use std::process::ExitCode;
 
@@ -58,6 +59,9 @@ enum Command {
     /// List the idempotent producers a topic's partitions know.
     #[command(subcommand)]
     Producer(producer::ProducerCommand),
+    /// List, describe and abort transactions.
+    #[command(subcommand)]
+    Txn(txn::TxnCommand),
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
             Command::Consume(args) => consume::run(&cli.bootstrap, cli.format, args).await,
             Command::Group(command) => group::run(&cli.bootstrap, cli.format, command).await,
             Command::Producer(command) => producer::run(&cli.bootstrap, cli.format, command).await,
+            Command::Txn(command) => txn::run(&cli.bootstrap, cli.format, command).await,
             Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }

@@ -8,8 +8,9 @@ use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ProducerCommand {
-    /// Per partition: producer id, epoch, last sequence and last timestamp
-    /// of every idempotent producer its leader remembers.
+    /// Per partition: producer id, epoch, last sequence, last timestamp
+    /// and the start of its open transaction, of every idempotent producer
+    /// its leader remembers.
     List {
         /// The topic whose partitions are asked.
         topic: String,
@@ -30,6 +31,7 @@ pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> a
                 "producer_epoch": producer.producer_epoch,
                 "last_sequence": producer.last_sequence,
                 "last_timestamp": producer.last_timestamp_ms,
+                "txn_start_offset": producer.txn_start_offset,
             }))
             .collect::<Vec<_>>())),
         Format::Table => {
@@ -42,6 +44,9 @@ pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> a
                         producer.producer_epoch.to_string(),
                         producer.last_sequence.to_string(),
                         producer.last_timestamp_ms.to_string(),
+                        producer
+                            .txn_start_offset
+                            .map_or_else(|| "-".to_string(), |offset| offset.to_string()),
                     ]
                 })
                 .collect();
@@ -52,6 +57,7 @@ pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> a
                     "EPOCH",
                     "LAST-SEQUENCE",
                     "LAST-TIMESTAMP",
+                    "TXN-START",
                 ],
                 &rows,
             );

@@ -17,6 +17,7 @@ use strata_protocol::exchange;
 use tokio::sync::Mutex;
 
 use crate::connection::Connection;
+use crate::consumer::Isolation;
 use crate::error::{Error, Result};
 
 /// The broker a call goes to.
@@ -425,16 +426,19 @@ impl Cluster {
     }
 
     /// Asks `leader` for the offset of `topic-partition` at `timestamp`
-    /// (ListOffsets: -2 is the log start, -1 the high watermark).
+    /// (ListOffsets: -2 is the log start, -1 the high watermark, or the
+    /// last stable offset for a `read_committed` reader).
     pub(crate) async fn list_offset(
         &self,
         leader: i32,
         topic: &str,
         partition: i32,
         timestamp: i64,
+        isolation: Isolation,
     ) -> Result<i64> {
         let request = ListOffsetsRequest::default()
             .with_replica_id(BrokerId(-1))
+            .with_isolation_level(isolation.wire())
             .with_topics(vec![ListOffsetsTopic::default()
                 .with_name(topic_name(topic))
                 .with_partitions(vec![ListOffsetsPartition::default()

@@ -55,6 +55,13 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterPartitionReassignments, 1, 1),
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::InitProducerId, 2, 4),
+    (ApiKey::AddPartitionsToTxn, 3, 3),
+    (ApiKey::AddOffsetsToTxn, 3, 4),
+    (ApiKey::EndTxn, 3, 5),
+    (ApiKey::TxnOffsetCommit, 3, 4),
+    (ApiKey::WriteTxnMarkers, 1, 1),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 1, 2),
     (ApiKey::DescribeProducers, 0, 0),
 ];
 

@@ -78,6 +78,9 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A transactional call out of turn (see the producer's transactions).
+    #[error("{0}")]
+    Transaction(String),
     /// The producer or consumer was closed before the operation finished.
     #[error("the client was closed")]
     Closed,

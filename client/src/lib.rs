@@ -52,17 +52,20 @@ pub use admin::{
     Admin, ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome,
     GroupDescription, GroupListing, GroupMember, LogDir, NewTopic, PartitionOffsets,
     PartitionReassignment, ProducerDescription, QuorumDescription, TopicDescription,
+    TransactionDescription, TransactionListing, TransactionPartition,
 };
 pub use assignor::Assignor;
 pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};
 pub use consumer::{
-    Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Offset, OffsetReset, Rebalance,
+    Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Isolation, Offset, OffsetReset,
+    Rebalance,
 };
 pub use error::{Error, Result};
 pub use group::GroupConfig;
 pub use kafka_protocol::error::ResponseError;
 pub use producer::{
-    Acks, Delivery, Producer, ProducerBuilder, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, Delivery, GroupMetadata, Producer, ProducerBuilder, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
 pub use strata_protocol::batch::Compression;
 pub use strata_protocol::record::Header;

@@ -25,4 +25,4 @@ pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
 pub use kafka_protocol;
 pub use kafka_protocol::messages::{ApiKey, RequestKind, ResponseKind};
-pub use strata_storage::{batch, compression, record};
+pub use strata_storage::{batch, compression, record, transaction};

@@ -325,7 +325,7 @@ mod tests {
             0,
             "the aborted write is not the latest"
         );
-        assert!(!latest.contains_key(&b"j".to_vec()));
+        assert!(!latest.contains_key(b"j".as_slice()));
         let (cleaned, removed) = clean_segment(&segment, &latest, &aborted, 0)
             .unwrap()
             .unwrap();

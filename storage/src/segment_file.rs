@@ -375,9 +375,6 @@ impl std::fmt::Debug for LogSlice {
     }
 }
 
-/// What the log knows about a segment's contents: size, offsets, timestamps
-/// and indexes. Built by appends, by a recovery scan or from index files.
-
 /// A segment file mapped read-only during recovery.
 pub(crate) struct SegmentFileHandle(pub(crate) SegmentFile);
 

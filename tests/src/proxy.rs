@@ -3,13 +3,15 @@
 //! requests, closing the connection after the broker has handled the
 //! request. A client then sees a write fail whose effect happened: the
 //! retry an idempotent producer must make safe. Other responses (metadata,
-//! followers' fetches) always pass, so replication is not disturbed.
+//! followers' fetches) always pass, so replication is not disturbed. It
+//! can also hold the next Produce request back until the test releases
+//! it: a write delayed in the network, arriving after later ones.
 
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -37,6 +39,11 @@ struct Shared {
     produce_responses: AtomicU64,
     dropped: AtomicU64,
     stopped: AtomicBool,
+    /// Armed: the next Produce request waits until `released`.
+    hold_next_produce: AtomicBool,
+    /// (a request is held, released)
+    held: Mutex<(bool, bool)>,
+    held_changed: Condvar,
 }
 
 impl FaultProxy {
@@ -51,6 +58,9 @@ impl FaultProxy {
             produce_responses: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
+            hold_next_produce: AtomicBool::new(false),
+            held: Mutex::new((false, false)),
+            held_changed: Condvar::new(),
         });
         let accepting = Arc::clone(&shared);
         std::thread::spawn(move || accept(listener, accepting));
@@ -64,6 +74,30 @@ impl FaultProxy {
     /// Drops one Produce response in `count` from now on (0: none).
     pub fn drop_one_produce_response_in(&self, count: u64) {
         self.shared.drop_one_in.store(count, Ordering::Relaxed);
+    }
+
+    /// Holds the next Produce request (and what follows it on its
+    /// connection) until [`FaultProxy::release`].
+    pub fn hold_next_produce(&self) {
+        *self.shared.held.lock().unwrap() = (false, false);
+        self.shared.hold_next_produce.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until a Produce request is held, for at most `timeout`.
+    pub fn wait_held(&self, timeout: Duration) -> bool {
+        let held = self.shared.held.lock().unwrap();
+        let (held, _) = self
+            .shared
+            .held_changed
+            .wait_timeout_while(held, timeout, |(held, _)| !*held)
+            .unwrap();
+        held.0
+    }
+
+    /// Lets the held Produce request go on to the broker.
+    pub fn release(&self) {
+        self.shared.held.lock().unwrap().1 = true;
+        self.shared.held_changed.notify_all();
     }
 
     /// Responses dropped so far.
@@ -100,7 +134,10 @@ fn accept(listener: TcpListener, shared: Arc<Shared>) {
         };
         let outstanding: Outstanding = Arc::default();
         let requests = Arc::clone(&outstanding);
-        std::thread::spawn(move || forward_requests(client_reader, broker_writer, requests));
+        let holding = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            forward_requests(client_reader, broker_writer, requests, holding)
+        });
         let responding = Arc::clone(&shared);
         std::thread::spawn(move || forward_responses(broker, client, outstanding, responding));
     }
@@ -120,10 +157,24 @@ fn forward(to: &mut TcpStream, frame: &[u8]) -> bool {
 
 /// Forwards whole request frames, noting each one's correlation id and
 /// API key (request header: api key i16, version i16, correlation id i32).
-fn forward_requests(client: TcpStream, mut broker: TcpStream, outstanding: Outstanding) {
+fn forward_requests(
+    client: TcpStream,
+    mut broker: TcpStream,
+    outstanding: Outstanding,
+    shared: Arc<Shared>,
+) {
     let shutdown = client.try_clone().expect("clone a socket");
     for frame in frames(client).take_while(|frame| frame.len() >= 8) {
         let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+        if api_key == PRODUCE_API_KEY && shared.hold_next_produce.swap(false, Ordering::SeqCst) {
+            let mut held = shared.held.lock().unwrap();
+            held.0 = true;
+            shared.held_changed.notify_all();
+            let _released = shared
+                .held_changed
+                .wait_while(held, |(_, released)| !*released)
+                .unwrap();
+        }
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         outstanding
             .lock()

@@ -181,7 +181,7 @@ impl CoordinatorState for Groups {
         Ok(Groups::new(replay(partition)?, config, now_ms))
     }
 
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         self.shard.groups().count()
     }
 

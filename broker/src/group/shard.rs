@@ -68,10 +68,12 @@ impl GroupRecords {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shard {
     groups: BTreeMap<String, GroupRecords>,
-    /// Offset records of ongoing transactions, by producer: (key, value,
-    /// record offset), in log order.
-    staged: BTreeMap<ProducerId, Vec<(Vec<u8>, Option<Vec<u8>>, i64)>>,
+    /// Offset records of ongoing transactions, by producer, in log order.
+    staged: BTreeMap<ProducerId, Vec<StagedRecord>>,
 }
+
+/// An offset record written in a transaction: key, value, record offset.
+type StagedRecord = (Vec<u8>, Option<Vec<u8>>, i64);
 
 impl Shard {
     /// Replays the record at `record_offset`: a value sets, no value (a

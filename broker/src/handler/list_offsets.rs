@@ -1,5 +1,6 @@
-//! ListOffsets: earliest (-2), latest (-1, the high watermark) or the first
-//! visible record at or after a timestamp.
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or the last
+//! stable offset for a `read_committed` reader) or the first visible record
+//! at or after a timestamp.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -11,6 +12,8 @@ use super::Context;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+/// Kafka's `isolation_level` of a reader of committed records.
+const READ_COMMITTED: i8 = 1;
 
 pub fn handle(
     context: &Context,
@@ -43,6 +46,9 @@ pub fn handle(
                         response
                     };
                     match requested.timestamp {
+                        LATEST if request.isolation_level == READ_COMMITTED => {
+                            response.with_offset(partition.last_stable_offset())
+                        }
                         LATEST => response.with_offset(partition.high_watermark()),
                         EARLIEST => response.with_offset(partition.log_start_offset()),
                         timestamp => match partition.offset_for_timestamp(timestamp) {

@@ -86,7 +86,7 @@ impl CoordinatorState for Transactions {
         }
     }
 
-    fn len(&self) -> usize {
+    fn count(&self) -> usize {
         Transactions::len(self)
     }
 

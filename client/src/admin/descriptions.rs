@@ -36,6 +36,9 @@ pub struct PartitionOffsets {
     pub log_start_offset: i64,
     /// Records below it are committed and visible to consumers.
     pub high_watermark: i64,
+    /// Below it no transaction is open: what `read_committed` consumers
+    /// may read up to.
+    pub last_stable_offset: i64,
 }
 
 /// A topic with the offsets of each partition.
@@ -67,6 +70,42 @@ pub struct ProducerDescription {
     pub last_sequence: i32,
     /// The newest timestamp of its last batch.
     pub last_timestamp_ms: i64,
+    /// Where its open transaction starts in the partition, if one is open.
+    pub txn_start_offset: Option<i64>,
+}
+
+/// A transactional id as ListTransactions shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionListing {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    /// Kafka's state name (`Ongoing`, `PrepareCommit`, `CompleteAbort`...).
+    pub state: String,
+}
+
+/// A transactional id as its coordinator describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionDescription {
+    pub transactional_id: String,
+    pub coordinator: i32,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub state: String,
+    pub timeout_ms: i32,
+    /// When the open transaction began, if one is open.
+    pub start_ms: Option<i64>,
+    pub partitions: Vec<TransactionPartition>,
+}
+
+/// A partition of an open transaction and the offsets it holds back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionPartition {
+    pub topic: String,
+    pub partition: i32,
+    /// The transaction's first offset here (none before it wrote here).
+    pub first_offset: Option<i64>,
+    pub last_stable_offset: Option<i64>,
+    pub high_watermark: Option<i64>,
 }
 
 /// A partition whose replicas are moving.

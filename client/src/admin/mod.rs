@@ -3,11 +3,13 @@
 
 mod descriptions;
 mod groups;
+mod transactions;
 
 pub use descriptions::{
     ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome, GroupDescription,
     GroupListing, GroupMember, LogDir, NewTopic, PartitionOffsets, PartitionReassignment,
-    ProducerDescription, QuorumDescription, TopicDescription,
+    ProducerDescription, QuorumDescription, TopicDescription, TransactionDescription,
+    TransactionListing, TransactionPartition,
 };
 
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::cluster::{topic_name, ClientConfig, Cluster, Target, TopicInfo};
+use crate::consumer::Isolation;
 use crate::error::{check, Error, Result};
 
 /// Kafka's resource type for topics in config APIs.
@@ -201,16 +204,21 @@ impl Admin {
     ) -> Result<PartitionOffsets> {
         let log_start_offset = self
             .cluster
-            .list_offset(leader, topic, partition, -2)
+            .list_offset(leader, topic, partition, -2, Isolation::ReadUncommitted)
             .await?;
         let high_watermark = self
             .cluster
-            .list_offset(leader, topic, partition, -1)
+            .list_offset(leader, topic, partition, -1, Isolation::ReadUncommitted)
+            .await?;
+        let last_stable_offset = self
+            .cluster
+            .list_offset(leader, topic, partition, -1, Isolation::ReadCommitted)
             .await?;
         Ok(PartitionOffsets {
             partition,
             log_start_offset,
             high_watermark,
+            last_stable_offset,
         })
     }
 
@@ -226,7 +234,13 @@ impl Admin {
         let leader = leader_of(&info, partition, "list offsets")?;
         let offset = self
             .cluster
-            .list_offset(leader, topic, partition, timestamp_ms)
+            .list_offset(
+                leader,
+                topic,
+                partition,
+                timestamp_ms,
+                Isolation::ReadUncommitted,
+            )
             .await?;
         Ok((offset >= 0).then_some(offset))
     }
@@ -619,6 +633,8 @@ impl Admin {
                         producer_epoch: producer.producer_epoch,
                         last_sequence: producer.last_sequence,
                         last_timestamp_ms: producer.last_timestamp,
+                        txn_start_offset: (producer.current_txn_start_offset >= 0)
+                            .then_some(producer.current_txn_start_offset),
                     }
                 }));
             }

@@ -33,6 +33,27 @@ pub enum OffsetReset {
     None,
 }
 
+/// Which records a consumer reads (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Every record below the high watermark, of open and aborted
+    /// transactions too.
+    #[default]
+    ReadUncommitted,
+    /// Records of committed transactions and outside transactions, up to
+    /// the last stable offset (where the oldest open transaction starts).
+    ReadCommitted,
+}
+
+impl Isolation {
+    pub(crate) fn wire(self) -> i8 {
+        match self {
+            Isolation::ReadUncommitted => 0,
+            Isolation::ReadCommitted => 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
     pub client: ClientConfig,
@@ -46,6 +67,7 @@ pub struct ConsumerConfig {
     pub offset_reset: OffsetReset,
     /// Check each batch's CRC-32C before returning its records.
     pub check_crcs: bool,
+    pub isolation: Isolation,
     /// The consumer group; an empty group id is none (no `subscribe`, no
     /// commits).
     pub group: GroupConfig,
@@ -65,6 +87,7 @@ impl ConsumerConfig {
             partition_fetch_bytes: 1 << 20,
             offset_reset: OffsetReset::Latest,
             check_crcs: true,
+            isolation: Isolation::ReadUncommitted,
             group: GroupConfig::new(""),
             auto_commit_interval: Some(Duration::from_secs(5)),
         }
@@ -115,6 +138,10 @@ impl ConsumerBuilder {
     }
     pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
         self.config.offset_reset = reset;
+        self
+    }
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.config.isolation = isolation;
         self
     }
     pub fn check_crcs(mut self, check: bool) -> Self {

@@ -4,7 +4,7 @@
 //! records while the next fetch is in flight.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest};
 use strata_protocol::batch::{BatchHeader, BatchIter};
 use strata_protocol::compression::{batch_records, DECOMPRESSED_BATCH_BYTES_MAX};
 use strata_protocol::record::RecordIter;
+use strata_protocol::transaction::Marker;
 use tracing::debug;
 
 use super::config::{Offset, OffsetReset};
@@ -92,7 +93,7 @@ impl Consumer {
             )
         })?;
         self.cluster
-            .list_offset(leader, topic, partition, timestamp)
+            .list_offset(leader, topic, partition, timestamp, self.config.isolation)
             .await
     }
 
@@ -155,6 +156,7 @@ impl Consumer {
                 .with_max_wait_ms(self.config.fetch_wait_max.as_millis() as i32)
                 .with_min_bytes(self.config.fetch_min_bytes)
                 .with_max_bytes(self.config.fetch_max_bytes)
+                .with_isolation_level(self.config.isolation.wire())
                 .with_session_id(0)
                 .with_session_epoch(-1)
                 .with_topics(topics);
@@ -268,10 +270,17 @@ impl Consumer {
                     if next > state.fetch_position.unwrap_or(i64::MIN) {
                         state.fetch_position = Some(next);
                     }
+                    let aborted = data
+                        .aborted_transactions
+                        .iter()
+                        .flatten()
+                        .map(|aborted| (aborted.producer_id.0, aborted.first_offset))
+                        .collect();
                     self.buffered.push_back(Buffered {
                         partition: key,
                         generation,
                         records,
+                        aborted,
                     });
                 }
             }
@@ -280,6 +289,10 @@ impl Consumer {
     }
 
     /// The records of a buffered fetch from the partition's position on.
+    /// Under `read_committed`, the batches of the aborted transactions the
+    /// fetch listed are skipped (Kafka's rule: a producer's transactional
+    /// batches are dropped from the first offset of its aborted transaction
+    /// up to its abort marker).
     pub(super) fn decode(&mut self, buffered: Buffered) -> Result<Vec<ConsumerRecord>> {
         let Some(state) = self.partitions.get_mut(&buffered.partition) else {
             return Ok(Vec::new());
@@ -291,6 +304,9 @@ impl Consumer {
         let mut position = state.position.unwrap_or(0);
         let bytes = &buffered.records;
         let mut records = Vec::new();
+        let mut aborted = buffered.aborted;
+        aborted.sort_by_key(|(_, first_offset)| std::cmp::Reverse(*first_offset));
+        let mut aborting: HashSet<i64> = HashSet::new();
         let corrupt = |offset: i64, reason: String| Error::CorruptBatch {
             topic: topic.to_string(),
             partition: *partition,
@@ -305,7 +321,23 @@ impl Consumer {
                 BatchHeader::validate(batch, usize::MAX)
                     .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
             }
+            if header.is_transactional() {
+                while let Some(&(producer_id, first_offset)) = aborted.last() {
+                    if first_offset > header.last_offset() {
+                        break;
+                    }
+                    aborting.insert(producer_id);
+                    aborted.pop();
+                }
+            }
             if header.is_control() {
+                if Marker::of(&header, batch) == Some(Marker::Abort) {
+                    aborting.remove(&header.producer_id.0);
+                }
+                position = header.last_offset() + 1;
+                continue;
+            }
+            if header.is_transactional() && aborting.contains(&header.producer_id.0) {
                 position = header.last_offset() + 1;
                 continue;
             }

@@ -21,7 +21,7 @@ mod config;
 mod fetcher;
 mod rebalance;
 
-pub use config::{ConsumerBuilder, ConsumerConfig, Offset, OffsetReset};
+pub use config::{ConsumerBuilder, ConsumerConfig, Isolation, Offset, OffsetReset};
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use tokio::task::JoinSet;
 use crate::cluster::Cluster;
 use crate::error::{Error, Result};
 use crate::group::Membership;
+use crate::producer::GroupMetadata;
 
 /// A record as the consumer returns it; key, value and headers share the
 /// fetched response's memory.
@@ -84,6 +85,9 @@ struct Buffered {
     partition: TopicPartition,
     generation: u64,
     records: Bytes,
+    /// Under `read_committed`: the aborted transactions the fetch listed,
+    /// as (producer id, first offset).
+    aborted: Vec<(i64, i64)>,
 }
 
 /// A change of a group member's partitions, as `poll` makes it.
@@ -273,6 +277,19 @@ impl Consumer {
     /// Called with every change of this member's partitions, inside `poll`.
     pub fn on_rebalance(&mut self, listener: impl FnMut(&Rebalance) + Send + 'static) {
         self.listener = Some(std::sync::Mutex::new(Box::new(listener)));
+    }
+
+    /// The group as a transactional producer commits this consumer's
+    /// offsets for it (`Producer::send_offsets_to_transaction`), once
+    /// joined.
+    pub fn group_metadata(&self) -> Option<GroupMetadata> {
+        let (member_id, generation) = self.group_member()?;
+        Some(GroupMetadata {
+            group_id: self.config.group.group_id.clone(),
+            generation,
+            member_id,
+            group_instance_id: self.config.group.group_instance_id.clone(),
+        })
     }
 
     /// This member's id and generation in its group, once joined.

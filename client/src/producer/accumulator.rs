@@ -91,6 +91,9 @@ impl PartitionQueue {
             let base_sequence = self.take_sequences(identity.generation, record_count);
             builder =
                 builder.producer(identity.producer_id, identity.producer_epoch, base_sequence);
+            if identity.transactional {
+                builder = builder.transactional();
+            }
         }
         self.ready.push_back(ClosedBatch {
             topic: Arc::clone(topic),

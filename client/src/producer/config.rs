@@ -61,6 +61,12 @@ pub struct ProducerConfig {
     /// as Kafka's clients decide; `Some(true)` with settings that do not
     /// allow it is a configuration error.
     pub idempotence: Option<bool>,
+    /// Makes the producer transactional (see `transaction.rs`): one live
+    /// instance per id; a new one fences the old.
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before its coordinator aborts
+    /// it (`transaction.timeout.ms`).
+    pub transaction_timeout: Duration,
 }
 
 impl ProducerConfig {
@@ -78,13 +84,17 @@ impl ProducerConfig {
             retry_backoff: Duration::from_millis(100),
             delivery_timeout: Duration::from_secs(120),
             idempotence: None,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 
     /// Whether this producer writes idempotently.
     pub fn idempotent(&self) -> bool {
-        self.idempotence
-            .unwrap_or_else(|| self.allows_idempotence())
+        self.transactional_id.is_some()
+            || self
+                .idempotence
+                .unwrap_or_else(|| self.allows_idempotence())
     }
 
     pub(super) fn allows_idempotence(&self) -> bool {
@@ -104,6 +114,14 @@ impl ProducerConfig {
         }
         if self.idempotence == Some(true) && !self.allows_idempotence() {
             return bad("idempotence needs acks=all, retries and at most 5 requests in flight");
+        }
+        if let Some(id) = &self.transactional_id {
+            if id.is_empty() {
+                return bad("a transactional id must not be empty");
+            }
+            if self.idempotence == Some(false) || !self.allows_idempotence() {
+                return bad("a transactional producer is idempotent: it needs acks=all, retries and at most 5 requests in flight");
+            }
         }
         Ok(())
     }
@@ -183,6 +201,16 @@ impl ProducerBuilder {
     /// settings allow them).
     pub fn idempotence(mut self, idempotence: bool) -> Self {
         self.config.idempotence = Some(idempotence);
+        self
+    }
+
+    /// Makes the producer transactional under `id`.
+    pub fn transactional_id(mut self, id: &str) -> Self {
+        self.config.transactional_id = Some(id.to_string());
+        self
+    }
+    pub fn transaction_timeout(mut self, timeout: Duration) -> Self {
+        self.config.transaction_timeout = timeout;
         self
     }
 

@@ -13,12 +13,14 @@ use crate::cluster::{Cluster, Target};
 use crate::error::{check, Result};
 
 /// The producer id and epoch an idempotent producer writes under, and its
-/// generation: how many times it had to take a new one.
+/// generation: how many times it had to take a new one; a transactional
+/// producer marks its batches as part of its transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ProducerIdentity {
     pub(super) producer_id: BatchProducerId,
     pub(super) producer_epoch: i16,
     pub(super) generation: u64,
+    pub(super) transactional: bool,
 }
 
 /// An idempotent producer's identity and whether it must start over.

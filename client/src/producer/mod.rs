@@ -26,17 +26,24 @@
 //! gap in its partition's sequence: the producer then waits until nothing is
 //! in flight, takes a new producer id and numbers every waiting batch again
 //! from 0 (what Kafka's clients do by bumping the epoch).
+//!
+//! Transactions (with a transactional id): see `transaction.rs`. A
+//! transactional producer never starts over on its own: a batch that fails
+//! for good makes the open transaction abortable instead.
 
 mod accumulator;
 mod config;
 mod delivery;
 mod idempotence;
 mod sender;
+mod transaction;
 
 use accumulator::{ClosedBatch, OpenBatch, PartitionQueue, TopicQueue};
 pub use config::{Acks, ProducerBuilder, ProducerConfig};
 pub use delivery::{Delivery, ProducerRecord, RecordMetadata};
 use idempotence::{init_producer_id, Idempotence, ProducerIdentity};
+pub use transaction::GroupMetadata;
+use transaction::{Phase, Transaction, TxnCalls};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -45,7 +52,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use strata_protocol::batch::restamp_producer;
+use strata_protocol::batch::{restamp_producer, ProducerId as BatchProducerId};
 use strata_protocol::record::{BatchBuilder, Record};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
@@ -66,6 +73,10 @@ struct Inner {
     closed: AtomicBool,
     /// Set when the producer writes idempotently.
     idempotence: Option<Idempotence>,
+    /// Set when the producer is transactional.
+    transaction: Option<Transaction>,
+    /// A batch that failed for good during the open transaction.
+    transaction_failure: Mutex<Option<Error>>,
 }
 
 /// An asynchronous, batching producer. Cheap to clone; clones share batches
@@ -101,14 +112,22 @@ impl Producer {
     pub async fn with_config(config: ProducerConfig) -> Result<Producer> {
         config.validate()?;
         let cluster = Cluster::connect(config.client.clone()).await?;
+        let transaction = config
+            .transactional_id
+            .as_ref()
+            .map(|id| Transaction::new(id.clone(), config.transaction_timeout));
         let idempotence = if config.idempotent() {
-            let (producer_id, producer_epoch) =
-                init_producer_id(&cluster, config.retry_backoff).await?;
+            // A transactional producer takes its id in init_transactions.
+            let (producer_id, producer_epoch) = match transaction {
+                Some(_) => (BatchProducerId::NONE, -1),
+                None => init_producer_id(&cluster, config.retry_backoff).await?,
+            };
             Some(Idempotence {
                 identity: Mutex::new(ProducerIdentity {
                     producer_id,
                     producer_epoch,
                     generation: 0,
+                    transactional: transaction.is_some(),
                 }),
                 reset_wanted: AtomicBool::new(false),
             })
@@ -124,6 +143,8 @@ impl Producer {
             in_flight: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
             idempotence,
+            transaction,
+            transaction_failure: Mutex::new(None),
         });
         let sender = tokio::spawn(Arc::clone(&inner).run_sender());
         Ok(Producer {
@@ -149,6 +170,7 @@ impl Producer {
         }
         let topic = self.topic_queue(record.topic).await?;
         let partition_count = topic.partitions.len() as i32;
+        let sticky = record.partition.is_none() && record.key.is_none();
         let partition = match (record.partition, record.key) {
             (Some(partition), _) if (0..partition_count).contains(&partition) => partition,
             (Some(partition), _) => {
@@ -160,6 +182,10 @@ impl Producer {
             (None, Some(key)) => partition_for_key(key, partition_count),
             (None, None) => (topic.sticky.load(Ordering::Relaxed) % topic.partitions.len()) as i32,
         };
+        if let Some(transaction) = &inner.transaction {
+            self.add_to_transaction(transaction, &topic.name, partition)
+                .await?;
+        }
         let budget = match Arc::clone(&inner.budget).try_acquire_many_owned(size_bytes as u32) {
             Ok(permit) => permit,
             Err(_) => {
@@ -225,7 +251,7 @@ impl Producer {
             timestamp_ms,
         };
         drop(queue);
-        if closed && record.partition.is_none() && record.key.is_none() {
+        if closed && sticky {
             topic.sticky.fetch_add(1, Ordering::Relaxed);
         }
         if opened || closed {
@@ -272,6 +298,186 @@ impl Producer {
         self.inner.closed.store(true, Ordering::Release);
         self.flush().await;
         Ok(())
+    }
+
+    /// Takes this transactional producer's producer id (InitProducerId with
+    /// its transactional id), fencing any earlier instance and aborting its
+    /// open transaction. Call once, before the first transaction.
+    pub async fn init_transactions(&self) -> Result<()> {
+        let (transaction, idempotence) = self.transactional()?;
+        let mut status = transaction.status.lock().await;
+        if let Phase::Fenced(error) = &status.phase {
+            return Err(error.clone());
+        }
+        let (producer_id, producer_epoch) = self
+            .calls(transaction)
+            .init_producer_id(&mut status)
+            .await?;
+        self.inner
+            .set_identity(idempotence, producer_id, producer_epoch);
+        status.reset();
+        status.phase = Phase::Ready;
+        info!(transactional_id = transaction.id, %producer_id, producer_epoch, "transactional producer initialized");
+        Ok(())
+    }
+
+    /// Opens a transaction: records sent until it is committed or aborted
+    /// become visible to `read_committed` consumers together, or never.
+    pub async fn begin_transaction(&self) -> Result<()> {
+        let (transaction, _) = self.transactional()?;
+        let mut status = transaction.status.lock().await;
+        status.require("begin a transaction", false)?;
+        *self
+            .inner
+            .transaction_failure
+            .lock()
+            .expect("transaction failure") = None;
+        status.phase = Phase::Open;
+        Ok(())
+    }
+
+    /// Commits `offsets` (topic, partition, next offset to read) for
+    /// `group` as part of the open transaction: they count once it commits.
+    pub async fn send_offsets_to_transaction(
+        &self,
+        offsets: &[(&str, i32, i64)],
+        group: &GroupMetadata,
+    ) -> Result<()> {
+        let (transaction, idempotence) = self.transactional()?;
+        let mut status = transaction.status.lock().await;
+        status.require("send offsets to the transaction", true)?;
+        let identity = idempotence.identity();
+        let sent = self
+            .calls(transaction)
+            .send_offsets(
+                &mut status,
+                (identity.producer_id, identity.producer_epoch),
+                offsets,
+                group,
+            )
+            .await;
+        if let Err(error) = &sent {
+            status.fail(error.clone());
+        }
+        sent
+    }
+
+    /// Sends every record of the open transaction and commits it. On an
+    /// error the transaction is abortable (or the producer fenced).
+    pub async fn commit_transaction(&self) -> Result<()> {
+        self.end_transaction(true).await
+    }
+
+    /// Aborts the open (or abortable) transaction: none of its records or
+    /// offsets become visible.
+    pub async fn abort_transaction(&self) -> Result<()> {
+        self.end_transaction(false).await
+    }
+
+    async fn end_transaction(&self, commit: bool) -> Result<()> {
+        let (transaction, idempotence) = self.transactional()?;
+        let mut status = transaction.status.lock().await;
+        let operation = if commit { "commit" } else { "abort" };
+        match (&status.phase, commit) {
+            (Phase::Open, _) | (Phase::Abortable(_), false) => {}
+            _ => status.require(&format!("{operation} a transaction"), true)?,
+        }
+        let was = std::mem::replace(&mut status.phase, Phase::Ending);
+        // Every record of the transaction has an outcome before it ends.
+        self.flush().await;
+        let failed = self
+            .inner
+            .transaction_failure
+            .lock()
+            .expect("transaction failure")
+            .take();
+        if let Some(error) = failed.clone().filter(transaction::is_fencing) {
+            status.fail(error.clone());
+            return Err(error);
+        }
+        if let (Some(error), true) = (failed, commit) {
+            status.phase = was;
+            status.fail(error.clone());
+            return Err(Error::Transaction(format!(
+                "cannot commit: a record of the transaction failed ({error}); abort it"
+            )));
+        }
+        if status.wrote() {
+            let identity = idempotence.identity();
+            let ended = self
+                .calls(transaction)
+                .end(
+                    &mut status,
+                    (identity.producer_id, identity.producer_epoch),
+                    commit,
+                )
+                .await;
+            match ended {
+                Ok((producer_id, producer_epoch)) => {
+                    if (producer_id, producer_epoch)
+                        != (identity.producer_id, identity.producer_epoch)
+                    {
+                        self.inner
+                            .set_identity(idempotence, producer_id, producer_epoch);
+                    }
+                }
+                Err(error) => {
+                    status.phase = was;
+                    status.fail(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+        status.reset();
+        status.phase = Phase::Ready;
+        Ok(())
+    }
+
+    /// Adds `partition` of `topic` to the open transaction unless it is in.
+    async fn add_to_transaction(
+        &self,
+        transaction: &Transaction,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Result<()> {
+        let mut status = transaction.status.lock().await;
+        status.require("send", true)?;
+        if status.has_partition(topic, partition) {
+            return Ok(());
+        }
+        let identity = self
+            .inner
+            .identity()
+            .expect("a transactional producer is idempotent");
+        let added = self
+            .calls(transaction)
+            .add_partitions(
+                &mut status,
+                (identity.producer_id, identity.producer_epoch),
+                &[(Arc::clone(topic), partition)],
+            )
+            .await;
+        if let Err(error) = &added {
+            status.fail(error.clone());
+        }
+        added
+    }
+
+    fn transactional(&self) -> Result<(&Transaction, &Idempotence)> {
+        match (&self.inner.transaction, &self.inner.idempotence) {
+            (Some(transaction), Some(idempotence)) => Ok((transaction, idempotence)),
+            _ => Err(Error::Transaction(
+                "the producer has no transactional id".to_string(),
+            )),
+        }
+    }
+
+    fn calls<'a>(&'a self, transaction: &'a Transaction) -> TxnCalls<'a> {
+        TxnCalls {
+            cluster: &self.inner.cluster,
+            transaction,
+            retry_backoff: self.inner.config.retry_backoff,
+        }
     }
 
     /// The queues of `topic`, created (from metadata) on first use.
@@ -367,7 +573,7 @@ impl Inner {
                         queue.has_unacked_before(&batch.ack)
                             || idempotence.reset_wanted.load(Ordering::Acquire)
                     }
-                    ResponseError::UnknownProducerId => {
+                    ResponseError::UnknownProducerId if self.transaction.is_none() => {
                         idempotence.reset_wanted.store(true, Ordering::Release);
                         true
                     }
@@ -387,16 +593,39 @@ impl Inner {
         }
         drop(queue);
         warn!(topic = %batch.topic, partition = batch.partition, %error, "batch failed");
-        self.failed_for_good();
+        self.failed_for_good(&error);
         batch.ack.complete(Err(error));
     }
 
     /// A batch failed for good: as an idempotent producer, its partition's
-    /// sequence now has a gap, so the producer starts over.
-    fn failed_for_good(&self) {
-        if let Some(idempotence) = &self.idempotence {
+    /// sequence now has a gap, so the producer starts over; in a
+    /// transaction, the transaction can only be aborted.
+    fn failed_for_good(&self, error: &Error) {
+        if self.transaction.is_some() {
+            self.transaction_failure
+                .lock()
+                .expect("transaction failure")
+                .get_or_insert_with(|| error.clone());
+        } else if let Some(idempotence) = &self.idempotence {
             idempotence.reset_wanted.store(true, Ordering::Release);
         }
+    }
+
+    /// Writes as `producer_id`/`producer_epoch` from now on; batches that
+    /// close after this number their sequences from 0.
+    fn set_identity(
+        &self,
+        idempotence: &Idempotence,
+        producer_id: BatchProducerId,
+        producer_epoch: i16,
+    ) {
+        let mut identity = idempotence.identity.lock().expect("producer identity");
+        *identity = ProducerIdentity {
+            producer_id,
+            producer_epoch,
+            generation: identity.generation + 1,
+            transactional: identity.transactional,
+        };
     }
 
     /// Whether sending waits for the producer to start over.
@@ -419,6 +648,7 @@ impl Inner {
                 producer_id,
                 producer_epoch,
                 generation: identity.generation + 1,
+                transactional: identity.transactional,
             };
             *identity
         };

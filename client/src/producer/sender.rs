@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TransactionalId};
+use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
 
 use super::accumulator::ClosedBatch;
@@ -131,11 +132,12 @@ pub(super) fn collect(inner: &Inner, now: Instant) -> (Requests, Option<Instant>
             };
             if now.duration_since(front.closed_at) >= inner.config.delivery_timeout {
                 let batch = queue.ready.pop_front().expect("checked");
-                inner.failed_for_good();
-                batch.ack.complete(Err(Error::DeliveryTimeout {
+                let error = Error::DeliveryTimeout {
                     after: inner.config.delivery_timeout,
                     last_error: batch.last_error.clone().map(Box::new),
-                }));
+                };
+                inner.failed_for_good(&error);
+                batch.ack.complete(Err(error));
                 continue;
             }
             if resetting {
@@ -295,6 +297,13 @@ pub(super) async fn write_request(
     let request = ProduceRequest::default()
         .with_acks(inner.config.acks.wire())
         .with_timeout_ms(timeout.as_millis().min(i32::MAX as u128) as i32)
+        .with_transactional_id(
+            inner
+                .config
+                .transactional_id
+                .as_deref()
+                .map(|id| TransactionalId(StrBytes::from_string(id.to_string()))),
+        )
         .with_topic_data(topics);
     if inner.config.acks == Acks::None {
         connection.send_without_response(&request).await?;

@@ -435,6 +435,13 @@ impl Partition {
         self.log().log_start_offset()
     }
 
+    /// Below it no transaction is open (and all is below the high
+    /// watermark): what `read_committed` consumers may read up to.
+    pub fn last_stable_offset(&self) -> i64 {
+        let high_watermark = self.high_watermark();
+        self.log().last_stable_offset(high_watermark)
+    }
+
     pub fn log_end_offset(&self) -> i64 {
         self.log().log_end_offset()
     }
@@ -893,8 +900,10 @@ mod tests {
     async fn acks_all_is_refused_below_min_insync_replicas_and_other_epochs_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let partition = open(dir.path());
-        let mut config = TopicConfig::default();
-        config.min_insync_replicas = 2;
+        let config = TopicConfig {
+            min_insync_replicas: 2,
+            ..TopicConfig::default()
+        };
         partition.update_config(&config).unwrap();
         lead(&partition, 3, &[ME]);
         assert!(matches!(
