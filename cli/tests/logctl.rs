@@ -795,3 +795,149 @@ fn topic_reassign_throttles_the_copy_then_log_dirs_and_elect_leaders_show_and_re
     let (_, error) = logctl.fails(&["cluster", "elect-leaders", "-t", "missing"]);
     assert!(error.contains("does not exist"), "{error}");
 }
+
+#[test]
+fn logctl_shows_a_hanging_transaction_what_it_holds_back_and_aborts_it() {
+    let logd = Logd::start_with(&["--transaction-max-timeout-ms", "600000"]);
+    let logctl = Logctl {
+        bootstrap: logd.bootstrap(),
+    };
+    logctl.ok(&["topic", "create", "ledger", "-p", "1"]);
+    // A producer asking for more than the broker allows is refused.
+    let refused = strata_tests::python(
+        r#"
+import sys
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id="greedy",
+                  transaction_timeout_ms=900000)
+try:
+    p.init_transactions()
+    print("accepted")
+except Exception as e:
+    print(type(e).__name__, e)
+"#,
+        &[&logd.bootstrap()],
+    );
+    assert!(refused.contains("InvalidTransactionTimeout"), "{refused}");
+
+    logctl.ok_with_input(&["produce", "ledger"], "before\n");
+    // A producer that opens a transaction and then never ends it.
+    let script = r#"
+import sys, time
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id="stuck")
+p.init_transactions()
+p.begin_transaction()
+for i in range(4): p.send("ledger", value=b"open-%d" % i)
+p.flush()
+print("open", flush=True)
+time.sleep(120)
+"#;
+    let mut hanging = Command::new("python3")
+        .args(["-c", script, &logd.bootstrap()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(hanging.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "open");
+    logctl.ok_with_input(&["produce", "ledger"], "after\n");
+    // A group that read everything read_committed consumers could.
+    logctl.ok(&[
+        "consume",
+        "ledger",
+        "-g",
+        "audit",
+        "--isolation",
+        "read_committed",
+        "--timeout-ms",
+        "2000",
+    ]);
+
+    let listed = json(&logctl.ok(&["--format", "json", "txn", "list"]));
+    let stuck = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|txn| txn["transactional_id"] == "stuck")
+        .unwrap_or_else(|| panic!("{listed}"));
+    assert_eq!(stuck["state"], "Ongoing", "{listed}");
+    assert!(stuck["open_ms"].as_i64().unwrap() >= 0, "{listed}");
+    assert_eq!(stuck["partitions"].as_array().unwrap().len(), 1);
+    let table = logctl.ok(&["txn", "list", "--state", "Ongoing"]);
+    assert!(
+        table.contains("OPEN-FOR") && table.contains("stuck"),
+        "{table}"
+    );
+    let described = logctl.ok(&["txn", "describe", "stuck"]);
+    assert!(described.contains("TXN-START"), "{described}");
+    let described = json(&logctl.ok(&["--format", "json", "txn", "describe", "stuck"]));
+    let partition = &described["partitions"][0];
+    assert_eq!(partition["txn_start_offset"], 1, "{described}");
+    assert_eq!(partition["last_stable_offset"], 1, "{described}");
+    assert_eq!(partition["high_watermark"], 6, "{described}");
+    assert_eq!(
+        logd.metric("strata_partition_stable_lag_records{topic=\"ledger\",partition=\"0\"}"),
+        Some(5.0)
+    );
+    let group = json(&logctl.ok(&["--format", "json", "group", "describe", "audit"]));
+    let lag = &group["partitions"][0];
+    assert_eq!(lag["committed_offset"], 1, "{group}");
+    assert_eq!(lag["lag"], 5, "{group}");
+    assert_eq!(lag["stable_lag"], 0, "{group}");
+    let read = logctl.ok(&[
+        "consume",
+        "ledger",
+        "--isolation",
+        "read_committed",
+        "--timeout-ms",
+        "1000",
+    ]);
+    assert_eq!(read, "before\n", "nothing after the open transaction yet");
+
+    let said = logctl.ok(&["txn", "abort", "stuck"]);
+    assert!(said.contains("aborted"), "{said}");
+    // The producer is fenced (a new epoch) and nothing is open any more.
+    let described = json(&logctl.ok(&["--format", "json", "txn", "describe", "stuck"]));
+    assert_eq!(described["state"], "Empty", "{described}");
+    assert!(
+        described["producer_epoch"].as_i64() > stuck["producer_epoch"].as_i64(),
+        "{described}"
+    );
+    assert_eq!(
+        described["partitions"],
+        serde_json::json!([]),
+        "{described}"
+    );
+    let read = logctl.ok(&[
+        "consume",
+        "ledger",
+        "--isolation",
+        "read_committed",
+        "--timeout-ms",
+        "2000",
+    ]);
+    assert_eq!(read, "before\nafter\n", "the aborted records stay hidden");
+    let group = json(&logctl.ok(&["--format", "json", "group", "describe", "audit"]));
+    assert_eq!(group["partitions"][0]["stable_lag"], 6, "{group}");
+    assert_eq!(
+        logd.metric("strata_partition_stable_lag_records{topic=\"ledger\",partition=\"0\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        logd.metric(
+            "strata_consumer_group_stable_lag_records{group=\"audit\",topic=\"ledger\",partition=\"0\"}"
+        ),
+        Some(6.0)
+    );
+    hanging.kill().unwrap();
+    hanging.wait().unwrap();
+    let (_, error) = logctl.fails(&["txn", "describe", "nobody"]);
+    assert!(!error.is_empty());
+    let (_, error) = logctl.fails(&["txn", "abort", "--topic", "ledger"]);
+    assert!(error.contains("--producer-id"), "{error}");
+}

@@ -96,6 +96,14 @@ struct Flags {
     /// How often expired committed offsets are looked for [default: 600000].
     #[arg(long, value_name = "MS")]
     offsets_retention_check_interval_ms: Option<u64>,
+    /// Longest transaction.timeout.ms a transactional producer may ask
+    /// for [default: 900000].
+    #[arg(long, value_name = "MS")]
+    transaction_max_timeout_ms: Option<i32>,
+    /// A transactional id with no transaction for this long is forgotten
+    /// [default: 604800000, a week].
+    #[arg(long, value_name = "MS")]
+    transactional_id_expiration_ms: Option<i64>,
     /// Partitions of a topic created without a count [default: 1].
     #[arg(long, value_name = "N")]
     num_partitions: Option<u32>,
@@ -164,6 +172,12 @@ impl Flags {
             offsets_retention_check_interval_ms: self
                 .offsets_retention_check_interval_ms
                 .or(file.offsets_retention_check_interval_ms),
+            transaction_max_timeout_ms: self
+                .transaction_max_timeout_ms
+                .or(file.transaction_max_timeout_ms),
+            transactional_id_expiration_ms: self
+                .transactional_id_expiration_ms
+                .or(file.transactional_id_expiration_ms),
             num_partitions: self.num_partitions.or(file.num_partitions),
             default_replication_factor: self
                 .default_replication_factor
@@ -315,6 +329,16 @@ fn main() -> anyhow::Result<()> {
             "--group-initial-rebalance-delay-ms ({}) must not be negative",
             group.initial_rebalance_delay_ms
         );
+    }
+    match flags.transaction_max_timeout_ms {
+        Some(ms) if ms <= 0 => bail!("--transaction-max-timeout-ms must be positive"),
+        Some(ms) => config.txn.timeout_ms_max = ms,
+        None => {}
+    }
+    match flags.transactional_id_expiration_ms {
+        Some(ms) if ms <= 0 => bail!("--transactional-id-expiration-ms must be positive"),
+        Some(ms) => config.txn.id_expiration_ms = ms,
+        None => {}
     }
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;

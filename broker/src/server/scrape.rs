@@ -1,6 +1,7 @@
 //! The `/metrics` endpoint on `--metrics-listen`: the registry's counters
 //! (see `metrics`) and gauges read at scrape time from the controller (the
-//! quorum, fenced brokers), the replicas (partitions, lag, high watermarks)
+//! quorum, fenced brokers), the replicas (partitions, lag, high watermarks,
+//! last stable offsets)
 //! and the group coordinator (committed offsets and consumer lag).
 
 use std::fmt::Write as _;
@@ -90,23 +91,35 @@ fn render(
             );
         }
     }
-    // What consumers can read of each partition led here.
-    out.push_str("# TYPE strata_partition_high_watermark gauge\n");
-    for partition in partitions
+    // What consumers can read of each partition led here: read_uncommitted
+    // up to the high watermark, read_committed up to the last stable
+    // offset; the gap between them is what open transactions hold back.
+    let led: Vec<_> = partitions
         .iter()
         .filter(|partition| partition.leader_epoch().is_some())
-    {
-        let _ = writeln!(
-            out,
-            "strata_partition_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
-            partition.topic,
-            partition.index,
-            partition.high_watermark()
-        );
-    }
+        .map(|partition| {
+            let (high_watermark, stable) =
+                (partition.high_watermark(), partition.last_stable_offset());
+            (
+                format!(
+                    "topic=\"{}\",partition=\"{}\"",
+                    partition.topic, partition.index
+                ),
+                [high_watermark, stable, high_watermark - stable],
+            )
+        })
+        .collect();
+    gauges(
+        &mut out,
+        [
+            "strata_partition_high_watermark",
+            "strata_partition_last_stable_offset",
+            "strata_partition_stable_lag_records",
+        ],
+        &led,
+    );
     // Per group this broker coordinates: the committed offset of each
-    // partition, and the lag where a replica here knows the high
-    // watermark (elsewhere, join with strata_partition_high_watermark).
+    // partition (elsewhere, join with strata_partition_high_watermark).
     out.push_str("# TYPE strata_consumer_group_committed_offset gauge\n");
     for committed in committed {
         let _ = writeln!(
@@ -118,21 +131,47 @@ fn render(
             committed.offset
         );
     }
-    out.push_str("# TYPE strata_consumer_group_lag_records gauge\n");
-    for committed in committed {
-        let Some(partition) = replicas.partition(&committed.topic, committed.partition) else {
-            continue;
-        };
-        let lag = (partition.high_watermark() - committed.offset).max(0);
-        let _ = writeln!(
-            out,
-            "strata_consumer_group_lag_records{{group=\"{}\",topic=\"{}\",partition=\"{}\"}} {lag}",
-            escape(&committed.group),
-            committed.topic,
-            committed.partition
-        );
-    }
+    // A group's lag where a replica here knows the partition's end: to the
+    // high watermark (what read_uncommitted members have left) and to the
+    // last stable offset (what read_committed members can read now).
+    let lags: Vec<_> = committed
+        .iter()
+        .filter_map(|committed| {
+            let partition = replicas.partition(&committed.topic, committed.partition)?;
+            Some((
+                format!(
+                    "group=\"{}\",topic=\"{}\",partition=\"{}\"",
+                    escape(&committed.group),
+                    committed.topic,
+                    committed.partition
+                ),
+                [
+                    (partition.high_watermark() - committed.offset).max(0),
+                    (partition.last_stable_offset() - committed.offset).max(0),
+                ],
+            ))
+        })
+        .collect();
+    gauges(
+        &mut out,
+        [
+            "strata_consumer_group_lag_records",
+            "strata_consumer_group_stable_lag_records",
+        ],
+        &lags,
+    );
     out
+}
+
+/// Writes one gauge family per name in `metrics`, each with a sample per
+/// row: the row's labels and its value at the family's index.
+fn gauges<const N: usize>(out: &mut String, metrics: [&str; N], rows: &[(String, [i64; N])]) {
+    for (index, metric) in metrics.iter().enumerate() {
+        let _ = writeln!(out, "# TYPE {metric} gauge");
+        for (labels, values) in rows {
+            let _ = writeln!(out, "{metric}{{{labels}}} {}", values[index]);
+        }
+    }
 }
 
 /// Serves `GET /metrics` until `shutdown`.
