@@ -3,7 +3,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use strata_client::{Admin, Consumer, Offset};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use strata_client::{Admin, Consumer, Isolation, Offset};
 
 use crate::report::{self, Report};
 
@@ -16,13 +20,17 @@ pub struct ConsumeArgs {
     #[arg(long)]
     topic: String,
     /// Messages to read in total, waiting up to 30 s for them to be
-    /// readable (default: everything up to the high watermark once it has
-    /// stopped moving).
+    /// readable (default: everything up to the end of each partition, once
+    /// the ends have stopped moving).
     #[arg(short = 'n', long)]
     messages: Option<u64>,
     /// Consumers, each reading its share of the partitions.
     #[arg(long, default_value_t = 1)]
     consumers: u32,
+    /// read_uncommitted (up to the high watermark) or read_committed
+    /// (records of committed transactions, up to the last stable offset).
+    #[arg(long, default_value = "read_uncommitted")]
+    isolation: Isolation,
 }
 
 /// How long the records asked for may take to become readable (an
@@ -35,20 +43,19 @@ const SETTLED_AFTER: Duration = Duration::from_millis(1500);
 
 pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
     let admin = Admin::connect(bootstrap).await?;
-    let (description, wanted) = readable(&admin, &args).await?;
-    let partitions: Vec<i32> = description
-        .topic
-        .partitions
-        .iter()
-        .map(|p| p.partition)
-        .collect();
+    let readable = readable(&admin, &args).await?;
+    let partitions: Vec<i32> = readable.ends.keys().copied().collect();
     let consumer_count = (args.consumers as usize).clamp(1, partitions.len());
-    let bar = report::progress(wanted);
-    let remaining = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(wanted as i64));
+    let bar = report::progress(args.messages.unwrap_or(readable.offsets));
+    // With -n, how many records are left to read; without, unbounded.
+    let remaining = Arc::new(AtomicI64::new(
+        args.messages.map_or(i64::MAX, |wanted| wanted as i64),
+    ));
     let mut consumers = Vec::new();
     for index in 0..consumer_count {
         let mut consumer = Consumer::builder(bootstrap)
             .client_id("logbench")
+            .isolation(args.isolation)
             .build()
             .await?;
         let mine: Vec<(&str, i32)> = partitions
@@ -61,27 +68,42 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
         for &(topic, partition) in &mine {
             consumer.seek(topic, partition, Offset::Beginning)?;
         }
-        consumers.push(consumer);
+        let ends: Vec<(i32, i64)> = mine
+            .iter()
+            .map(|&(_, partition)| (partition, readable.ends[&partition]))
+            .collect();
+        consumers.push((consumer, ends));
     }
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for mut consumer in consumers {
-        let remaining = std::sync::Arc::clone(&remaining);
+    for (mut consumer, ends) in consumers {
+        let remaining = Arc::clone(&remaining);
         let bar = bar.clone();
+        let topic = args.topic.clone();
+        let to_the_end = args.messages.is_none();
         tasks.push(tokio::spawn(async move {
             let mut latency = report::histogram();
             let mut bytes = 0u64;
             let mut messages = 0u64;
             let mut last_record = Instant::now();
-            while remaining.load(std::sync::atomic::Ordering::Relaxed) > 0 {
+            // Done at the count asked for, or at the end of every partition
+            // (positions step over transaction markers and aborted records,
+            // which offsets count and records do not).
+            let done = |consumer: &Consumer| {
+                remaining.load(Ordering::Relaxed) <= 0
+                    || (to_the_end
+                        && ends.iter().all(|&(partition, end)| {
+                            consumer
+                                .position(&topic, partition)
+                                .is_some_and(|position| position >= end)
+                        }))
+            };
+            while !done(&consumer) {
                 let polled = Instant::now();
                 let records = consumer.poll(Duration::from_millis(200)).await?;
                 if records.is_empty() {
                     if last_record.elapsed() > IDLE_MAX {
-                        bail!(
-                            "no records for {IDLE_MAX:?} with {} still to read",
-                            remaining.load(std::sync::atomic::Ordering::Relaxed)
-                        );
+                        bail!("no records for {IDLE_MAX:?} before the end of the topic");
                     }
                     continue;
                 }
@@ -93,7 +115,7 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
                     .map(|record| record.value.as_ref().map_or(0, |value| value.len() as u64))
                     .sum::<u64>();
                 messages += count;
-                remaining.fetch_sub(count as i64, std::sync::atomic::Ordering::Relaxed);
+                remaining.fetch_sub(count as i64, Ordering::Relaxed);
                 bar.inc(count);
             }
             anyhow::Ok((latency, messages, bytes))
@@ -116,26 +138,43 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
         elapsed,
         latency,
         latency_of: "each poll that returned records",
+        commits: None,
     })
 }
 
-/// The topic's description once the records to read are readable, and how
-/// many to read: `-n` of them (waiting for them to reach the high
-/// watermark), or all below a high watermark that has stopped moving.
-async fn readable(
-    admin: &Admin,
-    args: &ConsumeArgs,
-) -> anyhow::Result<(strata_client::TopicDescription, u64)> {
+/// Where reading ends: per partition, the offset it reads up to.
+struct Readable {
+    ends: BTreeMap<i32, i64>,
+    /// Offsets below the ends (records, and transaction markers if any).
+    offsets: u64,
+}
+
+/// Where each partition ends for this run, once the records to read are
+/// readable: with `-n`, once that many offsets are (the count ends the
+/// run); without, once the high watermarks (last stable offsets for
+/// read_committed) have stopped moving.
+async fn readable(admin: &Admin, args: &ConsumeArgs) -> anyhow::Result<Readable> {
     let started = Instant::now();
     let mut last: Option<(u64, Instant)> = None;
     loop {
         let description = admin.describe_topic(&args.topic).await?;
+        let mut ends = BTreeMap::new();
         let mut available = 0u64;
-        for offsets in &description.offsets {
+        for (partition, offsets) in description
+            .topic
+            .partitions
+            .iter()
+            .zip(&description.offsets)
+        {
             let offsets = offsets
                 .as_ref()
                 .map_err(|error| anyhow::anyhow!("{error}"))?;
-            available += (offsets.high_watermark - offsets.log_start_offset) as u64;
+            let end = match args.isolation {
+                Isolation::ReadUncommitted => offsets.high_watermark,
+                Isolation::ReadCommitted => offsets.last_stable_offset,
+            };
+            ends.insert(partition.partition, end);
+            available += (end - offsets.log_start_offset).max(0) as u64;
         }
         let settled = match last {
             Some((before, since)) if before == available => since.elapsed() >= SETTLED_AFTER,
@@ -144,11 +183,13 @@ async fn readable(
                 false
             }
         };
+        let readable = Readable {
+            ends,
+            offsets: available,
+        };
         match args.messages {
-            Some(wanted) if available >= wanted => return Ok((description, wanted)),
-            None if settled || started.elapsed() >= READABLE_WAIT_MAX => {
-                return Ok((description, available))
-            }
+            Some(wanted) if available >= wanted => return Ok(readable),
+            None if settled || started.elapsed() >= READABLE_WAIT_MAX => return Ok(readable),
             Some(wanted) if started.elapsed() >= READABLE_WAIT_MAX => bail!(
                 "{} holds {available} readable messages after {READABLE_WAIT_MAX:?}, fewer than the {wanted} asked for",
                 args.topic

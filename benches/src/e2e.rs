@@ -122,5 +122,6 @@ pub async fn run(bootstrap: &str, args: E2eArgs) -> anyhow::Result<Report> {
         elapsed,
         latency,
         latency_of: "scheduled send to consumer receipt",
+        commits: None,
     })
 }

@@ -54,6 +54,18 @@ pub struct ProduceArgs {
     /// --acks all).
     #[arg(long)]
     idempotence: Option<bool>,
+    /// Send in transactions, each producer under its own transactional id,
+    /// committing one every --txn-ms.
+    #[arg(long)]
+    transactional: bool,
+    /// How long each transaction stays open before it is committed.
+    #[arg(
+        long,
+        value_name = "MS",
+        default_value_t = 100,
+        requires = "transactional"
+    )]
+    txn_ms: u64,
 }
 
 pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
@@ -73,10 +85,20 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
         if let Some(idempotence) = args.idempotence {
             builder = builder.idempotence(idempotence);
         }
+        if args.transactional {
+            let id = format!("logbench-{}-{}", std::process::id(), producers.len());
+            builder = builder.transactional_id(&id);
+        }
         let producer = builder.build().await?;
         producer.partitions_for(&args.topic).await?;
+        if args.transactional {
+            producer.init_transactions().await?;
+        }
         producers.push(producer);
     }
+    let transaction_length = args
+        .transactional
+        .then(|| Duration::from_millis(args.txn_ms));
     let started = Instant::now();
     let mut tasks = Vec::new();
     for (index, producer) in producers.into_iter().enumerate() {
@@ -113,8 +135,22 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
                 }
                 anyhow::Ok(latency)
             });
+            let mut commits = transaction_length.map(|_| report::histogram());
+            let mut transaction_started = Instant::now();
+            if transaction_length.is_some() {
+                producer.begin_transaction().await?;
+            }
             let mut chunk = Vec::with_capacity(CHUNK_LEN);
             for _ in 0..share {
+                if let (Some(length), Some(commits)) = (transaction_length, commits.as_mut()) {
+                    if transaction_started.elapsed() >= length {
+                        let committing = Instant::now();
+                        producer.commit_transaction().await?;
+                        report::record(commits, committing.elapsed());
+                        producer.begin_transaction().await?;
+                        transaction_started = Instant::now();
+                    }
+                }
                 let sent_at = Instant::now();
                 let delivery = producer
                     .send(ProducerRecord::new(&topic).value(&value))
@@ -131,15 +167,26 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
                 let _ = sender.send(chunk).await;
             }
             drop(sender);
-            producer.flush().await;
+            if let Some(commits) = commits.as_mut() {
+                let committing = Instant::now();
+                producer.commit_transaction().await?;
+                report::record(commits, committing.elapsed());
+            } else {
+                producer.flush().await;
+            }
             let latency = collector.await??;
             producer.close().await?;
-            anyhow::Ok(latency)
+            anyhow::Ok((latency, commits))
         }));
     }
     let mut latency = report::histogram();
+    let mut commits = transaction_length.map(|_| report::histogram());
     for task in tasks {
-        latency.add(task.await??)?;
+        let (producer_latency, producer_commits) = task.await??;
+        latency.add(producer_latency)?;
+        if let (Some(commits), Some(producer_commits)) = (commits.as_mut(), producer_commits) {
+            commits.add(producer_commits)?;
+        }
     }
     let elapsed = started.elapsed();
     bar.finish_and_clear();
@@ -150,6 +197,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
         elapsed,
         latency,
         latency_of: "send to acknowledgement",
+        commits,
     })
 }
 

@@ -23,6 +23,9 @@ pub struct Report {
     pub latency: Histogram<u64>,
     /// What the latency measures, for the text output.
     pub latency_of: &'static str,
+    /// With transactions: how long each commit took (flushing what the
+    /// transaction still held, then EndTxn).
+    pub commits: Option<Histogram<u64>>,
 }
 
 impl Report {
@@ -48,10 +51,7 @@ impl Report {
             .chain([("max", "max", max)])
             .collect();
         if json {
-            writeln!(
-                out,
-                "{}",
-                json!({
+            let mut report = json!({
                     "messages": self.messages,
                     "bytes": self.bytes,
                     "seconds": seconds,
@@ -61,8 +61,18 @@ impl Report {
                     "latency_count": latency.len(),
                     "latency_mean_us": latency.mean(),
                     "peak_rss_bytes": peak_rss_bytes(),
-                })
-            )?;
+            });
+            if let Some(commits) = &self.commits {
+                report["transactions"] = json!({
+                    "committed": commits.len(),
+                    "commit_latency_us": {
+                        "p50": commits.value_at_quantile(0.50),
+                        "p99": commits.value_at_quantile(0.99),
+                        "max": commits.max(),
+                    },
+                });
+            }
+            writeln!(out, "{report}")?;
         } else {
             writeln!(
                 out,
@@ -79,6 +89,16 @@ impl Report {
             writeln!(out, "{:>10}  {:>12}", "percentile", "latency µs")?;
             for (name, _, value) in &table {
                 writeln!(out, "{name:>10}  {value:>12}")?;
+            }
+            if let Some(commits) = &self.commits {
+                writeln!(
+                    out,
+                    "transactions: {} committed, commit latency p50 {} µs, p99 {} µs, max {} µs",
+                    commits.len(),
+                    commits.value_at_quantile(0.50),
+                    commits.value_at_quantile(0.99),
+                    commits.max()
+                )?;
             }
             if let Some(rss) = peak_rss_bytes() {
                 writeln!(out, "peak RSS of logbench: {:.1} MB", rss as f64 / 1e6)?;

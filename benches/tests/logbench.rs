@@ -122,3 +122,65 @@ fn logbench_produces_consumes_and_measures_end_to_end() {
         "a progress line each second when stderr is not a terminal:\n{progress}"
     );
 }
+
+#[test]
+fn logbench_produces_in_transactions_and_reads_them_read_committed() {
+    let logd = Logd::start();
+    let produced = logbench(
+        &logd,
+        &[
+            "produce",
+            "--topic",
+            "ledger",
+            "--create",
+            "-p",
+            "3",
+            "-n",
+            "30000",
+            "-s",
+            "100",
+            "--acks",
+            "all",
+            "--transactional",
+            "--txn-ms",
+            "20",
+        ],
+    );
+    check_shape(&produced, 30_000, 100);
+    let committed = produced["transactions"]["committed"].as_u64().unwrap();
+    assert!(committed >= 1, "{produced}");
+    assert!(
+        produced["transactions"]["commit_latency_us"]["p99"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{produced}"
+    );
+    // Each partition holds a commit marker per transaction that wrote to
+    // it: the run reads to each partition's end and counts only records.
+    for isolation in ["read_committed", "read_uncommitted"] {
+        let consumed = logbench(
+            &logd,
+            &[
+                "consume",
+                "--topic",
+                "ledger",
+                "--consumers",
+                "2",
+                "--isolation",
+                isolation,
+            ],
+        );
+        check_shape(&consumed, 30_000, 100);
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_logbench"))
+        .args(["produce", "--topic", "ledger", "--txn-ms", "20"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--transactional"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -44,24 +44,8 @@ pub struct ConsumeArgs {
     /// read_committed: only records of committed transactions (and outside
     /// transactions), up to the last stable offset; read_uncommitted:
     /// everything below the high watermark.
-    #[arg(long, value_enum, default_value_t = IsolationArg::ReadUncommitted)]
-    isolation: IsolationArg,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-#[value(rename_all = "snake_case")]
-enum IsolationArg {
-    ReadUncommitted,
-    ReadCommitted,
-}
-
-impl From<IsolationArg> for Isolation {
-    fn from(arg: IsolationArg) -> Isolation {
-        match arg {
-            IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
-            IsolationArg::ReadCommitted => Isolation::ReadCommitted,
-        }
-    }
+    #[arg(long, default_value = "read_uncommitted")]
+    isolation: Isolation,
 }
 
 fn parse_offset(text: &str) -> Result<Offset, String> {
@@ -101,7 +85,7 @@ pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::
         None => {
             let mut consumer = Consumer::builder(bootstrap)
                 .client_id("logctl")
-                .isolation(args.isolation.into())
+                .isolation(args.isolation)
                 .build()
                 .await?;
             match args.partition {
@@ -166,7 +150,7 @@ async fn group_consumer(
         .client_id("logctl")
         .group_id(group)
         .offset_reset(reset)
-        .isolation(args.isolation.into())
+        .isolation(args.isolation)
         .auto_commit(None)
         .build()
         .await?;

@@ -20,7 +20,7 @@ use strata_storage::batch::{BatchHeader, BatchIter, ProducerId};
 use strata_storage::compression::batch_records;
 use strata_storage::record::RecordIter;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::markers::MarkerWriter;
 use super::producer_ids::ProducerIds;
@@ -400,7 +400,7 @@ impl TxnCoordinator {
             loaded.state.completing.remove(id);
         }
         match completed {
-            Ok(()) => info!(
+            Ok(()) => debug!(
                 transactional_id = id,
                 producer_id = producer.id,
                 producer_epoch = producer.epoch,

@@ -45,6 +45,22 @@ pub enum Isolation {
     ReadCommitted,
 }
 
+/// Parses Kafka's names for the levels, `read_uncommitted` and
+/// `read_committed` (as command lines take them).
+impl std::str::FromStr for Isolation {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Isolation, String> {
+        match text {
+            "read_uncommitted" => Ok(Isolation::ReadUncommitted),
+            "read_committed" => Ok(Isolation::ReadCommitted),
+            _ => Err(format!(
+                "'{text}' is not read_uncommitted or read_committed"
+            )),
+        }
+    }
+}
+
 impl Isolation {
     pub(crate) fn wire(self) -> i8 {
         match self {

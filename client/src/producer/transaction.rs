@@ -121,9 +121,11 @@ fn concurrent(error: &Error) -> bool {
     )
 }
 
-/// How soon a call refused as concurrent is retried (Kafka's clients wait
-/// as little).
-const CONCURRENT_RETRY_BACKOFF: Duration = Duration::from_millis(20);
+/// How soon a call refused as concurrent is first retried, doubling up to
+/// `CONCURRENT_RETRY_BACKOFF_MAX`: the previous transaction's markers
+/// usually take a few milliseconds, and the next transaction waits for them.
+const CONCURRENT_RETRY_BACKOFF: Duration = Duration::from_millis(1);
+const CONCURRENT_RETRY_BACKOFF_MAX: Duration = Duration::from_millis(20);
 
 /// Whether the coordinator moved or is busy: find it again and retry.
 fn coordinator_moved(error: &Error) -> bool {
@@ -227,6 +229,7 @@ impl TxnCalls<'_> {
         Fut: std::future::Future<Output = Result<T>>,
     {
         let deadline = Instant::now() + self.cluster.config().request_timeout;
+        let mut concurrent_backoff = CONCURRENT_RETRY_BACKOFF;
         loop {
             let result = match self.coordinator(status).await {
                 Ok(coordinator) => call(coordinator).await,
@@ -234,7 +237,8 @@ impl TxnCalls<'_> {
             };
             match result {
                 Err(error) if Instant::now() < deadline && concurrent(&error) => {
-                    tokio::time::sleep(CONCURRENT_RETRY_BACKOFF.min(self.retry_backoff)).await;
+                    tokio::time::sleep(concurrent_backoff.min(self.retry_backoff)).await;
+                    concurrent_backoff = (concurrent_backoff * 2).min(CONCURRENT_RETRY_BACKOFF_MAX);
                 }
                 Err(error)
                     if Instant::now() < deadline
