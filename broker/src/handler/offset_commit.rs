@@ -11,6 +11,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use super::error_code;
 use super::Context;
 use crate::clock::now_ms;
+use crate::coordinator_log::KeyedRecord;
 use crate::group::offset_record;
 use crate::group::records::OffsetValue;
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
@@ -25,46 +26,28 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
             .led_for(&group)
             .map_err(|error| error_code::for_coordinator(&error))
     };
-    let now = now_ms();
-    let metadata = context.controller.metadata();
-    // Per partition: the code decided up front, or `None` if it is written.
-    let mut records = Vec::new();
-    let mut decided: Vec<(usize, i32, Option<i16>)> = Vec::new();
-    for (topic_index, topic) in request.topics.iter().enumerate() {
-        let name = topic.name.0.as_str();
-        let partition_count = metadata
+    let Decided { records, decided } = decide(
+        context,
+        &group,
+        led.as_ref().err().copied(),
+        request
             .topics
-            .get(name)
-            .map_or(0, |topic| topic.partitions.len());
-        for partition in &topic.partitions {
-            let index = partition.partition_index;
-            let code = if let Err(code) = &led {
-                Some(*code)
-            } else if !(0..partition_count as i32).contains(&index) {
-                Some(error_code::UNKNOWN_TOPIC_OR_PARTITION)
-            } else if partition
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
-            {
-                Some(error_code::OFFSET_METADATA_TOO_LARGE)
-            } else {
-                let value = OffsetValue {
-                    offset: partition.committed_offset,
-                    leader_epoch: partition.committed_leader_epoch,
-                    metadata: partition
-                        .committed_metadata
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string),
-                    commit_timestamp_ms: now,
-                };
-                records.push(offset_record(&group, name, index, &value));
-                None
-            };
-            decided.push((topic_index, index, code));
-        }
-    }
-    drop(metadata);
+            .iter()
+            .enumerate()
+            .flat_map(|(topic_index, topic)| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(move |partition| PartitionCommit {
+                        topic_index,
+                        topic: topic.name.0.as_str(),
+                        partition: partition.partition_index,
+                        offset: partition.committed_offset,
+                        leader_epoch: partition.committed_leader_epoch,
+                        metadata: partition.committed_metadata.as_deref(),
+                    })
+            }),
+    );
     let written = match &led {
         Ok(led) => led
             .commit(
@@ -91,4 +74,63 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
         );
     }
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One partition's commit, as OffsetCommit and TxnOffsetCommit carry it.
+pub(super) struct PartitionCommit<'a> {
+    /// Its topic's place in the request.
+    pub topic_index: usize,
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<&'a str>,
+}
+
+/// Decides each partition's commit: refused up front (`led_error` when
+/// this broker cannot coordinate the group, an unknown partition, metadata
+/// too large) or a record to write.
+pub(super) fn decide<'a>(
+    context: &Context,
+    group: &str,
+    led_error: Option<i16>,
+    commits: impl Iterator<Item = PartitionCommit<'a>>,
+) -> Decided {
+    let now = now_ms();
+    let metadata = context.controller.metadata();
+    let mut records = Vec::new();
+    let decided = commits
+        .map(|commit| {
+            let code = if led_error.is_some() {
+                led_error
+            } else if metadata.partition(commit.topic, commit.partition).is_none() {
+                Some(error_code::UNKNOWN_TOPIC_OR_PARTITION)
+            } else if commit
+                .metadata
+                .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
+            {
+                Some(error_code::OFFSET_METADATA_TOO_LARGE)
+            } else {
+                let value = OffsetValue {
+                    offset: commit.offset,
+                    leader_epoch: commit.leader_epoch,
+                    metadata: commit.metadata.unwrap_or_default().to_string(),
+                    commit_timestamp_ms: now,
+                };
+                records.push(offset_record(group, commit.topic, commit.partition, &value));
+                None
+            };
+            (commit.topic_index, commit.partition, code)
+        })
+        .collect();
+    Decided { records, decided }
+}
+
+/// What `decide` made of a request's commits.
+pub(super) struct Decided {
+    /// The records to write.
+    pub records: Vec<KeyedRecord>,
+    /// Per partition, in request order: its topic's index, the partition,
+    /// and the code decided up front (`None`: its record is to be written).
+    pub decided: Vec<(usize, i32, Option<i16>)>,
 }

@@ -10,11 +10,8 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use strata_storage::batch::ProducerId;
 
 use super::error_code;
+use super::offset_commit::{decide, Decided, PartitionCommit};
 use super::Context;
-use crate::clock::now_ms;
-use crate::group::offset_record;
-use crate::group::records::OffsetValue;
-use crate::limits::OFFSET_METADATA_BYTES_MAX;
 
 pub async fn handle(context: &Context, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let group = request.group_id.0.to_string();
@@ -26,42 +23,28 @@ pub async fn handle(context: &Context, request: TxnOffsetCommitRequest) -> TxnOf
             .led_for(&group)
             .map_err(|error| error_code::for_coordinator(&error))
     };
-    let now = now_ms();
-    let metadata = context.controller.metadata();
-    // Per partition: the code decided up front, or `None` if it is written.
-    let mut records = Vec::new();
-    let mut decided: Vec<(usize, i32, Option<i16>)> = Vec::new();
-    for (topic_index, topic) in request.topics.iter().enumerate() {
-        let name = topic.name.0.as_str();
-        for partition in &topic.partitions {
-            let index = partition.partition_index;
-            let code = if let Err(code) = &led {
-                Some(*code)
-            } else if metadata.partition(name, index).is_none() {
-                Some(error_code::UNKNOWN_TOPIC_OR_PARTITION)
-            } else if partition
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|metadata| metadata.len() > OFFSET_METADATA_BYTES_MAX)
-            {
-                Some(error_code::OFFSET_METADATA_TOO_LARGE)
-            } else {
-                let value = OffsetValue {
-                    offset: partition.committed_offset,
-                    leader_epoch: partition.committed_leader_epoch,
-                    metadata: partition
-                        .committed_metadata
-                        .as_ref()
-                        .map_or_else(String::new, ToString::to_string),
-                    commit_timestamp_ms: now,
-                };
-                records.push(offset_record(&group, name, index, &value));
-                None
-            };
-            decided.push((topic_index, index, code));
-        }
-    }
-    drop(metadata);
+    let Decided { records, decided } = decide(
+        context,
+        &group,
+        led.as_ref().err().copied(),
+        request
+            .topics
+            .iter()
+            .enumerate()
+            .flat_map(|(topic_index, topic)| {
+                topic
+                    .partitions
+                    .iter()
+                    .map(move |partition| PartitionCommit {
+                        topic_index,
+                        topic: topic.name.0.as_str(),
+                        partition: partition.partition_index,
+                        offset: partition.committed_offset,
+                        leader_epoch: partition.committed_leader_epoch,
+                        metadata: partition.committed_metadata.as_deref(),
+                    })
+            }),
+    );
     let written = match (&led, records.is_empty()) {
         (Ok(_), true) => 0,
         (Ok(led), false) => led
