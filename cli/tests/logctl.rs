@@ -822,29 +822,8 @@ except Exception as e:
 
     logctl.ok_with_input(&["produce", "ledger"], "before\n");
     // A producer that opens a transaction and then never ends it.
-    let script = r#"
-import sys, time
-from kafka import KafkaProducer
-p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id="stuck")
-p.init_transactions()
-p.begin_transaction()
-for i in range(4): p.send("ledger", value=b"open-%d" % i)
-p.flush()
-print("open", flush=True)
-time.sleep(120)
-"#;
-    let mut hanging = Command::new("python3")
-        .args(["-c", script, &logd.bootstrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(hanging.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line.trim(), "open");
+    let mut hanging =
+        strata_tests::open_kafka_python_transaction(&logd.bootstrap(), "stuck", 60000, "ledger", 4);
     logctl.ok_with_input(&["produce", "ledger"], "after\n");
     // A group that read everything read_committed consumers could.
     logctl.ok(&[

@@ -763,6 +763,47 @@ pub fn python(script: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
+/// A kafka-python transactional producer (`transactional_id`, with
+/// `transaction_timeout_ms`) that writes `count` records to partition 0 of
+/// `topic` in a transaction it leaves open; returned once the records
+/// are written. It then sleeps: kill it to leave the transaction hanging.
+pub fn open_kafka_python_transaction(
+    bootstrap: &str,
+    transactional_id: &str,
+    transaction_timeout_ms: u32,
+    topic: &str,
+    count: u32,
+) -> std::process::Child {
+    let script = r#"
+import sys, time
+from kafka import KafkaProducer
+p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id=sys.argv[2],
+                  transaction_timeout_ms=int(sys.argv[3]))
+p.init_transactions()
+p.begin_transaction()
+for i in range(int(sys.argv[5])): p.send(sys.argv[4], value=b"open-%d" % i, partition=0)
+p.flush()
+print("open", flush=True)
+time.sleep(600)
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, bootstrap, transactional_id])
+        .arg(transaction_timeout_ms.to_string())
+        .arg(topic)
+        .arg(count.to_string())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("piped stdout")),
+        &mut line,
+    )
+    .expect("read the producer's output");
+    assert_eq!(line.trim(), "open", "the transaction did not open");
+    child
+}
+
 /// Creates `name` with `partition_count` partitions (replication factor 1).
 pub fn create_topic(logd: &Logd, name: &str, partition_count: i32) {
     create_replicated_topic(logd, name, partition_count, 1);

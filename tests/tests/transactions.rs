@@ -28,8 +28,8 @@ use strata_client::{
 };
 use strata_storage::record::{BatchBuilder, Record};
 use strata_tests::{
-    create_replicated_topic, create_topic, now_ms, one_cluster_at_a_time, produce_outcome, python,
-    wait_for, Cluster, Connection, Logd,
+    create_replicated_topic, create_topic, now_ms, one_cluster_at_a_time,
+    open_kafka_python_transaction, produce_outcome, python, wait_for, Cluster, Connection, Logd,
 };
 
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -285,28 +285,8 @@ fn strata_client_commits_aborts_and_a_new_instance_fences_the_old_one() {
 fn a_transaction_left_open_is_aborted_after_its_timeout_and_the_stable_offset_moves_on() {
     let logd = Logd::start();
     create_topic(&logd, "ledger", 1);
-    let script = r#"
-import sys, time
-from kafka import KafkaProducer
-p = KafkaProducer(bootstrap_servers=sys.argv[1], transactional_id="forgotten",
-                  transaction_timeout_ms=3000)
-p.init_transactions()
-p.begin_transaction()
-for i in range(4): p.send("ledger", value=b"open-%d" % i)
-p.flush()
-print("open", flush=True)
-time.sleep(120)
-"#;
-    let mut hanging = Command::new("python3")
-        .args(["-c", script, &logd.bootstrap()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(hanging.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "open");
+    let mut hanging =
+        open_kafka_python_transaction(&logd.bootstrap(), "forgotten", 3000, "ledger", 4);
     // The producer dies with its transaction open.
     hanging.kill().unwrap();
     hanging.wait().unwrap();
