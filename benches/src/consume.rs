@@ -1,12 +1,11 @@
 //! `logbench consume`.
 
-use std::time::{Duration, Instant};
-
-use anyhow::bail;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anyhow::bail;
 use strata_client::{Admin, Consumer, Isolation, Offset};
 
 use crate::report::{self, Report};

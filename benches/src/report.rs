@@ -52,15 +52,15 @@ impl Report {
             .collect();
         if json {
             let mut report = json!({
-                    "messages": self.messages,
-                    "bytes": self.bytes,
-                    "seconds": seconds,
-                    "msgs_per_sec": msgs_per_sec,
-                    "mb_per_sec": mb_per_sec,
-                    "latency_us": table.iter().map(|&(_, key, value)| (key.to_string(), json!(value))).collect::<serde_json::Map<_, _>>(),
-                    "latency_count": latency.len(),
-                    "latency_mean_us": latency.mean(),
-                    "peak_rss_bytes": peak_rss_bytes(),
+                "messages": self.messages,
+                "bytes": self.bytes,
+                "seconds": seconds,
+                "msgs_per_sec": msgs_per_sec,
+                "mb_per_sec": mb_per_sec,
+                "latency_us": table.iter().map(|&(_, key, value)| (key.to_string(), json!(value))).collect::<serde_json::Map<_, _>>(),
+                "latency_count": latency.len(),
+                "latency_mean_us": latency.mean(),
+                "peak_rss_bytes": peak_rss_bytes(),
             });
             if let Some(commits) = &self.commits {
                 report["transactions"] = json!({
