@@ -135,15 +135,16 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
                 }
                 anyhow::Ok(latency)
             });
-            let mut commits = transaction_length.map(|_| report::histogram());
+            // With transactions: their length, and each commit's latency.
+            let mut transactions = transaction_length.map(|length| (length, report::histogram()));
             let mut transaction_started = Instant::now();
-            if transaction_length.is_some() {
+            if transactions.is_some() {
                 producer.begin_transaction().await?;
             }
             let mut chunk = Vec::with_capacity(CHUNK_LEN);
             for _ in 0..share {
-                if let (Some(length), Some(commits)) = (transaction_length, commits.as_mut()) {
-                    if transaction_started.elapsed() >= length {
+                if let Some((length, commits)) = transactions.as_mut() {
+                    if transaction_started.elapsed() >= *length {
                         let committing = Instant::now();
                         producer.commit_transaction().await?;
                         report::record(commits, committing.elapsed());
@@ -167,7 +168,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
                 let _ = sender.send(chunk).await;
             }
             drop(sender);
-            if let Some(commits) = commits.as_mut() {
+            if let Some((_, commits)) = transactions.as_mut() {
                 let committing = Instant::now();
                 producer.commit_transaction().await?;
                 report::record(commits, committing.elapsed());
@@ -176,7 +177,7 @@ pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
             }
             let latency = collector.await??;
             producer.close().await?;
-            anyhow::Ok((latency, commits))
+            anyhow::Ok((latency, transactions.map(|(_, commits)| commits)))
         }));
     }
     let mut latency = report::histogram();

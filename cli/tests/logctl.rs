@@ -837,6 +837,17 @@ except Exception as e:
         "2000",
     ]);
 
+    // Everything a read_committed reader gets, once nothing new arrives.
+    let read_committed = || {
+        logctl.ok(&[
+            "consume",
+            "ledger",
+            "--isolation",
+            "read_committed",
+            "--timeout-ms",
+            "2000",
+        ])
+    };
     let listed = json(&logctl.ok(&["--format", "json", "txn", "list"]));
     let stuck = listed
         .as_array()
@@ -868,14 +879,7 @@ except Exception as e:
     assert_eq!(lag["committed_offset"], 1, "{group}");
     assert_eq!(lag["lag"], 5, "{group}");
     assert_eq!(lag["stable_lag"], 0, "{group}");
-    let read = logctl.ok(&[
-        "consume",
-        "ledger",
-        "--isolation",
-        "read_committed",
-        "--timeout-ms",
-        "1000",
-    ]);
+    let read = read_committed();
     assert_eq!(read, "before\n", "nothing after the open transaction yet");
 
     let said = logctl.ok(&["txn", "abort", "stuck"]);
@@ -892,14 +896,7 @@ except Exception as e:
         serde_json::json!([]),
         "{described}"
     );
-    let read = logctl.ok(&[
-        "consume",
-        "ledger",
-        "--isolation",
-        "read_committed",
-        "--timeout-ms",
-        "2000",
-    ]);
+    let read = read_committed();
     assert_eq!(read, "before\nafter\n", "the aborted records stay hidden");
     let group = json(&logctl.ok(&["--format", "json", "group", "describe", "audit"]));
     assert_eq!(group["partitions"][0]["stable_lag"], 6, "{group}");

@@ -12,20 +12,13 @@ use super::error_code;
 use super::Context;
 use crate::clock::now_ms;
 use crate::coordinator_log::KeyedRecord;
-use crate::group::offset_record;
 use crate::group::records::OffsetValue;
+use crate::group::{offset_record, Led};
 use crate::limits::OFFSET_METADATA_BYTES_MAX;
 
 pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let led = if group.is_empty() {
-        Err(error_code::INVALID_GROUP_ID)
-    } else {
-        context
-            .groups
-            .led_for(&group)
-            .map_err(|error| error_code::for_coordinator(&error))
-    };
+    let led = led_for(context, &group);
     let Decided { records, decided } = decide(
         context,
         &group,
@@ -74,6 +67,18 @@ pub async fn handle(context: &Context, request: OffsetCommitRequest) -> OffsetCo
         );
     }
     OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The led `__consumer_offsets` partition that coordinates `group`, or
+/// the error code every partition of a commit for it gets.
+pub(super) fn led_for(context: &Context, group: &str) -> Result<Led, i16> {
+    if group.is_empty() {
+        return Err(error_code::INVALID_GROUP_ID);
+    }
+    context
+        .groups
+        .led_for(group)
+        .map_err(|error| error_code::for_coordinator(&error))
 }
 
 /// One partition's commit, as OffsetCommit and TxnOffsetCommit carry it.

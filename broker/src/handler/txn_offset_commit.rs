@@ -10,19 +10,12 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use strata_storage::batch::ProducerId;
 
 use super::error_code;
-use super::offset_commit::{decide, Decided, PartitionCommit};
+use super::offset_commit::{decide, led_for, Decided, PartitionCommit};
 use super::Context;
 
 pub async fn handle(context: &Context, request: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let group = request.group_id.0.to_string();
-    let led = if group.is_empty() {
-        Err(error_code::INVALID_GROUP_ID)
-    } else {
-        context
-            .groups
-            .led_for(&group)
-            .map_err(|error| error_code::for_coordinator(&error))
-    };
+    let led = led_for(context, &group);
     let Decided { records, decided } = decide(
         context,
         &group,

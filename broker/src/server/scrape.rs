@@ -98,8 +98,11 @@ fn render(
         .iter()
         .filter(|partition| partition.leader_epoch().is_some())
         .map(|partition| {
-            let (high_watermark, stable) =
-                (partition.high_watermark(), partition.last_stable_offset());
+            // The stable offset first: it is at most the high watermark
+            // it was computed from, which only grows, so the lag is never
+            // negative.
+            let stable = partition.last_stable_offset();
+            let high_watermark = partition.high_watermark();
             (
                 format!(
                     "topic=\"{}\",partition=\"{}\"",
