@@ -10,6 +10,7 @@ mod group;
 mod output;
 mod produce;
 mod producer;
+mod saga;
 mod topic;
 mod txn;
 
@@ -62,6 +63,9 @@ enum Command {
     /// List, describe and abort transactions.
     #[command(subcommand)]
     Txn(txn::TxnCommand),
+    /// List sagas by state and show one saga's step timeline.
+    #[command(subcommand)]
+    Saga(saga::SagaCommand),
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
             Command::Group(command) => group::run(&cli.bootstrap, cli.format, command).await,
             Command::Producer(command) => producer::run(&cli.bootstrap, cli.format, command).await,
             Command::Txn(command) => txn::run(&cli.bootstrap, cli.format, command).await,
+            Command::Saga(command) => saga::run(&cli.bootstrap, cli.format, command).await,
             Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }

@@ -917,3 +917,179 @@ except Exception as e:
     let (_, error) = logctl.fails(&["txn", "abort", "--topic", "ledger"]);
     assert!(error.contains("--producer-id"), "{error}");
 }
+
+/// One of the order saga's example services, its output in `dir`.
+struct SagaService(std::process::Child);
+
+impl SagaService {
+    fn start(name: &str, bootstrap: &str, dir: &std::path::Path, args: &[&str]) -> SagaService {
+        let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+        let child = Command::new(strata_tests::client_example(&format!("saga_{name}")))
+            .args(["--bootstrap", bootstrap])
+            .args(args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start a saga service");
+        SagaService(child)
+    }
+}
+
+impl Drop for SagaService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn logctl_lists_sagas_by_state_and_describes_a_stuck_one_and_its_dead_letter() {
+    let logd = Logd::start();
+    let bootstrap = logd.bootstrap();
+    let logctl = Logctl {
+        bootstrap: bootstrap.clone(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Long deadlines: a saga whose payment is poisoned stays stuck.
+    let slow = ["--step-timeout-ms", "600000"];
+    let _order = SagaService::start(
+        "order",
+        &bootstrap,
+        dir.path(),
+        &[
+            &slow[..],
+            &[
+                "--create",
+                "true",
+                "--partitions",
+                "2",
+                "--sagas",
+                "40",
+                "--id-prefix",
+                "s-",
+            ],
+        ]
+        .concat(),
+    );
+    strata_tests::wait_for(
+        std::time::Duration::from_secs(30),
+        "the saga's topics",
+        || {
+            let topics = logctl.ok(&["topic", "list"]);
+            topics.contains("saga.order.shipping.state").then_some(())
+        },
+    );
+    let _payment = SagaService::start(
+        "payment",
+        &bootstrap,
+        dir.path(),
+        &[&slow[..], &["--poison-rate", "0.2", "--fail-rate", "0.2"]].concat(),
+    );
+    let _inventory = SagaService::start("inventory", &bootstrap, dir.path(), &slow);
+    let _shipping = SagaService::start("shipping", &bootstrap, dir.path(), &slow);
+
+    let sagas = strata_tests::wait_for(
+        std::time::Duration::from_secs(60),
+        "40 sagas settled",
+        || {
+            let listed = json(&logctl.ok(&["--format", "json", "saga", "list"]));
+            let sagas = listed.as_array().unwrap().clone();
+            let settled = sagas.iter().all(|saga| {
+                ["completed", "compensated", "stuck"].contains(&saga["state"].as_str().unwrap())
+            });
+            (sagas.len() == 40 && settled).then_some(sagas)
+        },
+    );
+    let in_state = |state: &str| -> Vec<String> {
+        sagas
+            .iter()
+            .filter(|saga| saga["state"] == state)
+            .map(|saga| saga["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (completed, compensated, stuck) = (
+        in_state("completed"),
+        in_state("compensated"),
+        in_state("stuck"),
+    );
+    assert!(
+        !completed.is_empty() && !compensated.is_empty() && !stuck.is_empty(),
+        "{sagas:?}"
+    );
+
+    // The table, filtered by state.
+    let table = logctl.ok(&["saga", "list", "--state", "stuck"]);
+    assert!(table.starts_with("SAGA"), "{table}");
+    assert_eq!(table.lines().count(), stuck.len() + 1, "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|line| line.contains(" stuck ") && line.contains("SagaStepStuck")),
+        "{table}"
+    );
+
+    // A stuck saga's timeline says which step, where, and why.
+    let described = logctl.ok(&["saga", "describe", &stuck[0]]);
+    assert!(
+        described.contains(&format!("saga {} (order)  state: stuck", stuck[0])),
+        "{described}"
+    );
+    assert!(described.contains("OrderPlaced"), "{described}");
+    assert!(described.contains("SagaStepStuck"), "{described}");
+    assert!(
+        described.contains("action failed 5 times") && described.contains("injected poison"),
+        "{described}"
+    );
+    let timeline = json(&logctl.ok(&["--format", "json", "saga", "describe", &compensated[0]]));
+    let events: Vec<&str> = timeline["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| entry["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"OrderPlaced"));
+    assert_eq!(events.last(), Some(&"OrderCancelled"), "{timeline}");
+
+    // The dead-letter topic holds each stuck saga's event, with the reason.
+    let dead = logctl.ok(&[
+        "--format",
+        "json",
+        "consume",
+        "saga.order.dead-letter",
+        "--isolation",
+        "read_committed",
+        "-n",
+        &stuck.len().to_string(),
+    ]);
+    let keys: std::collections::BTreeSet<String> = dead
+        .lines()
+        .map(|line| json(line)["key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, stuck.iter().cloned().collect(), "{dead}");
+    assert!(dead.contains("dead-letter-reason"), "{dead}");
+
+    // Counters and step latencies.
+    let metrics = logctl.ok(&["saga", "metrics"]);
+    assert!(
+        metrics.contains("strata_saga_started_total{saga=\"order\"} 40"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "strata_saga_sagas{{saga=\"order\",state=\"stuck\"}} {}",
+            stuck.len()
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("strata_saga_step_latency_ms{saga=\"order\",step=\"1\""),
+        "{metrics}"
+    );
+
+    // Bad input is refused clearly.
+    let (_, error) = logctl.fails(&["saga", "list", "--state", "bogus"]);
+    assert!(error.contains("unknown saga state \"bogus\""), "{error}");
+    let (_, error) = logctl.fails(&["saga", "describe", "no-such-saga"]);
+    assert!(error.contains("no saga \"no-such-saga\""), "{error}");
+}

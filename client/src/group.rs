@@ -479,10 +479,14 @@ impl Membership {
     }
 
     /// The committed offsets of `partitions`, or of every partition the
-    /// group committed for when `None` (absent: none committed).
+    /// group committed for when `None` (absent: none committed). With
+    /// `require_stable` (read_committed readers) an offset a transaction
+    /// has staged but not yet ended is waited out, not read around: the
+    /// coordinator answers UNSTABLE_OFFSET_COMMIT, which is retried.
     pub(crate) async fn committed(
         &self,
         partitions: Option<&[TopicPartition]>,
+        require_stable: bool,
     ) -> Result<BTreeMap<TopicPartition, i64>> {
         let topics = partitions.map(|partitions| {
             assignor::by_topic(partitions)
@@ -496,7 +500,8 @@ impl Membership {
         });
         let request = OffsetFetchRequest::default()
             .with_group_id(self.group())
-            .with_topics(topics);
+            .with_topics(topics)
+            .with_require_stable(require_stable);
         let mut attempts = 0;
         loop {
             attempts += 1;

@@ -47,6 +47,7 @@ mod error;
 mod group;
 pub mod partitioner;
 mod producer;
+pub mod saga;
 
 pub use admin::{
     Admin, ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome,

@@ -4,6 +4,7 @@
 //! Kafka connection to drive them and read each broker's view.
 
 pub mod proxy;
+pub mod saga_checker;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -35,6 +36,32 @@ pub fn logd_binary() -> PathBuf {
         binary.display()
     );
     binary
+}
+
+/// The example program `name` of strata-client (the saga services),
+/// built next to this test binary; built now if it is missing (cargo
+/// builds examples for `cargo test --workspace`, not for `-p strata-tests`).
+pub fn client_example(name: &str) -> PathBuf {
+    let profile_dir = logd_binary()
+        .parent()
+        .expect("target/<profile>")
+        .to_path_buf();
+    let example = profile_dir.join("examples").join(name);
+    if !example.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "-p", "strata-client", "--examples"]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "building the strata-client examples failed"
+        );
+    }
+    assert!(example.exists(), "{} is missing", example.display());
+    example
 }
 
 /// A port nobody listens on right now, below the kernel's ephemeral range

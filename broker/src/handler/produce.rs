@@ -76,16 +76,28 @@ pub async fn handle(
                     return response.with_error_code(error_code::INVALID_RECORD);
                 };
                 let record_bytes = records.len() as u64;
-                let mut appended = partition.append_as_leader(&records, acks, None, None, now_ms());
-                if let Err(AppendError::NotVerified { producer_id, producer_epoch }) = appended {
-                    let verification = partition.begin_verification(producer_id);
-                    let producer = Producer { id: producer_id.0, epoch: producer_epoch };
-                    let checked = verify(context, transactional_id, producer, (name.clone(), data.index)).await;
-                    if let Err((code, message)) = checked {
-                        return response.with_error_code(code).with_error_message(Some(str_bytes(message)));
+                // A producer's pipelined batches must append in the order they
+                // came, so asking the coordinator to verify a transaction must
+                // not let a later batch overtake an earlier one: while a batch
+                // here waits on a verification, later ones queue behind it
+                // (the queue is FIFO, and a batch joins it in the same poll
+                // that found it busy or found itself unverified).
+                let mut appended = partition.append_unless_verifying(&records, acks, now_ms());
+                if matches!(appended, None | Some(Err(AppendError::NotVerified { .. }))) {
+                    let _turn = partition.verification_turn().await;
+                    // An earlier batch may have opened the transaction meanwhile.
+                    appended = Some(partition.append_as_leader(&records, acks, None, None, now_ms()));
+                    if let Some(Err(AppendError::NotVerified { producer_id, producer_epoch })) = appended {
+                        let verification = partition.begin_verification(producer_id);
+                        let producer = Producer { id: producer_id.0, epoch: producer_epoch };
+                        let checked = verify(context, transactional_id, producer, (name.clone(), data.index)).await;
+                        if let Err((code, message)) = checked {
+                            return response.with_error_code(code).with_error_message(Some(str_bytes(message)));
+                        }
+                        appended = Some(partition.append_as_leader(&records, acks, None, Some(verification), now_ms()));
                     }
-                    appended = partition.append_as_leader(&records, acks, None, Some(verification), now_ms());
                 }
+                let appended = appended.expect("appended on one of the paths");
                 let appended = match appended {
                     Ok(appended) => appended,
                     Err(error) => {

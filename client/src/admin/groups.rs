@@ -97,7 +97,11 @@ impl Admin {
     /// offset its consumers read.
     pub async fn group_offsets(&self, group: &str) -> Result<Vec<(TopicPartition, i64)>> {
         let membership = Membership::new(Arc::clone(&self.cluster), GroupConfig::new(group))?;
-        Ok(membership.committed(None).await?.into_iter().collect())
+        Ok(membership
+            .committed(None, false)
+            .await?
+            .into_iter()
+            .collect())
     }
 
     /// Sets a group's committed offsets; the coordinator takes them only

@@ -328,12 +328,18 @@ impl Consumer {
         self.membership()?.commit(&offsets).await
     }
 
+    /// Whether committed offsets are read only once no transaction is
+    /// about to change them (read_committed readers, KIP-447).
+    fn require_stable(&self) -> bool {
+        self.config.isolation == Isolation::ReadCommitted
+    }
+
     /// The group's committed offset of a partition, if any.
     pub async fn committed(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
         let key = (topic.to_string(), partition);
         let committed = self
             .membership()?
-            .committed(Some(std::slice::from_ref(&key)))
+            .committed(Some(std::slice::from_ref(&key)), self.require_stable())
             .await?;
         Ok(committed.get(&key).copied())
     }

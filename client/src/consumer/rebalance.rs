@@ -107,7 +107,9 @@ impl Consumer {
             self.notify(Rebalance::Revoked(revoked.clone()));
         }
         if !added.is_empty() {
-            let committed = membership.committed(Some(&added)).await?;
+            let committed = membership
+                .committed(Some(&added), self.require_stable())
+                .await?;
             for key in &added {
                 let start = committed
                     .get(key)

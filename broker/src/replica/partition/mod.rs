@@ -202,6 +202,8 @@ pub struct Partition {
     /// batch here (KIP-890), which a marker for it cancels. Changed under
     /// the log's lock.
     verifications: Mutex<HashMap<ProducerId, u64>>,
+    /// Batches waiting on a verification take turns, in arrival order.
+    verification_turns: tokio::sync::Mutex<()>,
     verification_tokens: AtomicU64,
     stop: CancellationToken,
 }
@@ -269,6 +271,7 @@ impl Partition {
             reader_waiting: AtomicBool::new(false),
             unflushed_bytes: AtomicU64::new(0),
             verifications: Mutex::new(HashMap::new()),
+            verification_turns: tokio::sync::Mutex::new(()),
             verification_tokens: AtomicU64::new(0),
             stop: CancellationToken::new(),
         });
@@ -497,15 +500,38 @@ impl Partition {
         })
     }
 
+    /// The turn of a batch that needs its transaction verified, or that
+    /// came while one did: batches get it in the order they ask (see the
+    /// produce handler).
+    pub async fn verification_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.verification_turns.lock().await
+    }
+
+    /// [`Partition::append_as_leader`] without a verification, unless a
+    /// batch here is waiting on one (`None`: take a turn).
+    pub fn append_unless_verifying(
+        &self,
+        records: &Bytes,
+        acks: Acks,
+        now_ms: i64,
+    ) -> Option<Result<LeaderAppend, AppendError>> {
+        let _free = self.verification_turns.try_lock().ok()?;
+        Some(self.append_as_leader(records, acks, None, None, now_ms))
+    }
+
     /// Starts a verification of `producer_id`'s transaction (see
-    /// [`Partition::append_as_leader`]).
+    /// [`Partition::append_as_leader`]), or joins the one already under
+    /// way: a producer pipelines several batches to a partition, and a
+    /// second verification must not invalidate the first (only a marker
+    /// does, since the transaction both checked has then ended).
     pub fn begin_verification(&self, producer_id: ProducerId) -> Verification {
-        let token = self.verification_tokens.fetch_add(1, Ordering::Relaxed);
         let _log = self.log();
-        self.verifications
+        let token = *self
+            .verifications
             .lock()
             .expect("verifications lock")
-            .insert(producer_id, token);
+            .entry(producer_id)
+            .or_insert_with(|| self.verification_tokens.fetch_add(1, Ordering::Relaxed));
         Verification { producer_id, token }
     }
 
@@ -810,6 +836,43 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_secs(10);
+
+    fn transactional_batch(producer_id: ProducerId, base_sequence: i32) -> Bytes {
+        let mut builder = BatchBuilder::new(0)
+            .producer(producer_id, 0, base_sequence)
+            .transactional();
+        builder.push(Record::value(b"t"));
+        Bytes::from(builder.build())
+    }
+
+    #[tokio::test]
+    async fn pipelined_batches_of_one_transaction_share_its_verification_until_a_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        let partition = open(dir.path());
+        lead(&partition, 1, &[ME]);
+        let producer_id = ProducerId(7);
+        let first = transactional_batch(producer_id, 0);
+        assert!(matches!(
+            partition.append_as_leader(&first, Acks::Leader, None, None, 0),
+            Err(AppendError::NotVerified { .. })
+        ));
+        // Two requests in flight both start verifying before either
+        // appends: the second does not invalidate the first.
+        let one = partition.begin_verification(producer_id);
+        let two = partition.begin_verification(producer_id);
+        partition
+            .append_as_leader(&first, Acks::Leader, None, Some(one), 0)
+            .expect("the first verification still holds");
+        // A marker ends the transaction and with it every verification.
+        partition
+            .append_marker(Marker::Commit, producer_id, 0, 0, None, 0)
+            .expect("marker");
+        let next = transactional_batch(producer_id, 1);
+        assert!(matches!(
+            partition.append_as_leader(&next, Acks::Leader, None, Some(two), 0),
+            Err(AppendError::NotVerified { .. })
+        ));
+    }
 
     #[tokio::test]
     async fn a_sole_in_sync_replica_commits_once_its_flush_is_done() {
