@@ -1,10 +1,10 @@
 //! The order service of the order saga: places orders and starts their
 //! sagas (step 0), and cancels an order when a later step fails.
 //!
-//! `cargo run --release -p strata-client --example saga_order -- --create --sagas 1000`
+//! `cargo run --release -p strata-client --example saga_order -- --create true --sagas 1000`
 //! creates the saga's topics, starts 1 000 sagas and keeps running as the
 //! order service. Switches: `--sagas N` `--rate PER_SECOND` (0: as fast as
-//! it can) `--create` with `--partitions P` `--replication R`, and those
+//! it can) `--create true` with `--partitions P` `--replication R`, and those
 //! every service takes (`--help`).
 
 #[path = "shop/mod.rs"]
