@@ -381,6 +381,16 @@ impl Consumer {
         })
     }
 
+    /// (topic, partition, position) of every assigned partition with a
+    /// position: the offsets to commit for what `poll` returned, as
+    /// `Producer::send_offsets_to_transaction` takes them.
+    pub fn assigned_positions(&self) -> Vec<(String, i32, i64)> {
+        self.positions(None)
+            .into_iter()
+            .map(|((topic, partition), position)| (topic, partition, position))
+            .collect()
+    }
+
     /// (partition, position) of the assigned partitions with a position,
     /// all or only `of`.
     fn positions(&self, of: Option<&[(String, i32)]>) -> Vec<((String, i32), i64)> {

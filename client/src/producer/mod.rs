@@ -340,9 +340,14 @@ impl Producer {
     /// `group` as part of the open transaction: they count once it commits.
     pub async fn send_offsets_to_transaction(
         &self,
-        offsets: &[(&str, i32, i64)],
+        offsets: &[(impl AsRef<str>, i32, i64)],
         group: &GroupMetadata,
     ) -> Result<()> {
+        let offsets: Vec<(&str, i32, i64)> = offsets
+            .iter()
+            .map(|(topic, partition, offset)| (topic.as_ref(), *partition, *offset))
+            .collect();
+        let offsets = offsets.as_slice();
         let (transaction, idempotence) = self.transactional()?;
         let mut status = transaction.status.lock().await;
         status.require("send offsets to the transaction", true)?;

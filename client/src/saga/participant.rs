@@ -575,21 +575,8 @@ impl Runtime {
             }
             deliveries.push(self.producer.send(record).await?);
         }
-        let positions: Vec<(String, i32, i64)> = self
-            .consumer
-            .assignment()
-            .into_iter()
-            .filter_map(|(topic, partition)| {
-                let position = self.consumer.position(&topic, partition)?;
-                Some((topic, partition, position))
-            })
-            .collect();
-        let offsets: Vec<(&str, i32, i64)> = positions
-            .iter()
-            .map(|(topic, partition, offset)| (topic.as_str(), *partition, *offset))
-            .collect();
         self.producer
-            .send_offsets_to_transaction(&offsets, &group)
+            .send_offsets_to_transaction(&self.consumer.assigned_positions(), &group)
             .await?;
         self.producer.commit_transaction().await?;
         for delivery in deliveries {

@@ -74,20 +74,8 @@ async fn main() {
                 }
                 deliveries.push(producer.send(out).await?);
             }
-            let positions: Vec<(String, i32, i64)> = consumer
-                .assignment()
-                .into_iter()
-                .filter_map(|(topic, partition)| {
-                    let position = consumer.position(&topic, partition)?;
-                    Some((topic, partition, position))
-                })
-                .collect();
-            let offsets: Vec<(&str, i32, i64)> = positions
-                .iter()
-                .map(|(topic, partition, offset)| (topic.as_str(), *partition, *offset))
-                .collect();
             producer
-                .send_offsets_to_transaction(&offsets, &group_metadata)
+                .send_offsets_to_transaction(&consumer.assigned_positions(), &group_metadata)
                 .await?;
             producer.commit_transaction().await?;
             for delivery in deliveries {
