@@ -42,6 +42,7 @@ pub struct ControllerClient {
 struct Inner {
     /// Voter id → controller address.
     voters: BTreeMap<u64, String>,
+    connections: rpc::Connections,
     /// The voter that answered last as leader.
     leader: Mutex<Option<u64>>,
     /// Where the next voter is picked when no leader is known.
@@ -64,6 +65,7 @@ impl ControllerClient {
         ControllerClient {
             inner: Arc::new(Inner {
                 voters,
+                connections: rpc::Connections::default(),
                 leader: Mutex::new(None),
                 next_voter: AtomicUsize::new(0),
                 heartbeat_interval,
@@ -116,7 +118,11 @@ impl ControllerClient {
             });
             let address = voters.get(&target).cloned().unwrap_or_default();
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let outcome = rpc::call(&address, request, attempt_timeout.min(remaining)).await;
+            let outcome = self
+                .inner
+                .connections
+                .call(&address, request, attempt_timeout.min(remaining))
+                .await;
             let redirect = match outcome {
                 Ok(Response::NotLeader {
                     leader: Some(leader),
@@ -312,6 +318,12 @@ impl ControllerClient {
                 }
             }
         };
+        // A heartbeat may take longer than the interval between two: the
+        // leader confirms its leadership with a quorum before it answers,
+        // which a loaded disk or network slows down. Giving up on each after
+        // one interval would let a slow but healthy controller fence every
+        // broker; a quarter of the session leaves several tries per session.
+        let patience = interval.max(session_timeout / 4);
         let beat = async {
             let mut failing_since: Option<Instant> = None;
             loop {
@@ -320,7 +332,7 @@ impl ControllerClient {
                     broker_id,
                     incarnation,
                 };
-                match self.call(&request, interval, sent + interval).await {
+                match self.call(&request, patience, sent + patience).await {
                     Ok(Response::Heartbeat(HeartbeatReply::Alive { session_timeout_ms })) => {
                         failing_since = None;
                         acknowledged

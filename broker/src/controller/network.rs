@@ -112,27 +112,34 @@ impl Connection {
         request: Request,
         option: &RPCOption,
     ) -> RpcResult<Response, E> {
-        if self.stream.is_none() {
-            let connect = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address));
-            let stream = match connect.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return Err(self.unreachable(&error)),
-                Err(_elapsed) => {
-                    let error =
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                    return Err(self.unreachable(&error));
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            self.stream = Some(rpc::Channel::new(stream));
-        }
-        let stream = self.stream.as_mut().expect("connected above");
-        match stream.exchange(&request, option.hard_ttl()).await {
-            Ok(response) => Ok(response),
-            Err(error) => {
-                self.stream = None;
-                Err(RPCError::Network(NetworkError::new(&error)))
+        // The channel is taken out for the exchange and put back only once
+        // it is answered: openraft may drop this future at its own timeout,
+        // and a channel left holding an unanswered request would hand its
+        // late answer to the next request.
+        let mut channel = match self.stream.take() {
+            Some(channel) => channel,
+            None => {
+                let connect =
+                    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address));
+                let stream = match connect.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => return Err(self.unreachable(&error)),
+                    Err(_elapsed) => {
+                        let error =
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+                        return Err(self.unreachable(&error));
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                rpc::Channel::new(stream)
             }
+        };
+        match channel.exchange(&request, option.hard_ttl()).await {
+            Ok(response) => {
+                self.stream = Some(channel);
+                Ok(response)
+            }
+            Err(error) => Err(RPCError::Network(NetworkError::new(&error))),
         }
     }
 

@@ -177,18 +177,65 @@ impl Channel {
     }
 }
 
-/// Connects to `address` and makes one call, within `timeout` in all.
-pub async fn call(
-    address: &str,
-    request: &Request,
-    timeout: Duration,
-) -> std::io::Result<Response> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    Channel::new(stream)
-        .exchange(request, deadline - tokio::time::Instant::now())
-        .await
+/// Idle connections kept per voter: as many as a broker's calls at once
+/// (a metadata long-poll, a heartbeat, a proposal or two).
+const IDLE_PER_VOTER_MAX: usize = 4;
+
+/// Connections to controller voters, reused from call to call: a broker
+/// heartbeats several times a second, and a connection per call would cost
+/// a handshake and leave a socket in TIME_WAIT each time.
+#[derive(Debug, Default)]
+pub struct Connections {
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Channel>>>,
+}
+
+impl Connections {
+    /// Makes one call to `address` within `timeout` in all, on an idle
+    /// connection if there is one. A reused connection that fails other
+    /// than by timing out (the voter closed it while it was idle, or
+    /// restarted) is replaced by a new one for the same call.
+    pub async fn call(
+        &self,
+        address: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> std::io::Result<Response> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let idle = self
+            .idle
+            .lock()
+            .expect("connections lock")
+            .get_mut(address)
+            .and_then(Vec::pop);
+        if let Some(mut channel) = idle {
+            match channel.exchange(request, remaining(deadline)).await {
+                Ok(response) => {
+                    self.keep(address, channel);
+                    return Ok(response);
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => return Err(error),
+                Err(_) => {}
+            }
+        }
+        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+        stream.set_nodelay(true)?;
+        let mut channel = Channel::new(stream);
+        let response = channel.exchange(request, remaining(deadline)).await?;
+        self.keep(address, channel);
+        Ok(response)
+    }
+
+    fn keep(&self, address: &str, channel: Channel) {
+        let mut idle = self.idle.lock().expect("connections lock");
+        let channels = idle.entry(address.to_string()).or_default();
+        if channels.len() < IDLE_PER_VOTER_MAX {
+            channels.push(channel);
+        }
+    }
+}
+
+fn remaining(deadline: tokio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(tokio::time::Instant::now())
 }
