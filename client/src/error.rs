@@ -61,6 +61,11 @@ pub enum Error {
         after: Duration,
         last_error: Option<Box<Error>>,
     },
+    /// An idempotent producer had to take a new producer id while a batch
+    /// it had sent was unconfirmed: the batch may or may not be stored, and
+    /// is not sent again, since a broker could not recognise it as a retry.
+    #[error("a batch may or may not have been stored: the producer had to start over under a new producer id before it was confirmed{}", cause.as_ref().map(|error| format!("; its last attempt failed: {error}")).unwrap_or_default())]
+    MaybeStored { cause: Option<Box<Error>> },
     /// A fetched batch failed its checks; its records are not returned.
     #[error("corrupt batch in {topic}-{partition} at offset {offset}: {reason}")]
     CorruptBatch {
@@ -96,6 +101,33 @@ impl Error {
         }
     }
 
+    /// Whether a produce attempt that failed with this error may have been
+    /// stored anyway: only a broker's refusal before appending rules it
+    /// out. A timeout, a lost connection or an unconfirmed append
+    /// (NOT_LEADER_OR_FOLLOWER is also sent for records appended by a
+    /// leader that lost its leadership) leave it open.
+    pub(crate) fn may_have_been_stored(&self) -> bool {
+        match self {
+            Error::Broker { error, .. } => !matches!(
+                error,
+                ResponseError::NotEnoughReplicas
+                    | ResponseError::UnknownTopicOrPartition
+                    | ResponseError::OutOfOrderSequenceNumber
+                    | ResponseError::UnknownProducerId
+                    | ResponseError::InvalidProducerEpoch
+                    | ResponseError::KafkaStorageError
+                    | ResponseError::CorruptMessage
+                    | ResponseError::InvalidRecord
+                    | ResponseError::RecordListTooLarge
+                    | ResponseError::MessageTooLarge
+            ),
+            Error::UnknownTopic(_) | Error::UnknownPartition { .. } | Error::RecordTooLarge { .. } => {
+                false
+            }
+            _ => true,
+        }
+    }
+
     pub(crate) fn broker(
         operation: impl Into<String>,
         code: i16,
@@ -123,5 +155,36 @@ pub(crate) fn check(
             code,
             message.map(|m| m.to_string()),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_before_the_append_rules_a_stored_attempt_out() {
+        let refused = |code: i16| Error::broker("produce", code, None).may_have_been_stored();
+        // NOT_ENOUGH_REPLICAS, OUT_OF_ORDER_SEQUENCE_NUMBER, KAFKA_STORAGE_ERROR:
+        // refused before anything was appended.
+        assert!(!refused(19));
+        assert!(!refused(45));
+        assert!(!refused(56));
+        // NOT_LEADER_OR_FOLLOWER (a leader that appended, then lost its
+        // leadership), REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+        assert!(refused(6));
+        assert!(refused(7));
+        assert!(refused(20));
+        let lost = Error::Io {
+            address: "127.0.0.1:9092".into(),
+            source: Arc::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset)),
+        };
+        assert!(lost.may_have_been_stored());
+        let timeout = Error::Timeout {
+            operation: "produce".into(),
+            after: Duration::from_secs(30),
+        };
+        assert!(timeout.may_have_been_stored());
+        assert!(!Error::UnknownTopic("orders".into()).may_have_been_stored());
     }
 }

@@ -38,6 +38,10 @@ pub(super) struct ClosedBatch {
     pub(super) record_count: i32,
     /// Why its last attempt failed, reported if its delivery times out.
     pub(super) last_error: Option<Error>,
+    /// An earlier attempt may have been stored: retried under the same
+    /// producer id and sequence, the broker recognises it, but it must
+    /// never be numbered again under a new producer id.
+    pub(super) maybe_stored: bool,
 }
 
 impl Drop for ClosedBatch {
@@ -107,6 +111,7 @@ impl PartitionQueue {
             order: open.order,
             record_count,
             last_error: None,
+            maybe_stored: false,
         });
     }
 

@@ -588,6 +588,7 @@ impl Inner {
             };
         if retriable && batch.attempts < self.config.retries && !expired {
             batch.attempts += 1;
+            batch.maybe_stored |= error.may_have_been_stored();
             batch.not_before = now + self.config.retry_backoff;
             debug!(topic = %batch.topic, partition = batch.partition, attempt = batch.attempts, %error, "retrying batch");
             batch.last_error = Some(error);
@@ -642,7 +643,9 @@ impl Inner {
 
     /// As an idempotent producer whose sequence has a gap, with nothing in
     /// flight: takes a new producer id and numbers every waiting batch again
-    /// from sequence 0, in the order they closed.
+    /// from sequence 0, in the order they closed. A waiting batch an earlier
+    /// attempt may have stored fails instead: under a new producer id no
+    /// broker could tell it from a new batch, and it would be written twice.
     async fn start_over(&self) -> Result<()> {
         let idempotence = self.idempotence.as_ref().expect("idempotent");
         let (producer_id, producer_epoch) =
@@ -657,7 +660,7 @@ impl Inner {
             };
             *identity
         };
-        let mut renumbered = 0;
+        let (mut renumbered, mut failed) = (0, 0);
         for topic in self.topic_queues() {
             for queue in &topic.partitions {
                 let mut queue = queue.lock().expect("partition queue");
@@ -665,19 +668,24 @@ impl Inner {
                 // numbered again too, behind the older ones.
                 queue.generation = identity.generation;
                 queue.next_sequence = 0;
-                for index in 0..queue.ready.len() {
-                    let record_count = queue.ready[index].record_count;
-                    let base_sequence = queue.take_sequences(identity.generation, record_count);
-                    let batch = &mut queue.ready[index];
+                for mut batch in std::mem::take(&mut queue.ready) {
+                    if batch.maybe_stored {
+                        let cause = batch.last_error.take().map(Box::new);
+                        batch.ack.complete(Err(Error::MaybeStored { cause }));
+                        failed += 1;
+                        continue;
+                    }
+                    let base_sequence = queue.take_sequences(identity.generation, batch.record_count);
                     let mut bytes = batch.bytes.to_vec();
                     restamp_producer(&mut bytes, producer_id, producer_epoch, base_sequence);
                     batch.bytes = Bytes::from(bytes);
+                    queue.ready.push_back(batch);
                     renumbered += 1;
                 }
             }
         }
         idempotence.reset_wanted.store(false, Ordering::Release);
-        info!(%producer_id, producer_epoch, renumbered, "idempotent producer started over under a new producer id after a batch failed for good");
+        info!(%producer_id, producer_epoch, renumbered, failed, "idempotent producer started over under a new producer id after a batch failed for good");
         Ok(())
     }
 }
