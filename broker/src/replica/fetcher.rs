@@ -241,12 +241,15 @@ async fn run(
     }
 }
 
-/// Waits until each partition is durable up to its offset; false if one
-/// was not within the flush timeout.
+/// Waits until each partition is durable up to its offset, or up to its
+/// log end if the round just truncated it below that offset (nothing above
+/// the log end can become durable until the next round appends); false if
+/// one was not within the flush timeout.
 async fn wait_flushed(flushing: &[(Arc<Partition>, i64)]) -> bool {
     for (partition, offset) in flushing {
+        let offset = (*offset).min(partition.log_end_offset());
         if !partition
-            .wait_flushed(*offset, limits::FOLLOWER_FLUSH_TIMEOUT)
+            .wait_flushed(offset, limits::FOLLOWER_FLUSH_TIMEOUT)
             .await
         {
             warn!(partition = ?partition, "copied records not flushed in time");
