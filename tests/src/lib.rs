@@ -3,6 +3,8 @@
 //! kill -9, pause and restart, alone or as a cluster; and a minimal blocking
 //! Kafka connection to drive them and read each broker's view.
 
+pub mod history;
+pub mod network;
 pub mod proxy;
 pub mod saga_checker;
 
@@ -98,6 +100,13 @@ pub struct Logd {
     args: Vec<String>,
     /// Stopped with SIGSTOP: it accepts connections but answers nothing.
     pub paused: bool,
+    /// Environment added to the process's (libfaketime's settings).
+    env: Vec<(String, String)>,
+    /// The file libfaketime reads this broker's clock offset from, if its
+    /// clock can be moved.
+    clock_file: Option<PathBuf>,
+    /// The data directory is a tmpfs this broker owns.
+    small_disk: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -120,8 +129,39 @@ impl Logd {
                 GROUP_INITIAL_REBALANCE_DELAY_MS.to_string(),
             ],
             paused: false,
+            env: Vec::new(),
+            clock_file: None,
+            small_disk: false,
             _dir: dir,
         }
+    }
+
+    /// Preloads libfaketime (at `library`) so the wall clock of this
+    /// broker follows an offset in a file the test writes. Only the wall
+    /// clock moves, as when an operator or NTP steps it: monotonic time,
+    /// which timeouts run on, never jumps.
+    fn fake_clock(&mut self, library: &Path) {
+        let clock_file = self.log_path.with_file_name("clock-offset");
+        std::fs::write(&clock_file, "+0\n").expect("write the clock offset");
+        self.env = vec![
+            ("LD_PRELOAD".into(), library.display().to_string()),
+            ("FAKETIME_TIMESTAMP_FILE".into(), clock_file.display().to_string()),
+            // Read the file again at most once a second.
+            ("FAKETIME_CACHE_DURATION".into(), "1".into()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+        ];
+        self.clock_file = Some(clock_file);
+    }
+
+    /// Moves this broker's wall clock `seconds` away from the real one
+    /// (within about a second). False if its clock cannot be moved (no
+    /// libfaketime).
+    pub fn set_clock_offset(&self, seconds: i64) -> bool {
+        let Some(clock_file) = &self.clock_file else {
+            return false;
+        };
+        std::fs::write(clock_file, format!("{seconds:+}\n")).expect("write the clock offset");
+        true
     }
 
     /// Starts a single-node broker and waits until it answers.
@@ -132,21 +172,40 @@ impl Logd {
     /// Starts a single-node broker with `args` added to the defaults and
     /// waits until it answers.
     pub fn start_with(args: &[&str]) -> Logd {
+        Logd::new(1).start_single(args)
+    }
+
+    /// Starts a single-node broker whose data directory is a tmpfs of
+    /// `bytes`, so that its disk fills up; `None` without the right to
+    /// mount one (root).
+    pub fn start_on_small_disk(bytes: u64, args: &[&str]) -> Option<Logd> {
         let mut logd = Logd::new(1);
-        logd.args.extend(args.iter().map(|arg| arg.to_string()));
+        std::fs::create_dir_all(&logd.data_dir).expect("data directory");
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&logd.data_dir)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        logd.small_disk = mounted;
+        mounted.then(|| logd.start_single(args))
+    }
+
+    fn start_single(mut self, args: &[&str]) -> Logd {
+        self.args.extend(args.iter().map(|arg| arg.to_string()));
         // A picked port may be taken before logd binds it: pick again.
         for _ in 0..5 {
-            match logd.try_spawn() {
-                Ok(()) => return logd,
+            match self.try_spawn() {
+                Ok(()) => return self,
                 Err(log) if log.contains("Address already in use") => {
-                    logd.address.set_port(free_port());
-                    logd.controller_port = free_port();
-                    logd.metrics_port = free_port();
+                    self.address.set_port(free_port());
+                    self.controller_port = free_port();
+                    self.metrics_port = free_port();
                 }
                 Err(log) => panic!("logd exited during start:\n{log}"),
             }
         }
-        panic!("logd found no free ports in five tries:\n{}", logd.log());
+        panic!("logd found no free ports in five tries:\n{}", self.log());
     }
 
     fn spawn(&mut self) {
@@ -169,6 +228,7 @@ impl Logd {
             .open(&self.log_path)
             .expect("log file");
         let child = Command::new(logd_binary())
+            .envs(self.env.iter().map(|(name, value)| (name, value)))
             .arg("--node-id")
             .arg(self.node_id.to_string())
             .args(&self.args)
@@ -552,17 +612,58 @@ impl Cluster {
             .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
             .collect::<Vec<_>>()
             .join(",");
+        Cluster::launch(nodes, &voters, args)
+    }
+
+    /// Starts `size` brokers, all voters, on a [`network::Network`]: each
+    /// advertises its Kafka proxy and finds the voters at their controller
+    /// proxies, so every link between brokers (and from clients) crosses
+    /// the network. Where libfaketime is installed, each broker's wall
+    /// clock can be moved ([`Logd::set_clock_offset`]).
+    pub fn start_on_network(size: i32, args: &[&str]) -> (Cluster, network::Network) {
+        use network::Port;
+        let mut network = network::Network::new(size);
+        let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
+        let faketime = faketime_library();
         for node in &mut nodes {
-            node.args.extend([
-                "--controllers".into(),
-                voters.clone(),
-                "--broker-heartbeat-interval-ms".into(),
-                HEARTBEAT_INTERVAL_MS.to_string(),
-                "--broker-session-timeout-ms".into(),
-                SESSION_TIMEOUT_MS.to_string(),
-                "--replica-lag-time-max-ms".into(),
-                REPLICA_LAG_MS.to_string(),
-            ]);
+            let controller = SocketAddr::from(([127, 0, 0, 1], node.controller_port));
+            network.forward(node.node_id, Port::Kafka, node.address);
+            network.forward(node.node_id, Port::Controller, controller);
+            let advertised = network.address(node.node_id, Port::Kafka);
+            node.args
+                .extend(["--advertise".to_string(), advertised.to_string()]);
+            if let Some(library) = &faketime {
+                node.fake_clock(library);
+            }
+        }
+        let voters = nodes
+            .iter()
+            .map(|node| {
+                let address = network.address(node.node_id, Port::Controller);
+                format!("{}@{address}", node.node_id)
+            })
+            .collect::<Vec<_>>()
+            .join(",");
+        (Cluster::launch(nodes, &voters, args), network)
+    }
+
+    /// Launches `nodes` as a cluster of controller `voters` and waits
+    /// until every broker answers. A timing flag in `args` replaces the
+    /// test clusters' default.
+    fn launch(mut nodes: Vec<Logd>, voters: &str, args: &[&str]) -> Cluster {
+        let timings = [
+            ("--broker-heartbeat-interval-ms", HEARTBEAT_INTERVAL_MS),
+            ("--broker-session-timeout-ms", SESSION_TIMEOUT_MS),
+            ("--replica-lag-time-max-ms", REPLICA_LAG_MS),
+        ];
+        for node in &mut nodes {
+            node.args
+                .extend(["--controllers".to_string(), voters.to_string()]);
+            for (flag, default) in timings {
+                if !args.contains(&flag) {
+                    node.args.extend([flag.to_string(), default.to_string()]);
+                }
+            }
             node.args.extend(args.iter().map(|arg| arg.to_string()));
             node.launch();
         }
@@ -650,6 +751,9 @@ impl Cluster {
 impl Drop for Logd {
     fn drop(&mut self) {
         self.kill9();
+        if self.small_disk {
+            let _ = Command::new("umount").arg("-l").arg(&self.data_dir).status();
+        }
     }
 }
 
@@ -1075,6 +1179,37 @@ fn fetch_batches_as(
         }
     }
     batches
+}
+
+/// libfaketime, where Debian's `faketime` package puts it, if installed.
+pub fn faketime_library() -> Option<PathBuf> {
+    let lib = std::fs::read_dir("/usr/lib").ok()?;
+    lib.flatten()
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.exists())
+}
+
+/// A small xorshift generator: randomized tests print their seed so a
+/// failure can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+
+    /// The seed in environment variable `name`, or one from the clock.
+    pub fn seeded_from(name: &str) -> (Rng, u64) {
+        let seed = std::env::var(name)
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| now_ms() as u64 | 1);
+        (Rng(seed), seed)
+    }
 }
 
 pub fn now_ms() -> i64 {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use strata_tests::{
     create_replicated_topic, kcat_listing, kcat_produce_keyed_lines, one_cluster_at_a_time, python,
-    wait_for, Cluster, View, SESSION_TIMEOUT_MS,
+    wait_for, Cluster, Rng, View, SESSION_TIMEOUT_MS,
 };
 
 /// The controller leader and term that every running, unpaused broker but
@@ -279,31 +279,14 @@ fn leaders_of_100_topics_of_10_partitions_are_balanced_across_3_brokers() {
 /// (topic, partition, leader epoch) → the leader first reported for it.
 type EpochLeaders = BTreeMap<(String, i32, i32), i32>;
 
-/// A small xorshift generator: the soak prints its seed so a failure can be
-/// replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
 #[test]
 fn fifty_kill_restart_cycles_never_give_one_leader_epoch_to_two_brokers() {
     let _serial = one_cluster_at_a_time();
     let mut cluster = Cluster::start(3);
     create_replicated_topic(cluster.node(1), "soak", 12, 3);
     create_replicated_topic(cluster.node(1), "solo", 6, 1);
-    let seed = std::env::var("STRATA_SOAK_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-        .unwrap_or_else(|| strata_tests::now_ms() as u64 | 1);
+    let (mut rng, seed) = Rng::seeded_from("STRATA_SOAK_SEED");
     println!("soak seed {seed} (STRATA_SOAK_SEED replays it)");
-    let mut rng = Rng(seed);
 
     // The checker: every view any broker gives must agree on who leads each
     // (partition, leader epoch).

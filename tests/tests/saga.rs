@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use strata_client::saga::{create_topics, Envelope, SagaDefinition, SagaStarter, SagaView};
 use strata_client::Admin;
-use strata_tests::{client_example, one_cluster_at_a_time, saga_checker, Cluster};
+use strata_tests::{client_example, one_cluster_at_a_time, saga_checker, Cluster, Rng};
 
 const SERVICES: [&str; 4] = ["order", "payment", "inventory", "shipping"];
 const PARTITIONS: i32 = 6;
@@ -217,17 +217,6 @@ fn dead_lettered(runtime: &tokio::runtime::Runtime, bootstrap: &str, saga: &Saga
             .map(|offsets| offsets.as_ref().expect("offsets").high_watermark)
             .sum()
     })
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
 }
 
 #[test]
