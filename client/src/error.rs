@@ -121,9 +121,9 @@ impl Error {
                     | ResponseError::RecordListTooLarge
                     | ResponseError::MessageTooLarge
             ),
-            Error::UnknownTopic(_) | Error::UnknownPartition { .. } | Error::RecordTooLarge { .. } => {
-                false
-            }
+            Error::UnknownTopic(_)
+            | Error::UnknownPartition { .. }
+            | Error::RecordTooLarge { .. } => false,
             _ => true,
         }
     }

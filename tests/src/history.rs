@@ -89,9 +89,13 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
-    Acked { offset: i64 },
+    Acked {
+        offset: i64,
+    },
     /// Failed or timed out: indeterminate.
-    Failed { error: String },
+    Failed {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,7 +321,13 @@ pub fn check(history: &[Event], options: Options) -> Report {
                 partition,
                 at_ms,
                 records,
-            } => (consumer.as_str(), *read_committed, *partition, Some(*at_ms), records),
+            } => (
+                consumer.as_str(),
+                *read_committed,
+                *partition,
+                Some(*at_ms),
+                records,
+            ),
             Event::FinalRead { partition, records } => {
                 final_partitions.push(*partition);
                 ("the final read", true, *partition, None, records)
@@ -333,7 +343,9 @@ pub fn check(history: &[Event], options: Options) -> Report {
             match at_offset.insert((partition, offset), value) {
                 Some(other) if other != value => violation(
                     Rule::InconsistentOffset,
-                    format!("{partition}@{offset} was read holding {other:?} and {value:?} ({reader})"),
+                    format!(
+                        "{partition}@{offset} was read holding {other:?} and {value:?} ({reader})"
+                    ),
                 ),
                 _ => {}
             }
@@ -386,7 +398,9 @@ pub fn check(history: &[Event], options: Options) -> Report {
         if !final_partitions.contains(&sent.partition) {
             continue;
         }
-        let offsets = in_final.get(&(sent.partition, *value)).map_or(&[][..], Vec::as_slice);
+        let offsets = in_final
+            .get(&(sent.partition, *value))
+            .map_or(&[][..], Vec::as_slice);
         if let Some(&first) = offsets.first() {
             stored
                 .entry((sent.producer, sent.partition))
@@ -397,7 +411,10 @@ pub fn check(history: &[Event], options: Options) -> Report {
             if sent.idempotent {
                 violation(
                     Rule::Duplicate,
-                    format!("{value:?} of idempotent {} is stored at {}@{offsets:?}", sent.producer, sent.partition),
+                    format!(
+                        "{value:?} of idempotent {} is stored at {}@{offsets:?}",
+                        sent.producer, sent.partition
+                    ),
                 );
             } else {
                 report.duplicates_allowed += 1;
@@ -416,7 +433,10 @@ pub fn check(history: &[Event], options: Options) -> Report {
         }
         let partition = sent.partition;
         if offsets.is_empty() {
-            let holder = at_offset.get(&(partition, acked)).copied().unwrap_or("nothing");
+            let holder = at_offset
+                .get(&(partition, acked))
+                .copied()
+                .unwrap_or("nothing");
             violation(
                 Rule::Lost,
                 format!(
@@ -434,13 +454,17 @@ pub fn check(history: &[Event], options: Options) -> Report {
 
     // Idempotent producers' order within a partition.
     for ((producer, partition), mut records) in stored {
-        let idempotent = sent.values().any(|sent| sent.producer == producer && sent.idempotent);
+        let idempotent = sent
+            .values()
+            .any(|sent| sent.producer == producer && sent.idempotent);
         if !idempotent {
             continue;
         }
         records.sort_unstable();
         for pair in records.windows(2) {
-            let [(earlier, first), (later, second)] = pair else { unreachable!() };
+            let [(earlier, first), (later, second)] = pair else {
+                unreachable!()
+            };
             if second < first {
                 violation(
                     Rule::OutOfOrder,
@@ -456,12 +480,23 @@ pub fn check(history: &[Event], options: Options) -> Report {
     for ((group, partition), mut list) in commits {
         list.sort_unstable();
         let mut highest = Vec::with_capacity(list.len());
-        for &CommitSpan { completed_ms, offset, .. } in &list {
-            let before = highest.last().map_or(i64::MIN, |&(_, high): &(i64, i64)| high);
+        for &CommitSpan {
+            completed_ms,
+            offset,
+            ..
+        } in &list
+        {
+            let before = highest
+                .last()
+                .map_or(i64::MIN, |&(_, high): &(i64, i64)| high);
             highest.push((completed_ms, before.max(offset)));
         }
-        for &CommitSpan { invoked_ms, offset, .. } in &list {
-            let done_before = highest.partition_point(|&(completed_ms, _)| completed_ms < invoked_ms);
+        for &CommitSpan {
+            invoked_ms, offset, ..
+        } in &list
+        {
+            let done_before =
+                highest.partition_point(|&(completed_ms, _)| completed_ms < invoked_ms);
             if let Some(&(_, high)) = done_before.checked_sub(1).map(|index| &highest[index]) {
                 if offset < high {
                     violation(
@@ -484,7 +519,9 @@ pub fn check(history: &[Event], options: Options) -> Report {
                 *last = (*last).max(sent.invoked_ms);
             }
             if sent.acked.is_some() && sent.completed_ms >= healed_ms {
-                acks.entry(sent.partition).or_default().push(sent.completed_ms);
+                acks.entry(sent.partition)
+                    .or_default()
+                    .push(sent.completed_ms);
             }
         }
         for (partition, last_invoked) in last_invoked {
@@ -517,7 +554,13 @@ mod tests {
     const OPTIONS: Options = Options { stall_ms: 1_000 };
 
     /// Send number `sequence` of `producer`, invoked at `sequence` × 10 ms.
-    fn send(producer: &str, sequence: u64, partition: i32, value: &str, acked: Option<i64>) -> Event {
+    fn send(
+        producer: &str,
+        sequence: u64,
+        partition: i32,
+        value: &str,
+        acked: Option<i64>,
+    ) -> Event {
         Event::Send {
             producer: producer.into(),
             idempotent: !producer.starts_with("plain"),
@@ -529,7 +572,9 @@ mod tests {
             completed_ms: sequence as i64 * 10 + 5,
             outcome: match acked {
                 Some(offset) => Outcome::Acked { offset },
-                None => Outcome::Failed { error: "timed out".into() },
+                None => Outcome::Failed {
+                    error: "timed out".into(),
+                },
             },
         }
     }
@@ -542,7 +587,12 @@ mod tests {
     }
 
     fn transaction(id: u64, invoked_ms: i64, outcome: TransactionOutcome) -> Event {
-        Event::Transaction { producer: "tx".into(), transaction: id, invoked_ms, outcome }
+        Event::Transaction {
+            producer: "tx".into(),
+            transaction: id,
+            invoked_ms,
+            outcome,
+        }
     }
 
     fn read(at_ms: i64, partition: i32, records: &[(i64, &str)]) -> Event {
@@ -563,12 +613,22 @@ mod tests {
     }
 
     fn commit(offset: i64, invoked_ms: i64, completed_ms: i64) -> Event {
-        Event::Commit { group: "g".into(), partition: 0, offset, invoked_ms, completed_ms }
+        Event::Commit {
+            group: "g".into(),
+            partition: 0,
+            offset,
+            invoked_ms,
+            completed_ms,
+        }
     }
 
     /// The rules `history` breaks, each once.
     fn broken(history: &[Event]) -> Vec<Rule> {
-        let mut rules: Vec<Rule> = check(history, OPTIONS).violations.iter().map(|v| v.rule).collect();
+        let mut rules: Vec<Rule> = check(history, OPTIONS)
+            .violations
+            .iter()
+            .map(|v| v.rule)
+            .collect();
         rules.dedup();
         rules
     }
@@ -599,15 +659,25 @@ mod tests {
         ];
         let report = check(&history, OPTIONS);
         report.assert_valid();
-        assert_eq!((report.sends, report.acknowledged, report.failed), (7, 5, 2));
+        assert_eq!(
+            (report.sends, report.acknowledged, report.failed),
+            (7, 5, 2)
+        );
         assert_eq!(report.failed_but_written, 1);
         assert_eq!(report.duplicates_allowed, 1);
-        assert_eq!((report.transactions_committed, report.transactions_aborted), (1, 1));
+        assert_eq!(
+            (report.transactions_committed, report.transactions_aborted),
+            (1, 1)
+        );
     }
 
     #[test]
     fn an_acknowledged_record_missing_from_the_log_is_lost() {
-        let history = [send("p", 1, 0, "a", Some(0)), send("p", 2, 0, "b", Some(1)), final_read(0, &[(0, "a")])];
+        let history = [
+            send("p", 1, 0, "a", Some(0)),
+            send("p", 2, 0, "b", Some(1)),
+            final_read(0, &[(0, "a")]),
+        ];
         assert_eq!(broken(&history), [Rule::Lost]);
         // A committed transaction's record too.
         let history = [
@@ -620,7 +690,10 @@ mod tests {
 
     #[test]
     fn an_idempotent_record_stored_twice_is_a_duplicate() {
-        let history = [send("p", 1, 0, "a", Some(0)), final_read(0, &[(0, "a"), (1, "a")])];
+        let history = [
+            send("p", 1, 0, "a", Some(0)),
+            final_read(0, &[(0, "a"), (1, "a")]),
+        ];
         assert_eq!(broken(&history), [Rule::Duplicate]);
     }
 
@@ -657,11 +730,22 @@ mod tests {
 
     #[test]
     fn a_record_nobody_sent_or_read_before_it_was_sent_is_a_phantom() {
-        let history = [send("p", 1, 0, "a", Some(0)), final_read(0, &[(0, "a"), (1, "ghost")])];
+        let history = [
+            send("p", 1, 0, "a", Some(0)),
+            final_read(0, &[(0, "a"), (1, "ghost")]),
+        ];
         assert_eq!(broken(&history), [Rule::Phantom]);
-        let history = [send("p", 5, 0, "a", Some(0)), read(20, 0, &[(0, "a")]), final_read(0, &[(0, "a")])];
+        let history = [
+            send("p", 5, 0, "a", Some(0)),
+            read(20, 0, &[(0, "a")]),
+            final_read(0, &[(0, "a")]),
+        ];
         assert_eq!(broken(&history), [Rule::Phantom]);
-        let history = [send("p", 1, 1, "a", Some(0)), final_read(0, &[(0, "a")]), final_read(1, &[])];
+        let history = [
+            send("p", 1, 1, "a", Some(0)),
+            final_read(0, &[(0, "a")]),
+            final_read(1, &[]),
+        ];
         assert_eq!(broken(&history), [Rule::Lost, Rule::Phantom]);
     }
 
@@ -693,7 +777,8 @@ mod tests {
         let mut history = vec![Event::Healed { at_ms: 0 }];
         // Acknowledged at 15 ms, then sends fail for 2 s.
         history.push(send("p", 1, 0, "a", Some(0)));
-        history.extend((2..200).map(|sequence| send("p", sequence, 0, &format!("v{sequence}"), None)));
+        history
+            .extend((2..200).map(|sequence| send("p", sequence, 0, &format!("v{sequence}"), None)));
         history.push(final_read(0, &[(0, "a")]));
         assert_eq!(broken(&history), [Rule::Stalled]);
         assert_eq!(check(&history, OPTIONS).recovery_ms[&0], 1990 - 15);

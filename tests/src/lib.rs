@@ -145,7 +145,10 @@ impl Logd {
         std::fs::write(&clock_file, "+0\n").expect("write the clock offset");
         self.env = vec![
             ("LD_PRELOAD".into(), library.display().to_string()),
-            ("FAKETIME_TIMESTAMP_FILE".into(), clock_file.display().to_string()),
+            (
+                "FAKETIME_TIMESTAMP_FILE".into(),
+                clock_file.display().to_string(),
+            ),
             // Read the file again at most once a second.
             ("FAKETIME_CACHE_DURATION".into(), "1".into()),
             ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
@@ -752,7 +755,10 @@ impl Drop for Logd {
     fn drop(&mut self) {
         self.kill9();
         if self.small_disk {
-            let _ = Command::new("umount").arg("-l").arg(&self.data_dir).status();
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.data_dir)
+                .status();
         }
     }
 }

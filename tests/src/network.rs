@@ -112,7 +112,10 @@ impl Network {
     /// Starts forwarding to `target`, the real listener of `node`'s `port`.
     pub fn forward(&mut self, node: i32, port: Port, target: SocketAddr) {
         let address = self.address(node, port);
-        let listener = self.idle.remove(&(node, port)).expect("a proxy forwards once");
+        let listener = self
+            .idle
+            .remove(&(node, port))
+            .expect("a proxy forwards once");
         let (shared, stopped) = (Arc::clone(&self.shared), Arc::clone(&self.stopped));
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -230,9 +233,19 @@ impl Drop for Network {
 /// A second thread writes, so a delay holds bytes without holding reads.
 fn pump(shared: &Shared, connection: &Arc<Connection>, upstream: bool) {
     let (mut source, sink, from, to) = if upstream {
-        (&connection.downstream, &connection.upstream, connection.from, connection.to)
+        (
+            &connection.downstream,
+            &connection.upstream,
+            connection.from,
+            connection.to,
+        )
     } else {
-        (&connection.upstream, &connection.downstream, connection.to, connection.from)
+        (
+            &connection.upstream,
+            &connection.downstream,
+            connection.to,
+            connection.from,
+        )
     };
     let (sender, receiver) = mpsc::channel::<(Instant, Vec<u8>)>();
     let writer = {
@@ -313,16 +326,17 @@ fn broker_holding(inode: u64) -> Option<i32> {
     let socket = format!("socket:[{inode}]");
     for process in std::fs::read_dir("/proc").ok()?.flatten() {
         let path = process.path();
-        let is_logd = std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim() == "logd");
+        let is_logd =
+            std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim() == "logd");
         if !is_logd {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(path.join("fd")) else {
             continue;
         };
-        let holds = fds
-            .flatten()
-            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == socket.as_str()));
+        let holds = fds.flatten().any(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|link| link.as_os_str() == socket.as_str())
+        });
         if holds {
             let cmdline = std::fs::read(path.join("cmdline")).ok()?;
             let args: Vec<&[u8]> = cmdline.split(|&byte| byte == 0).collect();

@@ -25,8 +25,8 @@ use strata_client::{Acks, Consumer, Isolation, Offset, Producer, ProducerBuilder
 use strata_tests::history::{self, Event, Outcome, Recorder, TransactionOutcome};
 use strata_tests::network::{Endpoint, Network, Port, BOTH_PORTS};
 use strata_tests::{
-    create_configured_topic, fetch_all, now_ms, one_cluster_at_a_time, produce_outcome, produce_request,
-    wait_for, Cluster, Connection, Logd, Rng, View, PRODUCE_VERSION,
+    create_configured_topic, fetch_all, now_ms, one_cluster_at_a_time, produce_outcome,
+    produce_request, wait_for, Cluster, Connection, Logd, Rng, View, PRODUCE_VERSION,
 };
 
 const BROKERS: i32 = 3;
@@ -117,7 +117,10 @@ fn random_partitions_kills_freezes_and_clock_jumps_lose_and_duplicate_nothing() 
         run_faults(&mut cluster, &network, &mut rng, seed, &output)
     }));
     for node in &cluster.nodes {
-        let _ = std::fs::write(output.join(format!("logd-{}.log", node.node_id)), node.log());
+        let _ = std::fs::write(
+            output.join(format!("logd-{}.log", node.node_id)),
+            node.log(),
+        );
     }
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -133,7 +136,11 @@ fn run_faults(cluster: &mut Cluster, network: &Network, rng: &mut Rng, seed: u64
     create_configured_topic(cluster.node(1), TOPIC, PARTITIONS, 3, &min_isr);
     create_configured_topic(cluster.node(1), PROBE_TOPIC, BROKERS, 3, &[]);
     wait_for_full_isr(cluster, Duration::from_secs(30));
-    let setting = |name: &str| std::env::var(name).ok().and_then(|value| value.parse().ok());
+    let setting = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|value| value.parse().ok())
+    };
     let soak = setting("STRATA_SOAK_SECONDS").map(Duration::from_secs);
     let cycles = setting("STRATA_FAULT_CYCLES").unwrap_or(CYCLES as u64) as usize;
 
@@ -225,7 +232,10 @@ fn run_faults(cluster: &mut Cluster, network: &Network, rng: &mut Rng, seed: u64
             .unwrap_or_else(|_| panic!("workload task {index} did not stop within 60 s"))
             .expect("a workload task");
     }
-    println!("{:6.1} s: the workloads stopped", started.elapsed().as_secs_f64());
+    println!(
+        "{:6.1} s: the workloads stopped",
+        started.elapsed().as_secs_f64()
+    );
     for (name, child) in python {
         record_python_results(name, child, &recorder);
     }
@@ -237,7 +247,10 @@ fn run_faults(cluster: &mut Cluster, network: &Network, rng: &mut Rng, seed: u64
     let report = history::check(&events, history::Options { stall_ms: 15_000 });
     let availability = availability(&events, &injected);
     let outages = kill_outages(&events, &injected);
-    let fenced: Vec<i64> = injected.iter().filter_map(|cycle| cycle.fenced_after_ms).collect();
+    let fenced: Vec<i64> = injected
+        .iter()
+        .filter_map(|cycle| cycle.fenced_after_ms)
+        .collect();
     let summary = serde_json::json!({
         "seed": seed,
         "cycles": injected.len(),
@@ -251,7 +264,9 @@ fn run_faults(cluster: &mut Cluster, network: &Network, rng: &mut Rng, seed: u64
         "isolated_leader_fenced_after_ms": fenced,
         "isr_full_after_heal_ms": isr_full_after.as_millis() as u64,
     });
-    recorder.write_to(&output.join("history.jsonl")).expect("write the history");
+    recorder
+        .write_to(&output.join("history.jsonl"))
+        .expect("write the history");
     std::fs::write(
         output.join("summary.json"),
         serde_json::to_string_pretty(&summary).unwrap(),
@@ -260,7 +275,10 @@ fn run_faults(cluster: &mut Cluster, network: &Network, rng: &mut Rng, seed: u64
     println!("{}", serde_json::to_string_pretty(&summary).unwrap());
 
     report.assert_valid();
-    assert!(report.acknowledged > 10_000, "too little was acknowledged to judge: {report:?}");
+    assert!(
+        report.acknowledged > 10_000,
+        "too little was acknowledged to judge: {report:?}"
+    );
     assert!(report.transactions_committed > 50, "{report:?}");
     assert!(report.commits > 100, "{report:?}");
     assert!(
@@ -369,7 +387,10 @@ fn inject(fault: Fault, hold: Duration, cluster: &mut Cluster, network: &Network
 fn watch_fencing(address: std::net::SocketAddr, partition: i32, deadline: Instant) -> Option<i64> {
     let cut = Instant::now();
     while Instant::now() < deadline {
-        if matches!(probe_write(address, partition), Ok(Err(NOT_LEADER_OR_FOLLOWER))) {
+        if matches!(
+            probe_write(address, partition),
+            Ok(Err(NOT_LEADER_OR_FOLLOWER))
+        ) {
             return Some(cut.elapsed().as_millis() as i64);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -432,7 +453,12 @@ fn wait_for_full_isr(cluster: &mut Cluster, timeout: Duration) -> Duration {
 
 /// Sends records `NAME-SEQUENCE` round the partitions at about 200 a
 /// second until `stop`, recording each outcome.
-async fn write(builder: ProducerBuilder, name: &'static str, recorder: Recorder, stop: Arc<AtomicBool>) {
+async fn write(
+    builder: ProducerBuilder,
+    name: &'static str,
+    recorder: Recorder,
+    stop: Arc<AtomicBool>,
+) {
     let builder = builder
         .client_id(name)
         .acks(Acks::All)
@@ -460,7 +486,9 @@ async fn write(builder: ProducerBuilder, name: &'static str, recorder: Recorder,
         let partition = (sequence % PARTITIONS as u64) as i32;
         let value = format!("{name}-{sequence}");
         let invoked_ms = now_ms();
-        let record = ProducerRecord::new(TOPIC).partition(partition).value(value.as_bytes());
+        let record = ProducerRecord::new(TOPIC)
+            .partition(partition)
+            .value(value.as_bytes());
         let delivery = producer.send(record).await;
         let recorder = recorder.clone();
         deliveries.spawn(async move {
@@ -543,7 +571,9 @@ async fn write_transactions(bootstrap: String, recorder: Recorder, stop: Arc<Ato
                 sequence += 1;
                 let partition = rng.below(PARTITIONS as u64) as i32;
                 let value = format!("{NAME}-{transaction}-{index}");
-                let record = ProducerRecord::new(TOPIC).partition(partition).value(value.as_bytes());
+                let record = ProducerRecord::new(TOPIC)
+                    .partition(partition)
+                    .value(value.as_bytes());
                 let invoked_ms = now_ms();
                 let delivery = producer.send(record).await;
                 sends.push((sequence, partition, value, invoked_ms, delivery));
@@ -678,7 +708,10 @@ async fn final_read(bootstrap: &str, recorder: &Recorder) -> strata_client::Resu
                 .push((record.offset, value.into_owned()));
         }
         let at_end = (0..PARTITIONS).all(|partition| {
-            match (reader.position(TOPIC, partition), reader.high_watermark(TOPIC, partition)) {
+            match (
+                reader.position(TOPIC, partition),
+                reader.high_watermark(TOPIC, partition),
+            ) {
                 (Some(position), Some(end)) => position >= end,
                 _ => false,
             }
@@ -686,7 +719,10 @@ async fn final_read(bootstrap: &str, recorder: &Recorder) -> strata_client::Resu
         if at_end {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "the final read did not end");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the final read did not end"
+        );
     }
     for partition in 0..PARTITIONS {
         recorder.record(Event::FinalRead {
@@ -745,7 +781,11 @@ impl Drop for PythonProducer {
     }
 }
 
-fn start_python_producer(bootstrap: &str, name: &str, stop_file: &std::path::Path) -> PythonProducer {
+fn start_python_producer(
+    bootstrap: &str,
+    name: &str,
+    stop_file: &std::path::Path,
+) -> PythonProducer {
     let child = Command::new("python3")
         .args(["-c", PYTHON_PRODUCER, bootstrap, TOPIC, name])
         .arg(PARTITIONS.to_string())
@@ -804,7 +844,9 @@ fn availability(events: &[Event], injected: &[Injected]) -> f64 {
         else {
             continue;
         };
-        let during = injected.iter().find(|cycle| (cycle.from_ms..cycle.to_ms).contains(invoked_ms));
+        let during = injected
+            .iter()
+            .find(|cycle| (cycle.from_ms..cycle.to_ms).contains(invoked_ms));
         if during.is_some_and(|cycle| !cycle.touched.contains(partition)) {
             sent += 1;
             acked += u64::from(matches!(outcome, Outcome::Acked { .. }));
@@ -895,7 +937,11 @@ fn a_full_disk_refuses_writes_retriably_and_recovers_once_space_is_freed() {
         }
         assert!(index < 10_000, "2 MiB of room took 80 MB of writes");
     }
-    assert!(logd.is_running(), "logd died of a full disk:\n{}", logd.log());
+    assert!(
+        logd.is_running(),
+        "logd died of a full disk:\n{}",
+        logd.log()
+    );
     let full_at = acknowledged.len();
 
     // Space comes back: the same partition takes writes again on its own.
@@ -917,11 +963,21 @@ fn a_full_disk_refuses_writes_retriably_and_recovers_once_space_is_freed() {
 
     // Nothing acknowledged was lost, before or after, also across a restart.
     let check = |logd: &Logd| {
-        let stored: BTreeMap<i64, Vec<u8>> = fetch_all(&mut logd.connect(), "full", 0).into_iter().collect();
+        let stored: BTreeMap<i64, Vec<u8>> = fetch_all(&mut logd.connect(), "full", 0)
+            .into_iter()
+            .collect();
         for (offset, value) in &acknowledged {
-            assert_eq!(stored.get(offset), Some(value), "acknowledged offset {offset}");
+            assert_eq!(
+                stored.get(offset),
+                Some(value),
+                "acknowledged offset {offset}"
+            );
         }
-        assert_eq!(stored.len(), acknowledged.len(), "refused writes stored nothing");
+        assert_eq!(
+            stored.len(),
+            acknowledged.len(),
+            "refused writes stored nothing"
+        );
     };
     check(&logd);
     logd.restart();

@@ -219,7 +219,9 @@ impl Connections {
         }
         let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
         stream.set_nodelay(true)?;
         let mut channel = Channel::new(stream);
         let response = channel.exchange(request, remaining(deadline)).await?;

@@ -675,7 +675,8 @@ impl Inner {
                         failed += 1;
                         continue;
                     }
-                    let base_sequence = queue.take_sequences(identity.generation, batch.record_count);
+                    let base_sequence =
+                        queue.take_sequences(identity.generation, batch.record_count);
                     let mut bytes = batch.bytes.to_vec();
                     restamp_producer(&mut bytes, producer_id, producer_epoch, base_sequence);
                     batch.bytes = Bytes::from(bytes);
