@@ -492,10 +492,7 @@ async fn write(
         let delivery = producer.send(record).await;
         let recorder = recorder.clone();
         deliveries.spawn(async move {
-            let outcome = match delivery {
-                Ok(delivery) => delivery.await,
-                Err(error) => Err(error),
-            };
+            let outcome = settle(delivery).await;
             recorder.record(Event::Send {
                 producer: name.to_string(),
                 idempotent,
@@ -505,7 +502,7 @@ async fn write(
                 value,
                 invoked_ms,
                 completed_ms: now_ms(),
-                outcome: outcome_of(outcome.map(|metadata| metadata.offset)),
+                outcome,
             });
         });
         while deliveries.try_join_next().is_some() {}
@@ -526,7 +523,13 @@ async fn write(
         .ok();
 }
 
-fn outcome_of(answer: strata_client::Result<Option<i64>>) -> Outcome {
+/// What a send came to: the offset it was acknowledged at, or why it
+/// failed (refused at once, or its delivery failed).
+async fn settle(sent: strata_client::Result<strata_client::Delivery>) -> Outcome {
+    let answer = match sent {
+        Ok(delivery) => delivery.await.map(|metadata| metadata.offset),
+        Err(error) => Err(error),
+    };
     match answer {
         Ok(Some(offset)) => Outcome::Acked { offset },
         Ok(None) => Outcome::Failed {
@@ -580,11 +583,8 @@ async fn write_transactions(bootstrap: String, recorder: Recorder, stop: Arc<Ato
             }
             let mut all_acked = true;
             for (sequence, partition, value, invoked_ms, delivery) in sends {
-                let outcome = match delivery {
-                    Ok(delivery) => delivery.await,
-                    Err(error) => Err(error),
-                };
-                all_acked &= outcome.is_ok();
+                let outcome = settle(delivery).await;
+                all_acked &= matches!(outcome, Outcome::Acked { .. });
                 recorder.record(Event::Send {
                     producer: NAME.into(),
                     idempotent: true,
@@ -594,7 +594,7 @@ async fn write_transactions(bootstrap: String, recorder: Recorder, stop: Arc<Ato
                     value,
                     invoked_ms,
                     completed_ms: now_ms(),
-                    outcome: outcome_of(outcome.map(|metadata| metadata.offset)),
+                    outcome,
                 });
             }
             let commit = all_acked && transaction % 4 != 0;
