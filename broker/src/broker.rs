@@ -16,16 +16,20 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 use uuid::Uuid;
 
-use crate::config::BrokerConfig;
-use crate::controller::client::ControllerClient;
-use crate::controller::metadata::BrokerId;
+use strata_protocol::sasl::{Mechanism, ScramMechanism};
+
+use crate::config::{BrokerConfig, ListenerConfig, SecurityProtocol};
+use crate::controller::client::{Addresses, ControllerClient};
+use crate::controller::metadata::{BrokerId, Endpoint};
 use crate::controller::{server, Controller, ControllerError, ControllerSettings};
 use crate::group::GroupCoordinator;
 use crate::handler::Context;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::peers::{PeerSecurity, Peers};
 use crate::replica::replica_manager::ReplicaManager;
 use crate::replica::{isr, retention};
+use crate::security::tls::Tls;
+use crate::server::connection::Listener;
 use crate::server::{listener, scrape};
 use crate::txn::markers::MarkerWriter;
 use crate::txn::{ProducerIds, TxnCoordinator};
@@ -40,6 +44,10 @@ pub enum BrokerError {
     DataDir { dir: String, source: std::io::Error },
     #[error("data directory {0} is in use by another broker")]
     DataDirLocked(String),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("cannot load TLS settings: {0}")]
+    Tls(std::io::Error),
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -61,7 +69,9 @@ pub enum BrokerError {
 
 /// A running broker.
 pub struct Broker {
-    local_addr: SocketAddr,
+    /// Each listener's name and bound address, in configuration order.
+    listener_addrs: Vec<(String, SocketAddr)>,
+    tls: Option<Arc<Tls>>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -91,9 +101,35 @@ impl Broker {
             Err(std::fs::TryLockError::Error(source)) => return Err(dir_error(source)),
         }
 
-        let listener = bind(config.listen).await?;
-        let local_addr = bound_addr(&listener, config.listen)?;
-        let (advertised_host, advertised_port) = advertised(&config, local_addr);
+        let plan = ListenerPlan::check(&config)?;
+        let tls = match &config.security.tls {
+            Some(settings) => Some(Arc::new(Tls::load(settings).map_err(BrokerError::Tls)?)),
+            None => None,
+        };
+        let mut bound_listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let bound = bind(listener.address).await?;
+            let address = bound_addr(&bound, listener.address)?;
+            bound_listeners.push((listener, bound, address));
+        }
+        let endpoints: Vec<Endpoint> = bound_listeners
+            .iter()
+            .map(|(listener, _, address)| advertised(listener, *address))
+            .collect();
+        let inter_broker = endpoints
+            .iter()
+            .find(|endpoint| endpoint.listener == plan.inter_broker)
+            .expect("checked: the inter-broker listener is configured");
+        let addresses = Addresses {
+            host: inter_broker.host.clone(),
+            port: inter_broker.port,
+            listeners: endpoints.clone(),
+        };
+        let peer_security = PeerSecurity::new(if plan.inter_broker_tls {
+            tls.clone()
+        } else {
+            None
+        });
         let shutdown = CancellationToken::new();
         // A start that fails half way stops the tasks it already started.
         let stop_on_failure = shutdown.clone().drop_guard();
@@ -139,7 +175,7 @@ impl Broker {
         ));
         let incarnation = Uuid::new_v4();
         controller
-            .register(me, &advertised_host, advertised_port, incarnation)
+            .register(me, &addresses, incarnation)
             .await
             .map_err(BrokerError::Registration)?;
         let metadata = controller.registered(me, incarnation).await;
@@ -151,13 +187,12 @@ impl Broker {
         tasks.push(tokio::spawn(controller.clone().heartbeat(
             me,
             incarnation,
-            advertised_host.clone(),
-            advertised_port,
+            addresses,
             config.broker_session_timeout,
             shutdown.clone(),
         )));
 
-        let replicas = Arc::new(ReplicaManager::new(me, dir.clone()));
+        let replicas = Arc::new(ReplicaManager::new(me, dir.clone(), peer_security.clone()));
         // Deleting directories is disk work: off the runtime's threads,
         // which the controller voter in this process shares.
         let removed = {
@@ -190,7 +225,7 @@ impl Broker {
             }
             None => None,
         };
-        let peers = Arc::new(Peers::default());
+        let peers = Arc::new(Peers::new(peer_security));
         let producer_ids = Arc::new(ProducerIds::new(me, controller.clone()));
         let markers = Arc::new(MarkerWriter::new(
             me,
@@ -209,8 +244,16 @@ impl Broker {
         let metrics_for_isr = Arc::clone(&metrics);
         let context = Arc::new(Context {
             broker_id: me,
-            advertised_host,
-            advertised_port,
+            advertised_listeners: endpoints
+                .iter()
+                .map(|endpoint| {
+                    format!(
+                        "{}://{}:{}",
+                        endpoint.listener, endpoint.host, endpoint.port
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             cluster_id,
             controller: controller.clone(),
             replicas: Arc::clone(&replicas),
@@ -223,11 +266,32 @@ impl Broker {
             topic_defaults: config.topics,
             catch_up_throttle: Default::default(),
         });
-        tasks.push(tokio::spawn(listener::run(
-            listener,
-            context,
-            shutdown.clone(),
-        )));
+        let mut listener_addrs = Vec::with_capacity(bound_listeners.len());
+        for (settings, bound, address) in bound_listeners {
+            let listener = Arc::new(Listener {
+                name: settings.name.as_str().into(),
+                security_protocol: settings.security_protocol,
+                tls: settings.security_protocol.tls().then(|| {
+                    Arc::clone(
+                        tls.as_ref()
+                            .expect("checked: TLS listeners have TLS settings"),
+                    )
+                }),
+                sasl_mechanisms: if settings.security_protocol.sasl() {
+                    plan.sasl_mechanisms.clone()
+                } else {
+                    Vec::new()
+                },
+            });
+            info!(listener = %settings.name, security_protocol = settings.security_protocol.name(), %address, "listening");
+            tasks.push(tokio::spawn(listener::run(
+                bound,
+                listener,
+                Arc::clone(&context),
+                shutdown.clone(),
+            )));
+            listener_addrs.push((settings.name.clone(), address));
+        }
         let controller_for_isr = controller.clone();
         tasks.push(tokio::spawn(follow_metadata(
             controller,
@@ -248,10 +312,11 @@ impl Broker {
             config.replica_lag_time_max,
             shutdown.clone(),
         )));
-        info!(node_id = config.node_id, address = %local_addr, data_dir = %dir.display(), voter = voter.is_some(), "broker started");
+        info!(node_id = config.node_id, data_dir = %dir.display(), voter = voter.is_some(), "broker started");
         stop_on_failure.disarm();
         Ok(Broker {
-            local_addr,
+            listener_addrs,
+            tls,
             metrics_addr,
             shutdown,
             tasks,
@@ -261,9 +326,27 @@ impl Broker {
         })
     }
 
-    /// The address the Kafka listener is bound to.
+    /// The address the first Kafka listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
+        self.listener_addrs[0].1
+    }
+
+    /// The address the listener called `name` is bound to.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listener_addrs
+            .iter()
+            .find(|(listener, _)| listener == name)
+            .map(|(_, address)| *address)
+    }
+
+    /// Reads the TLS certificate, key and CA files again: new connections
+    /// use them, open ones keep theirs. On failure the settings in use
+    /// stay. `Ok(false)` when the broker has no TLS settings.
+    pub fn reload_tls(&self) -> std::io::Result<bool> {
+        match &self.tls {
+            Some(tls) => tls.reload().map(|()| true),
+            None => Ok(false),
+        }
     }
 
     /// The address `/metrics` is served on, if any.
@@ -287,14 +370,98 @@ impl Broker {
     }
 }
 
-fn advertised(config: &BrokerConfig, local_addr: SocketAddr) -> (String, u16) {
-    match config
+/// What the listeners of a configuration come to, once checked.
+struct ListenerPlan {
+    inter_broker: String,
+    inter_broker_tls: bool,
+    /// Offered on every SASL listener.
+    sasl_mechanisms: Vec<Mechanism>,
+}
+
+impl ListenerPlan {
+    /// Refuses a configuration that cannot work or would be unsafe:
+    /// no listener, two with one name, TLS without a certificate, an
+    /// inter-broker listener that is missing or needs SASL (brokers
+    /// authenticate to each other with their certificates), PLAIN where
+    /// passwords would travel in the clear.
+    fn check(config: &BrokerConfig) -> Result<ListenerPlan, BrokerError> {
+        let refuse = |reason: String| Err(BrokerError::Config(reason));
+        let Some(first) = config.listeners.first() else {
+            return refuse("no listener is configured".to_string());
+        };
+        let mut names = std::collections::BTreeSet::new();
+        for listener in &config.listeners {
+            if !names.insert(listener.name.as_str()) {
+                return refuse(format!("two listeners are called {}", listener.name));
+            }
+            if listener.security_protocol.tls() && config.security.tls.is_none() {
+                return refuse(format!(
+                    "listener {} uses TLS ({}), but no certificate and key are configured (--tls-cert, --tls-key)",
+                    listener.name,
+                    listener.security_protocol.name()
+                ));
+            }
+        }
+        let inter_broker = config
+            .inter_broker_listener
+            .clone()
+            .unwrap_or_else(|| first.name.clone());
+        let Some(inter_broker_listener) = config
+            .listeners
+            .iter()
+            .find(|listener| listener.name == inter_broker)
+        else {
+            return refuse(format!(
+                "the inter-broker listener {inter_broker} is not among the listeners"
+            ));
+        };
+        if inter_broker_listener.security_protocol.sasl() {
+            return refuse(format!(
+                "the inter-broker listener {inter_broker} uses SASL; brokers connect to each other over PLAINTEXT or SSL (with their certificates)"
+            ));
+        }
+        let sasl_mechanisms = if config.security.sasl_mechanisms.is_empty() {
+            vec![
+                Mechanism::Scram(ScramMechanism::Sha512),
+                Mechanism::Scram(ScramMechanism::Sha256),
+            ]
+        } else {
+            config.security.sasl_mechanisms.clone()
+        };
+        if sasl_mechanisms.contains(&Mechanism::Plain) && !config.security.plain_without_tls {
+            if let Some(listener) = config
+                .listeners
+                .iter()
+                .find(|listener| listener.security_protocol == SecurityProtocol::SaslPlaintext)
+            {
+                return refuse(format!(
+                    "SASL PLAIN on listener {} (SASL_PLAINTEXT) would send passwords in the clear; use SASL_SSL, a SCRAM mechanism, or allow it explicitly (--sasl-plain-without-tls)",
+                    listener.name
+                ));
+            }
+        }
+        Ok(ListenerPlan {
+            inter_broker,
+            inter_broker_tls: inter_broker_listener.security_protocol.tls(),
+            sasl_mechanisms,
+        })
+    }
+}
+
+/// Where clients of `listener` (bound at `bound`) are told to connect.
+fn advertised(listener: &ListenerConfig, bound: SocketAddr) -> Endpoint {
+    let (host, port) = match listener
         .advertise
         .as_deref()
         .and_then(|address| address.rsplit_once(':'))
     {
-        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(local_addr.port())),
-        None => (local_addr.ip().to_string(), local_addr.port()),
+        Some((host, port)) => (host.to_string(), port.parse().unwrap_or(bound.port())),
+        None => (bound.ip().to_string(), bound.port()),
+    };
+    Endpoint {
+        listener: listener.name.clone(),
+        host,
+        port,
     }
 }
 

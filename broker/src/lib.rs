@@ -17,6 +17,7 @@ pub mod limits;
 pub mod metrics;
 pub mod peers;
 pub mod replica;
+pub mod security;
 pub mod server;
 pub mod topic_config;
 pub mod txn;

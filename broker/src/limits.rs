@@ -17,6 +17,17 @@ pub const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// A frame that started arriving must finish within this, or the connection
 /// is closed (a client that sends half a request holds nothing for long).
 pub const PARTIAL_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Before a client on a SASL listener has authenticated, a frame larger
+/// than this closes its connection (Kafka's `sasl.server.max.receive.size`
+/// is 512 KiB; the handshake's messages are a few hundred bytes), so a
+/// stranger cannot make the broker hold a large buffer (CVE-2022-34917).
+pub const UNAUTHENTICATED_REQUEST_BYTES_MAX: usize = 64 << 10;
+/// A TLS handshake and a SASL exchange must both be done within this of
+/// the connection's accept, or it is closed.
+pub const AUTHENTICATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a failed login waits before its answer (Kafka's
+/// `connection.failed.authentication.delay.ms`), which slows guessing.
+pub const AUTHENTICATION_FAILURE_DELAY: Duration = Duration::from_secs(1);
 /// Requests decoded ahead of the one being handled. Reading and decoding
 /// run on their own task, so the next request is read while this one is
 /// appended.

@@ -13,15 +13,29 @@ use bytes::BytesMut;
 use kafka_protocol::protocol::{Request, StrBytes};
 use strata_protocol::exchange;
 use strata_protocol::frame::{FrameCodec, FrameReader};
+use strata_protocol::transport::{self, Stream};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::controller::metadata::BrokerId;
 use crate::limits;
+use crate::security::tls::Tls;
+
+/// How this broker reaches the others' inter-broker listeners: plain TCP,
+/// or TLS presenting its own certificate.
+#[derive(Clone, Default)]
+pub struct PeerSecurity {
+    tls: Option<Arc<Tls>>,
+}
+
+impl PeerSecurity {
+    pub fn new(tls: Option<Arc<Tls>>) -> PeerSecurity {
+        PeerSecurity { tls }
+    }
+}
 
 /// A connection to another broker.
 pub struct PeerConnection {
-    stream: TcpStream,
+    stream: Stream,
     client_id: StrBytes,
     correlation_id: i32,
     request: BytesMut,
@@ -35,14 +49,13 @@ impl PeerConnection {
     /// `response_bytes_max` are refused.
     pub async fn connect(
         address: &str,
+        security: &PeerSecurity,
         client_id: &'static str,
         response_bytes_max: usize,
         timeout: Duration,
     ) -> io::Result<PeerConnection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-        stream.set_nodelay(true)?;
+        let tls = security.tls.as_ref().map(|tls| tls.client());
+        let stream = transport::connect(address, tls.as_ref(), timeout).await?;
         let codec = FrameCodec::new(response_bytes_max).reserving_whole_frames();
         Ok(PeerConnection {
             stream,
@@ -69,6 +82,7 @@ impl PeerConnection {
             request,
         )?;
         self.stream.write_all(&self.request).await?;
+        self.stream.flush().await?;
         let frame = self
             .responses
             .read(&mut self.stream)
@@ -86,12 +100,19 @@ type Slot = Arc<tokio::sync::Mutex<Option<(String, PeerConnection)>>>;
 
 /// One connection per broker for calls between brokers, opened on first
 /// use and again after a failure. Calls to one broker take turns.
-#[derive(Default)]
 pub struct Peers {
+    security: PeerSecurity,
     connections: Mutex<HashMap<BrokerId, Slot>>,
 }
 
 impl Peers {
+    pub fn new(security: PeerSecurity) -> Peers {
+        Peers {
+            security,
+            connections: Mutex::default(),
+        }
+    }
+
     /// Sends `request` to `broker` at `address` and reads its response,
     /// within `timeout`. A failed call closes the connection.
     pub async fn call<R: Request>(
@@ -115,6 +136,7 @@ impl Peers {
             if slot.as_ref().is_none_or(|(at, _)| at != address) {
                 let connection = PeerConnection::connect(
                     address,
+                    &self.security,
                     "strata-broker",
                     limits::PEER_RESPONSE_BYTES_MAX,
                     timeout,

@@ -48,6 +48,7 @@ async fn register_broker(controller: &Controller) {
         broker_id: BrokerId(1),
         host: "127.0.0.1".into(),
         port: 9092,
+        listeners: Vec::new(),
         incarnation: Uuid::new_v4(),
     };
     controller.propose(register).await.unwrap().unwrap();

@@ -4,6 +4,7 @@ use anyhow::bail;
 use serde_json::json;
 use strata_client::{Admin, ElectionOutcome};
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, say, Format};
 use crate::topic::partition_indexes;
 
@@ -32,8 +33,8 @@ pub enum ClusterCommand {
     LogDirs,
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: ClusterCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(connect: &Connect, format: Format, command: ClusterCommand) -> anyhow::Result<()> {
+    let admin = connect.admin().await?;
     match command {
         ClusterCommand::Info => info(&admin, format).await,
         ClusterCommand::ElectLeaders {

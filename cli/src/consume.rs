@@ -9,6 +9,7 @@ use anyhow::bail;
 use serde_json::json;
 use strata_client::{Consumer, ConsumerRecord, Isolation, Offset, OffsetReset};
 
+use crate::connect::Connect;
 use crate::output::Format;
 
 #[derive(Debug, clap::Args)]
@@ -75,19 +76,15 @@ fn parse_offset(text: &str) -> Result<Offset, String> {
     }
 }
 
-pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, format: Format, args: ConsumeArgs) -> anyhow::Result<()> {
     let template = match (&args.print, format) {
         (Some(text), Format::Table) => parse_template(text)?,
         _ => vec![Piece::Value, Piece::Text(b"\n".to_vec())],
     };
     let mut consumer = match &args.group {
-        Some(group) => group_consumer(bootstrap, group, &args).await?,
+        Some(group) => group_consumer(connect, group, &args).await?,
         None => {
-            let mut consumer = Consumer::builder(bootstrap)
-                .client_id("logctl")
-                .isolation(args.isolation)
-                .build()
-                .await?;
+            let mut consumer = connect.consumer().isolation(args.isolation).build().await?;
             match args.partition {
                 Some(partition) => consumer.assign(&[(&args.topic, partition)]).await?,
                 None => consumer.assign_topic(&args.topic).await?,
@@ -123,7 +120,7 @@ pub async fn run(bootstrap: &str, format: Format, args: ConsumeArgs) -> anyhow::
 
 /// A member of `group` subscribed to the topic.
 async fn group_consumer(
-    bootstrap: &str,
+    connect: &Connect,
     group: &str,
     args: &ConsumeArgs,
 ) -> anyhow::Result<Consumer> {
@@ -137,17 +134,14 @@ async fn group_consumer(
             "with -g, -o is start or end (where partitions without a committed offset begin); move a group's offsets with `logctl group reset-offsets`"
         ),
     };
-    let topics = strata_client::Admin::connect(bootstrap)
-        .await?
-        .list_topics()
-        .await?;
+    let topics = connect.admin().await?.list_topics().await?;
     if !topics.iter().any(|topic| topic.name == args.topic) {
         return Err(strata_client::Error::UnknownTopic(args.topic.clone()).into());
     }
     // Commits name exactly what was printed (see `print_records`), not
     // what was fetched.
-    let mut consumer = Consumer::builder(bootstrap)
-        .client_id("logctl")
+    let mut consumer = connect
+        .consumer()
         .group_id(group)
         .offset_reset(reset)
         .isolation(args.isolation)

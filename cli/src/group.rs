@@ -6,6 +6,7 @@ use anyhow::bail;
 use serde_json::json;
 use strata_client::{Admin, Error, GroupDescription, ResponseError};
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -109,8 +110,8 @@ impl PartitionLag {
     }
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: GroupCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(connect: &Connect, format: Format, command: GroupCommand) -> anyhow::Result<()> {
+    let admin = connect.admin().await?;
     match command {
         GroupCommand::List => {
             let groups = admin.list_groups().await?;

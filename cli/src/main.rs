@@ -5,6 +5,7 @@
 //! stderr and a non-zero exit.
 
 mod cluster;
+mod connect;
 mod consume;
 mod group;
 mod output;
@@ -13,6 +14,7 @@ mod producer;
 mod saga;
 mod topic;
 mod txn;
+mod user;
 
 use std::process::ExitCode;
 
@@ -28,16 +30,8 @@ use crate::output::Format;
     propagate_version = true
 )]
 struct Cli {
-    /// Brokers to bootstrap from, HOST[:PORT][,HOST[:PORT]...]; the port
-    /// is 9092 when none is given.
-    #[arg(
-        short = 'b',
-        long = "bootstrap-server",
-        env = "STRATA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    bootstrap: String,
+    #[command(flatten)]
+    connect: connect::ConnectArgs,
     /// Output format: human-readable tables or JSON.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
@@ -69,6 +63,9 @@ enum Command {
     /// Describe the cluster.
     #[command(subcommand)]
     Cluster(cluster::ClusterCommand),
+    /// Create, list and delete SASL/SCRAM users.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Print a shell completion script.
     Completions {
         /// The shell to complete for.
@@ -88,16 +85,20 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let bootstrap = cli.connect.bootstrap.clone();
     let result = runtime.block_on(async {
+        let connect = &connect::Connect::from_args(&cli.connect)?;
+        let format = cli.format;
         match cli.command {
-            Command::Topic(command) => topic::run(&cli.bootstrap, cli.format, command).await,
-            Command::Produce(args) => produce::run(&cli.bootstrap, cli.format, args).await,
-            Command::Consume(args) => consume::run(&cli.bootstrap, cli.format, args).await,
-            Command::Group(command) => group::run(&cli.bootstrap, cli.format, command).await,
-            Command::Producer(command) => producer::run(&cli.bootstrap, cli.format, command).await,
-            Command::Txn(command) => txn::run(&cli.bootstrap, cli.format, command).await,
-            Command::Saga(command) => saga::run(&cli.bootstrap, cli.format, command).await,
-            Command::Cluster(command) => cluster::run(&cli.bootstrap, cli.format, command).await,
+            Command::Topic(command) => topic::run(connect, format, command).await,
+            Command::Produce(args) => produce::run(connect, format, args).await,
+            Command::Consume(args) => consume::run(connect, format, args).await,
+            Command::Group(command) => group::run(connect, format, command).await,
+            Command::Producer(command) => producer::run(connect, format, command).await,
+            Command::Txn(command) => txn::run(connect, format, command).await,
+            Command::Saga(command) => saga::run(connect, format, command).await,
+            Command::Cluster(command) => cluster::run(connect, format, command).await,
+            Command::User(command) => user::run(connect, format, command).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     });
@@ -105,7 +106,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if output::is_broken_pipe(&error) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("logctl: {}", output::explain(&error, &cli.bootstrap));
+            eprintln!("logctl: {}", output::explain(&error, &bootstrap));
             ExitCode::FAILURE
         }
     }

@@ -92,9 +92,17 @@ pub fn ids(ids: &[i32]) -> String {
 /// One sentence: what failed, why, and what to do about it.
 pub fn explain(error: &anyhow::Error, bootstrap: &str) -> String {
     match error.downcast_ref::<Error>() {
-        Some(Error::Unreachable { source, .. }) => format!(
-            "cannot reach a broker at {bootstrap} ({source}); is logd running there? Point --bootstrap-server or STRATA_BROKERS at it."
-        ),
+        Some(Error::Unreachable { source, .. }) => match source.kind() {
+            std::io::ErrorKind::PermissionDenied => format!(
+                "cannot log in at {bootstrap}: {source}; check the user and password (`logctl user list` on a trusted listener shows the users)."
+            ),
+            std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => format!(
+                "cannot reach a broker at {bootstrap} ({source}); is logd running there? Point --bootstrap-server or STRATA_BROKERS at it."
+            ),
+            _ => format!(
+                "cannot connect to a broker at {bootstrap}: {source}; check --security-protocol (and --tls-ca) against the listener's."
+            ),
+        },
         Some(Error::UnknownTopic(topic)) => {
             format!("topic '{topic}' does not exist; `logctl topic list` shows the topics there are.")
         }

@@ -5,9 +5,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use serde_json::json;
-use strata_client::{Acks, Compression, Delivery, Header, Producer, ProducerRecord};
+use strata_client::{Acks, Compression, Delivery, Header, ProducerRecord};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, say, Format};
 
 /// Deliveries awaited in the background before the oldest is checked; keeps
@@ -57,14 +58,14 @@ struct PartitionSummary {
     last_offset: Option<i64>,
 }
 
-pub async fn run(bootstrap: &str, format: Format, args: ProduceArgs) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, format: Format, args: ProduceArgs) -> anyhow::Result<()> {
     let acks = match args.acks.as_str() {
         "0" => Acks::None,
         "1" => Acks::Leader,
         _ => Acks::All,
     };
-    let mut producer = Producer::builder(bootstrap)
-        .client_id("logctl")
+    let mut producer = connect
+        .producer()
         .acks(acks)
         .compression(args.compression)
         .delivery_timeout(Duration::from_millis(args.delivery_timeout_ms));

@@ -2,8 +2,8 @@
 //! leader knows.
 
 use serde_json::json;
-use strata_client::Admin;
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -17,9 +17,13 @@ pub enum ProducerCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: ProducerCommand) -> anyhow::Result<()> {
+pub async fn run(
+    connect: &Connect,
+    format: Format,
+    command: ProducerCommand,
+) -> anyhow::Result<()> {
     let ProducerCommand::List { topic } = command;
-    let admin = Admin::connect(bootstrap).await?;
+    let admin = connect.admin().await?;
     let producers = admin.describe_producers(&topic).await?;
     match format {
         Format::Json => print_json(&json!(producers

@@ -8,6 +8,7 @@ use strata_client::saga::{
     percentile, Change, EventKind, SagaRecord, SagaStatus, SagaView, TimelineEntry,
 };
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -38,7 +39,11 @@ pub enum SagaCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: SagaCommand) -> anyhow::Result<()> {
+pub async fn run(connect: &Connect, format: Format, command: SagaCommand) -> anyhow::Result<()> {
+    if connect.is_secured() {
+        anyhow::bail!("logctl saga reads saga topics over PLAINTEXT only for now; point it at a PLAINTEXT listener");
+    }
+    let bootstrap = &connect.bootstrap();
     match command {
         SagaCommand::List { state, saga_type } => {
             let view =

@@ -4,6 +4,7 @@ use anyhow::bail;
 use serde_json::json;
 use strata_client::{Admin, Error, NewTopic, ResponseError};
 
+use crate::connect::Connect;
 use crate::output::{ids, print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -171,8 +172,8 @@ fn parse_config(pair: &str) -> anyhow::Result<(String, String)> {
     crate::output::key_value(pair, "config").map_err(anyhow::Error::msg)
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: TopicCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(connect: &Connect, format: Format, command: TopicCommand) -> anyhow::Result<()> {
+    let admin = connect.admin().await?;
     match command {
         TopicCommand::Create {
             name,

@@ -8,6 +8,7 @@ use anyhow::bail;
 use serde_json::json;
 use strata_client::{Admin, TransactionDescription};
 
+use crate::connect::Connect;
 use crate::output::{print_json, print_table, say, Format};
 
 #[derive(Debug, clap::Subcommand)]
@@ -55,8 +56,8 @@ pub enum TxnCommand {
     },
 }
 
-pub async fn run(bootstrap: &str, format: Format, command: TxnCommand) -> anyhow::Result<()> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(connect: &Connect, format: Format, command: TxnCommand) -> anyhow::Result<()> {
+    let admin = connect.admin().await?;
     match command {
         TxnCommand::List { state } => list(&admin, format, state.as_deref()).await,
         TxnCommand::Describe { transactional_id } => {

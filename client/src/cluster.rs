@@ -5,6 +5,7 @@
 //! broker answers that it does not lead a partition or does not know a topic.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,6 +15,8 @@ use kafka_protocol::messages::{ApiKey, BrokerId, ListOffsetsRequest, MetadataReq
 use kafka_protocol::protocol::Request;
 use kafka_protocol::protocol::StrBytes;
 use strata_protocol::exchange;
+pub use strata_protocol::sasl::Mechanism as SaslMechanism;
+use strata_protocol::transport;
 use tokio::sync::Mutex;
 
 use crate::connection::Connection;
@@ -56,6 +59,77 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// How long one request may wait for its response.
     pub request_timeout: Duration,
+    /// TLS and SASL; none by default (Kafka's `PLAINTEXT`).
+    pub security: Security,
+}
+
+/// How connections are secured: Kafka's `security.protocol` is `PLAINTEXT`
+/// with neither, `SSL` with `tls`, `SASL_PLAINTEXT` with `sasl`, `SASL_SSL`
+/// with both.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub tls: Option<TlsSettings>,
+    pub sasl: Option<SaslSettings>,
+}
+
+/// TLS settings (PEM files).
+#[derive(Debug, Clone, Default)]
+pub struct TlsSettings {
+    /// CA certificates the broker's certificate is checked against; the
+    /// system's when unset.
+    pub ca_file: Option<PathBuf>,
+    /// A certificate and key to present when the broker asks (mutual TLS).
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+}
+
+/// SASL credentials.
+#[derive(Clone)]
+pub struct SaslSettings {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SaslSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslSettings")
+            .field("mechanism", &self.mechanism)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Security`] made ready to connect with: certificate files read once.
+pub(crate) struct Transport {
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) sasl: Option<SaslSettings>,
+}
+
+impl Transport {
+    fn new(security: &Security) -> Result<Transport> {
+        let tls = match &security.tls {
+            None => None,
+            Some(settings) => {
+                let identity = match (&settings.certificate, &settings.private_key) {
+                    (Some(certificate), Some(key)) => Some((certificate.as_path(), key.as_path())),
+                    (None, None) => None,
+                    _ => {
+                        return Err(Error::Config(
+                            "a TLS client certificate and its private key go together".to_string(),
+                        ))
+                    }
+                };
+                let config = transport::client_config(settings.ca_file.as_deref(), identity)
+                    .map_err(|error| Error::Config(format!("TLS settings: {error}")))?;
+                Some(config)
+            }
+        };
+        Ok(Transport {
+            tls,
+            sasl: security.sasl.clone(),
+        })
+    }
 }
 
 impl ClientConfig {
@@ -72,6 +146,7 @@ impl ClientConfig {
             client_id: "strata-client".to_string(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(30),
+            security: Security::default(),
         }
     }
 }
@@ -138,6 +213,7 @@ struct Metadata {
 
 pub(crate) struct Cluster {
     config: ClientConfig,
+    transport: Transport,
     metadata: RwLock<Metadata>,
     connections: Mutex<HashMap<i32, Arc<Connection>>>,
     bootstrap: Mutex<Option<Arc<Connection>>>,
@@ -149,8 +225,10 @@ impl Cluster {
         if config.bootstrap.is_empty() {
             return Err(Error::Config("no bootstrap broker given".to_string()));
         }
+        let transport = Transport::new(&config.security)?;
         let cluster = Arc::new(Cluster {
             config,
+            transport,
             metadata: RwLock::new(Metadata::default()),
             connections: Mutex::new(HashMap::new()),
             bootstrap: Mutex::new(None),
@@ -176,9 +254,13 @@ impl Cluster {
         };
         let mut last_error = None;
         for address in self.config.bootstrap.iter().chain(known.iter()) {
-            match Connection::open(address, &self.config.client_id, self.config.connect_timeout)
-                .await
-            {
+            let opened = Connection::open(
+                address,
+                &self.config.client_id,
+                self.config.connect_timeout,
+                &self.transport,
+            );
+            match opened.await {
                 Ok(connection) => {
                     let connection = Arc::new(connection);
                     *bootstrap = Some(Arc::clone(&connection));
@@ -216,6 +298,7 @@ impl Cluster {
             &address,
             &self.config.client_id,
             self.config.connect_timeout,
+            &self.transport,
         )
         .await
         .map_err(|source| Error::Io {

@@ -1,6 +1,7 @@
-//! One TCP connection to one broker: requests are pipelined (many in flight,
-//! matched to responses by correlation id), versions are negotiated once with
-//! ApiVersions when the connection opens.
+//! One connection to one broker (TCP, or TLS over TCP): requests are
+//! pipelined (many in flight, matched to responses by correlation id),
+//! versions are negotiated once with ApiVersions when the connection opens,
+//! and on a SASL listener the client authenticates before anything else.
 //!
 //! Architecture invariant: a request is registered as pending before its
 //! bytes are written, so a response can never arrive for an unknown id; when
@@ -11,15 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, SaslAuthenticateRequest, SaslHandshakeRequest,
+};
 use kafka_protocol::protocol::{Request, StrBytes};
 use strata_protocol::exchange;
 use strata_protocol::frame::{FrameCodec, FrameReader};
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use strata_protocol::sasl::{self, Mechanism, ScramClient};
+use strata_protocol::transport::{self, Stream};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::oneshot;
 
+use crate::cluster::{SaslSettings, Transport};
 use crate::error::{Error, Result};
 
 /// Largest response accepted; a larger size prefix means a confused peer.
@@ -63,6 +67,8 @@ const CLIENT_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 1, 2),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 type Pending = HashMap<i32, oneshot::Sender<Result<Bytes>>>;
@@ -74,7 +80,7 @@ struct Shared {
 }
 
 struct Writer {
-    half: OwnedWriteHalf,
+    half: WriteHalf<Stream>,
     correlation_id: i32,
     frame: BytesMut,
 }
@@ -97,19 +103,16 @@ impl Drop for Connection {
 }
 
 impl Connection {
-    /// Connects and negotiates API versions.
+    /// Connects (through TLS if `transport` says so), negotiates API
+    /// versions, and authenticates with SASL if `transport` says so.
     pub(crate) async fn open(
         address: &str,
         client_id: &str,
         timeout: Duration,
+        transport: &Transport,
     ) -> std::io::Result<Connection> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(address))
-            .await
-            .map_err(|_elapsed| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
-        let (read, write) = stream.into_split();
+        let stream = transport::connect(address, transport.tls.as_ref(), timeout).await?;
+        let (read, write) = tokio::io::split(stream);
         let shared = Arc::new(Mutex::new(Shared {
             pending: HashMap::new(),
             failure: None,
@@ -146,7 +149,18 @@ impl Connection {
         .map_err(|_elapsed| {
             std::io::Error::new(std::io::ErrorKind::TimedOut, "ApiVersions timed out")
         })?
-        .map_err(std::io::Error::other)?;
+        .map_err(|error| match (&error, transport.tls.is_some()) {
+            // A plaintext client on a TLS listener: the broker closes at
+            // once (its TLS layer does not understand the request).
+            (Error::Io { source, .. }, false)
+                if source.kind() == std::io::ErrorKind::UnexpectedEof =>
+            {
+                std::io::Error::other(format!(
+                    "{error} (if this listener uses TLS, connect with security.protocol SSL or SASL_SSL)"
+                ))
+            }
+            _ => std::io::Error::other(error),
+        })?;
         if response.error_code != 0 {
             return Err(std::io::Error::other(format!(
                 "ApiVersions refused with error code {}",
@@ -166,7 +180,92 @@ impl Connection {
                 }
             }
         }
+        if let Some(sasl) = &transport.sasl {
+            tokio::time::timeout(timeout, connection.authenticate(sasl))
+                .await
+                .map_err(|_elapsed| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "SASL authentication timed out",
+                    )
+                })??;
+        }
         Ok(connection)
+    }
+
+    /// The SASL exchange: SaslHandshake names the mechanism, then
+    /// SaslAuthenticate carries its messages. A refusal is
+    /// `PermissionDenied`, naming the user and the broker's reason.
+    async fn authenticate(&self, settings: &SaslSettings) -> std::io::Result<()> {
+        let refused = |reason: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "SASL {} authentication as '{}' failed: {reason}",
+                    settings.mechanism, settings.username
+                ),
+            )
+        };
+        let handshake = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str(settings.mechanism.name()));
+        let answer = self
+            .start_versioned(&handshake, 1)
+            .await
+            .map_err(std::io::Error::other)?
+            .response()
+            .await
+            .map_err(std::io::Error::other)?;
+        if answer.error_code != 0 {
+            let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
+            return Err(refused(format!(
+                "the broker does not offer it (it offers {})",
+                if offered.is_empty() {
+                    "none".to_string()
+                } else {
+                    offered.join(", ")
+                }
+            )));
+        }
+        let version = match self.offered.get(&(ApiKey::SaslAuthenticate as i16)) {
+            Some(&(_, max)) if max >= 1 => 1,
+            Some(_) => 0,
+            None => return Err(refused("the broker does not offer SaslAuthenticate".into())),
+        };
+        let round = |message: Vec<u8>| async move {
+            let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
+            let answer = self
+                .start_versioned(&request, version)
+                .await
+                .map_err(std::io::Error::other)?
+                .response()
+                .await
+                .map_err(std::io::Error::other)?;
+            if answer.error_code != 0 {
+                let reason = answer
+                    .error_message
+                    .map(|message| message.to_string())
+                    .unwrap_or_else(|| format!("error code {}", answer.error_code));
+                return Err(refused(reason));
+            }
+            Ok(answer.auth_bytes)
+        };
+        match settings.mechanism {
+            Mechanism::Plain => {
+                round(sasl::plain_message(&settings.username, &settings.password)).await?;
+            }
+            Mechanism::Scram(mechanism) => {
+                let mut scram = ScramClient::new(mechanism, &settings.username, &settings.password);
+                let server_first = round(scram.client_first()).await?;
+                let client_final = scram
+                    .server_first(&server_first)
+                    .map_err(|error| refused(error.to_string()))?;
+                let server_final = round(client_final).await?;
+                scram
+                    .server_final(&server_final)
+                    .map_err(|error| refused(error.to_string()))?;
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn address(&self) -> &str {
@@ -265,7 +364,12 @@ impl Connection {
             }
         }
         let Writer { half, frame, .. } = &mut *writer;
-        if let Err(error) = half.write_all(frame).await {
+        // TLS holds the last records until flushed (a no-op on plain TCP).
+        let written = async {
+            half.write_all(frame).await?;
+            half.flush().await
+        };
+        if let Err(error) = written.await {
             let error = Error::Io {
                 address: self.address.clone(),
                 source: Arc::new(error),
@@ -332,7 +436,7 @@ fn fail_all(shared: &Mutex<Shared>, error: Error) {
     }
 }
 
-async fn read_responses(mut read: OwnedReadHalf, address: String, shared: Arc<Mutex<Shared>>) {
+async fn read_responses(mut read: ReadHalf<Stream>, address: String, shared: Arc<Mutex<Shared>>) {
     let error = match read_loop(&mut read, &address, &shared).await {
         Ok(()) => std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed by the broker"),
         Err(error) => error,
@@ -349,7 +453,7 @@ async fn read_responses(mut read: OwnedReadHalf, address: String, shared: Arc<Mu
 /// Reads frames until the peer closes; each goes to the request waiting on
 /// its correlation id. The frame body stays in the shared read buffer.
 async fn read_loop(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadHalf<Stream>,
     address: &str,
     shared: &Mutex<Shared>,
 ) -> std::io::Result<()> {

@@ -11,7 +11,7 @@
 //! # // A broker of our own for the example to run against.
 //! # let dir = tempfile::tempdir()?;
 //! # let mut config = strata_broker::BrokerConfig::single_node(dir.path().join("data"));
-//! # config.listen = "127.0.0.1:0".parse()?;
+//! # config.listeners = vec![strata_broker::config::ListenerConfig::plaintext("127.0.0.1:0".parse()?)];
 //! # config.controller_listen = "127.0.0.1:0".parse()?;
 //! # let broker = strata_broker::Broker::start(config).await?;
 //! # let bootstrap = broker.local_addr().to_string();
@@ -53,10 +53,13 @@ pub use admin::{
     Admin, ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome,
     GroupDescription, GroupListing, GroupMember, LogDir, NewTopic, PartitionOffsets,
     PartitionReassignment, ProducerDescription, QuorumDescription, TopicDescription,
-    TransactionDescription, TransactionListing, TransactionPartition,
+    TransactionDescription, TransactionListing, TransactionPartition, UserDescription,
 };
 pub use assignor::Assignor;
-pub use cluster::{BrokerInfo, ClientConfig, PartitionInfo, TopicInfo};
+pub use cluster::{
+    BrokerInfo, ClientConfig, PartitionInfo, SaslMechanism, SaslSettings, Security, TlsSettings,
+    TopicInfo,
+};
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Isolation, Offset, OffsetReset,
     Rebalance,
@@ -70,3 +73,4 @@ pub use producer::{
 };
 pub use strata_protocol::batch::Compression;
 pub use strata_protocol::record::Header;
+pub use strata_protocol::sasl::ScramMechanism;

@@ -17,10 +17,20 @@ pub const SIZE_PREFIX_BYTES: usize = 4;
 pub enum FrameError {
     #[error("frame of {size} bytes exceeds the limit of {limit} bytes (socket.request.max.bytes)")]
     TooLarge { size: usize, limit: usize },
+    /// The size prefix is the start of a TLS record (a handshake or an
+    /// alert): one side speaks TLS and the other does not.
+    #[error("the peer speaks TLS (its bytes are a TLS record, not a Kafka frame): one side of this connection is configured for TLS and the other is not")]
+    Tls,
     #[error("frame size {size} is negative")]
     Negative { size: i32 },
     #[error("connection error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Whether `prefix` starts a TLS record: content type alert (21) or
+/// handshake (22), then protocol version 3.x.
+fn is_tls_record(prefix: &[u8]) -> bool {
+    matches!(prefix, [21 | 22, 3, 0..=4, ..])
 }
 
 /// Splits a byte stream into frames of at most `frame_bytes_max` bytes.
@@ -40,6 +50,12 @@ impl FrameCodec {
             frame_bytes_max,
             reserve_bytes_max: FRAME_RESERVE_BYTES_MAX,
         }
+    }
+
+    /// Frames larger than `frame_bytes_max` are refused from now on (a
+    /// connection allowed larger requests once its client authenticated).
+    pub fn set_frame_bytes_max(&mut self, frame_bytes_max: usize) {
+        self.frame_bytes_max = frame_bytes_max;
     }
 
     /// For a peer trusted with memory (a broker this side chose to ask):
@@ -66,6 +82,9 @@ impl Decoder for FrameCodec {
             return Err(FrameError::Negative { size });
         }
         let size = size as usize;
+        if size > self.frame_bytes_max && is_tls_record(&src[..SIZE_PREFIX_BYTES]) {
+            return Err(FrameError::Tls);
+        }
         if size > self.frame_bytes_max {
             return Err(FrameError::TooLarge {
                 size,
@@ -204,6 +223,20 @@ mod tests {
             b"hello kafka"
         );
         assert!(src.is_empty());
+    }
+
+    #[test]
+    fn a_tls_record_is_named_as_such() {
+        let mut codec = FrameCodec::new(1 << 20);
+        // A TLS 1.2/1.3 ClientHello and a TLS alert.
+        for start in [[22u8, 3, 1, 2, 0], [21, 3, 3, 0, 2]] {
+            let mut src = BytesMut::from(&start[..]);
+            assert!(matches!(codec.decode(&mut src), Err(FrameError::Tls)));
+        }
+        // A frame that small is a frame, whatever its first byte.
+        let mut codec = FrameCodec::new(u32::MAX as usize);
+        let mut src = BytesMut::from(&[22u8, 3, 1, 2, 0][..]);
+        assert!(codec.decode(&mut src).unwrap().is_none());
     }
 
     #[test]

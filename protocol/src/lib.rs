@@ -17,6 +17,8 @@ pub mod exchange;
 pub mod frame;
 pub mod request;
 pub mod response;
+pub mod sasl;
+pub mod transport;
 pub mod versions;
 
 /// The name Kafka gives the metadata log, the one partition through which

@@ -183,7 +183,7 @@ mod tests {
                 ..
             })
         ));
-        frame[0..2].copy_from_slice(&(ApiKey::SaslHandshake as i16).to_be_bytes());
+        frame[0..2].copy_from_slice(&(ApiKey::CreateAcls as i16).to_be_bytes());
         assert!(matches!(
             decode(Bytes::from(frame)),
             Err(RequestError::UnsupportedApi { .. })

@@ -70,6 +70,13 @@ pub const SUPPORTED_APIS: &[SupportedApi] = &[
     api(ApiKey::ListTransactions, 0, 2),
     api(ApiKey::DescribeProducers, 0, 0),
     api(ApiKey::DescribeQuorum, 0, 2),
+    // SaslHandshake v0 is followed by bare SASL tokens, v1 by
+    // SaslAuthenticate requests. librdkafka counts SASL as supported only
+    // if v0 is advertised, then uses v1.
+    api(ApiKey::SaslHandshake, 0, 1),
+    api(ApiKey::SaslAuthenticate, 0, 2),
+    api(ApiKey::DescribeUserScramCredentials, 0, 0),
+    api(ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// The supported range of `api_key`, if Strata serves it.

@@ -15,7 +15,9 @@ use strata_tests::{python, Logd};
 
 async fn embedded_broker(dir: &std::path::Path) -> Broker {
     let mut config = BrokerConfig::single_node(dir.join("data"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.listeners = vec![strata_broker::config::ListenerConfig::plaintext(
+        "127.0.0.1:0".parse().unwrap(),
+    )];
     config.controller_listen = "127.0.0.1:0".parse().unwrap();
     Broker::start(config).await.unwrap()
 }

@@ -8,7 +8,9 @@ use strata_tests::{fetch_all, produce, Connection};
 
 fn config(dir: &std::path::Path) -> BrokerConfig {
     let mut config = BrokerConfig::single_node(dir.join("data"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.listeners = vec![strata_broker::config::ListenerConfig::plaintext(
+        "127.0.0.1:0".parse().unwrap(),
+    )];
     config.controller_listen = "127.0.0.1:0".parse().unwrap();
     config.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     config

@@ -12,8 +12,13 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use serde::Deserialize;
+use std::net::ToSocketAddrs;
+use strata_broker::config::{
+    ClientAuth, ListenerConfig, SecurityConfig, SecurityProtocol, TlsConfig,
+};
 use strata_broker::{Broker, BrokerConfig};
 use strata_protocol::alloc::ReserveLargeAllocator;
+use strata_protocol::sasl::Mechanism;
 use tracing_subscriber::EnvFilter;
 
 /// Hostile frames must not abort the process (see `strata_protocol::alloc`).
@@ -35,12 +40,54 @@ struct Flags {
     /// Where partitions and the controller's Raft log live [default: ./data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Address for Kafka clients [default: 127.0.0.1:9092].
+    /// Address of a PLAINTEXT listener named PLAINTEXT, first among the
+    /// listeners [default: 127.0.0.1:9092 when no --listener is given].
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Address clients are told to connect to [default: the listen address].
+    /// Address clients of --listen are told to connect to [default: the
+    /// listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// A Kafka listener, repeatable: NAME=SCHEME://HOST:PORT with SCHEME
+    /// plaintext, ssl, sasl_plaintext or sasl_ssl (NAME defaults to the
+    /// scheme in capitals). Clients are told the other brokers' addresses
+    /// on the listener they came in on.
+    #[arg(long = "listener", value_name = "NAME=SCHEME://HOST:PORT")]
+    #[serde(default)]
+    listener: Vec<String>,
+    /// Where clients of a listener are told to connect, repeatable:
+    /// NAME=HOST:PORT [default: the listener's bound address].
+    #[arg(long = "advertised-listener", value_name = "NAME=HOST:PORT")]
+    #[serde(default)]
+    advertised_listener: Vec<String>,
+    /// The listener other brokers connect to (PLAINTEXT or SSL)
+    /// [default: the first].
+    #[arg(long, value_name = "NAME")]
+    inter_broker_listener: Option<String>,
+    /// The broker's TLS certificate chain (PEM), for SSL and SASL_SSL
+    /// listeners and for connecting to other brokers over TLS. Re-read on
+    /// SIGHUP.
+    #[arg(long, value_name = "FILE.pem")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE.pem")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that client certificates and other brokers'
+    /// certificates are checked against [default: the system's].
+    #[arg(long, value_name = "FILE.pem")]
+    tls_ca: Option<PathBuf>,
+    /// Whether TLS clients must present a certificate: none, requested or
+    /// required [default: none].
+    #[arg(long, value_name = "MODE")]
+    tls_client_auth: Option<String>,
+    /// SASL mechanisms offered on SASL listeners, comma-separated:
+    /// SCRAM-SHA-512, SCRAM-SHA-256, PLAIN [default: the two SCRAM ones].
+    #[arg(long, value_name = "LIST")]
+    sasl_mechanisms: Option<String>,
+    /// Allow PLAIN on SASL_PLAINTEXT listeners, where passwords travel in
+    /// the clear [default: false].
+    #[arg(long, value_name = "BOOL")]
+    sasl_plain_without_tls: Option<bool>,
     /// Address of the controller listener, bound when this broker is a
     /// voter [default: its address in --controllers, else 127.0.0.1:9093].
     #[arg(long, value_name = "ADDR")]
@@ -133,6 +180,23 @@ impl Flags {
             data_dir: self.data_dir.or(file.data_dir),
             listen: self.listen.or(file.listen),
             advertise: self.advertise.or(file.advertise),
+            listener: if self.listener.is_empty() {
+                file.listener
+            } else {
+                self.listener
+            },
+            advertised_listener: if self.advertised_listener.is_empty() {
+                file.advertised_listener
+            } else {
+                self.advertised_listener
+            },
+            inter_broker_listener: self.inter_broker_listener.or(file.inter_broker_listener),
+            tls_cert: self.tls_cert.or(file.tls_cert),
+            tls_key: self.tls_key.or(file.tls_key),
+            tls_ca: self.tls_ca.or(file.tls_ca),
+            tls_client_auth: self.tls_client_auth.or(file.tls_client_auth),
+            sasl_mechanisms: self.sasl_mechanisms.or(file.sasl_mechanisms),
+            sasl_plain_without_tls: self.sasl_plain_without_tls.or(file.sasl_plain_without_tls),
             controller_listen: self.controller_listen.or(file.controller_listen),
             controllers: self.controllers.or(file.controllers),
             broker_heartbeat_interval_ms: self
@@ -224,8 +288,9 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("data")),
     );
     config.node_id = flags.node_id.unwrap_or(config.node_id);
-    config.listen = flags.listen.unwrap_or(config.listen);
-    config.advertise = flags.advertise.clone();
+    config.listeners = listeners(&flags)?;
+    config.inter_broker_listener = flags.inter_broker_listener.clone();
+    config.security = security(&flags)?;
     config.metrics_listen = flags.metrics_listen.or(config.metrics_listen);
     if let Some(controllers) = &flags.controllers {
         config.controllers = parse_controllers(controllers)?;
@@ -346,7 +411,7 @@ fn main() -> anyhow::Result<()> {
         let broker = Broker::start(config)
             .await
             .context("cannot start the broker")?;
-        wait_for_signal().await?;
+        wait_for_signal(&broker).await?;
         tracing::info!("shutting down");
         broker.shutdown().await;
         Ok(())
@@ -376,15 +441,148 @@ fn parse_controllers(list: &str) -> anyhow::Result<BTreeMap<i32, String>> {
     Ok(voters)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Waits for SIGTERM or SIGINT; SIGHUP meanwhile re-reads the TLS files.
+async fn wait_for_signal(broker: &Broker) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => return Ok(()),
+            _ = interrupt.recv() => return Ok(()),
+            _ = hangup.recv() => match broker.reload_tls() {
+                Ok(true) => tracing::info!("SIGHUP: TLS certificate, key and CA files re-read; new connections use them"),
+                Ok(false) => tracing::info!("SIGHUP: no TLS settings to re-read"),
+                Err(error) => tracing::error!(%error, "SIGHUP: cannot re-read the TLS files; the ones loaded before stay in use"),
+            },
+        }
     }
-    Ok(())
+}
+
+/// The listeners: the PLAINTEXT one of --listen and --advertise (also
+/// when nothing else is given, at 127.0.0.1:9092), then those of
+/// --listener, placed by --advertised-listener.
+fn listeners(flags: &Flags) -> anyhow::Result<Vec<ListenerConfig>> {
+    let mut listeners = Vec::new();
+    if flags.listen.is_some() || flags.listener.is_empty() {
+        let mut listener = ListenerConfig::plaintext(
+            flags
+                .listen
+                .unwrap_or_else(|| "127.0.0.1:9092".parse().expect("valid address")),
+        );
+        listener.advertise = flags.advertise.clone();
+        listeners.push(listener);
+    } else if flags.advertise.is_some() {
+        bail!("--advertise places the listener of --listen; for a --listener, use --advertised-listener NAME=HOST:PORT");
+    }
+    for spec in &flags.listener {
+        listeners.push(parse_listener(spec)?);
+    }
+    for spec in &flags.advertised_listener {
+        let (name, address) = spec
+            .split_once('=')
+            .with_context(|| format!("--advertised-listener '{spec}' is not NAME=HOST:PORT"))?;
+        if !matches!(
+            address
+                .rsplit_once(':')
+                .map(|(_, port)| port.parse::<u16>()),
+            Some(Ok(_))
+        ) {
+            bail!("--advertised-listener '{spec}': '{address}' is not HOST:PORT");
+        }
+        let listener = listeners
+            .iter_mut()
+            .find(|listener| listener.name.eq_ignore_ascii_case(name))
+            .with_context(|| format!("--advertised-listener '{spec}' names no listener"))?;
+        listener.advertise = Some(address.to_string());
+    }
+    Ok(listeners)
+}
+
+/// Parses `NAME=SCHEME://HOST:PORT` (or `SCHEME://HOST:PORT`).
+fn parse_listener(spec: &str) -> anyhow::Result<ListenerConfig> {
+    let (name, url) = match spec.split_once('=') {
+        Some((name, url)) => (Some(name), url),
+        None => (None, spec),
+    };
+    let (scheme, address) = url
+        .split_once("://")
+        .with_context(|| format!("--listener '{spec}' is not NAME=SCHEME://HOST:PORT"))?;
+    let security_protocol = SecurityProtocol::parse(scheme).with_context(|| {
+        format!("--listener '{spec}': unknown scheme '{scheme}' (plaintext, ssl, sasl_plaintext or sasl_ssl)")
+    })?;
+    let name = match name {
+        Some(name)
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') =>
+        {
+            bail!("--listener '{spec}': a listener name is letters, digits, '_' and '-'")
+        }
+        Some(name) => name.to_ascii_uppercase(),
+        None => security_protocol.name().to_string(),
+    };
+    let address = address
+        .to_socket_addrs()
+        .with_context(|| format!("--listener '{spec}': '{address}' is not HOST:PORT"))?
+        .next()
+        .with_context(|| format!("--listener '{spec}': '{address}' resolves to no address"))?;
+    Ok(ListenerConfig {
+        name,
+        security_protocol,
+        address,
+        advertise: None,
+    })
+}
+
+/// TLS files and SASL settings.
+fn security(flags: &Flags) -> anyhow::Result<SecurityConfig> {
+    let tls = match (&flags.tls_cert, &flags.tls_key) {
+        (Some(certificate), Some(private_key)) => Some(TlsConfig {
+            certificate: certificate.clone(),
+            private_key: private_key.clone(),
+            ca: flags.tls_ca.clone(),
+            client_auth: match flags
+                .tls_client_auth
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("none") => ClientAuth::None,
+                Some("requested") => ClientAuth::Requested,
+                Some("required") => ClientAuth::Required,
+                Some(other) => {
+                    bail!("--tls-client-auth '{other}' is not none, requested or required")
+                }
+            },
+        }),
+        (None, None) => {
+            if flags.tls_ca.is_some() || flags.tls_client_auth.is_some() {
+                bail!("--tls-ca and --tls-client-auth need --tls-cert and --tls-key");
+            }
+            None
+        }
+        _ => bail!("--tls-cert and --tls-key go together"),
+    };
+    let sasl_mechanisms = match &flags.sasl_mechanisms {
+        None => Vec::new(),
+        Some(list) => list
+            .split(',')
+            .map(str::trim)
+            .map(|name| {
+                Mechanism::parse(name).with_context(|| {
+                    format!("--sasl-mechanisms: unknown mechanism '{name}' (SCRAM-SHA-512, SCRAM-SHA-256, PLAIN)")
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    Ok(SecurityConfig {
+        tls,
+        sasl_mechanisms,
+        plain_without_tls: flags.sasl_plain_without_tls.unwrap_or(false),
+    })
 }
 
 /// openraft logs every retry to an unreachable voter (about 8 lines a

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use uuid::Uuid;
 
-use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
+use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, Endpoint, MetadataCommand};
 use super::rpc::{self, HeartbeatReply, QuorumState, Request, Response};
 use super::ControllerError;
 use crate::limits;
@@ -34,6 +34,15 @@ const FETCH_SLACK: Duration = Duration::from_secs(1);
 const WAITING_LOG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The broker's end of the controller.
+/// Where a broker is reached, as it registers: its inter-broker listener's
+/// host and port, and every listener's advertised address.
+#[derive(Debug, Clone)]
+pub struct Addresses {
+    pub host: String,
+    pub port: u16,
+    pub listeners: Vec<Endpoint>,
+}
+
 #[derive(Clone)]
 pub struct ControllerClient {
     inner: Arc<Inner>,
@@ -155,14 +164,14 @@ impl ControllerClient {
     pub async fn register(
         &self,
         broker_id: BrokerId,
-        host: &str,
-        port: u16,
+        addresses: &Addresses,
         incarnation: Uuid,
     ) -> Result<(), String> {
         let request = Request::RegisterBroker {
             broker_id,
-            host: host.to_string(),
-            port,
+            host: addresses.host.clone(),
+            port: addresses.port,
+            listeners: addresses.listeners.clone(),
             incarnation,
         };
         loop {
@@ -294,8 +303,7 @@ impl ControllerClient {
         self,
         broker_id: BrokerId,
         incarnation: Uuid,
-        host: String,
-        port: u16,
+        addresses: Addresses,
         session_timeout: Duration,
         shutdown: CancellationToken,
     ) {
@@ -347,7 +355,7 @@ impl ControllerClient {
                             "the controller has no registration for this broker; registering again"
                         );
                         if let Err(refused) =
-                            self.register(broker_id, &host, port, incarnation).await
+                            self.register(broker_id, &addresses, incarnation).await
                         {
                             error!(%broker_id, %refused, "registration refused");
                         }

@@ -20,6 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::limits;
 use serde::{Deserialize, Serialize};
+use strata_protocol::sasl::{
+    ScramCredential, ScramMechanism, SCRAM_ITERATIONS_MAX, SCRAM_ITERATIONS_MIN,
+};
 
 pub use super::ids::{BrokerId, LeaderEpoch, PartitionEpoch, NO_LEADER};
 use thiserror::Error;
@@ -42,12 +45,50 @@ pub struct ProducerIdBlock {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
     pub broker_id: BrokerId,
+    /// Where other brokers reach it: its inter-broker listener.
     pub host: String,
     pub port: u16,
+    /// Where clients of each listener are told to connect.
+    pub listeners: Vec<Endpoint>,
     /// Changes every time the broker process starts, so a restarted broker
     /// cannot act on leadership granted to its previous life.
     pub incarnation: Uuid,
     pub fenced: bool,
+}
+
+/// One listener of a broker, as its clients are told to reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener's name (`PLAINTEXT`, `EXTERNAL`, ...).
+    pub listener: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerRecord {
+    /// The host and port a client connected to listener `listener` is
+    /// told for this broker; `None` when the broker has no such listener
+    /// (Kafka leaves such a broker out of the answer). A broker that named
+    /// no listeners has one, at its inter-broker address.
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|endpoint| endpoint.listener == listener)
+            .map(|endpoint| (endpoint.host.as_str(), endpoint.port))
+    }
+}
+
+/// What the brokers keep of a user's password for one SCRAM mechanism:
+/// enough to check a login, never enough to make one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramRecord {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +156,9 @@ pub struct ClusterMetadata {
     pub next_producer_id: i64,
     /// Per broker, the block of producer ids it was given last.
     pub producer_id_blocks: BTreeMap<BrokerId, ProducerIdBlock>,
+    /// SASL/SCRAM users: name → Kafka's mechanism type (1 SCRAM-SHA-256,
+    /// 2 SCRAM-SHA-512) → credential.
+    pub scram_users: BTreeMap<String, BTreeMap<i8, ScramRecord>>,
 }
 
 /// A change to the metadata, proposed through Raft.
@@ -131,6 +175,7 @@ pub enum MetadataCommand {
         broker_id: BrokerId,
         host: String,
         port: u16,
+        listeners: Vec<Endpoint>,
         incarnation: Uuid,
     },
     /// The broker's heartbeats lapsed: it leads nothing and leaves the ISRs
@@ -203,6 +248,19 @@ pub enum MetadataCommand {
         partition: u32,
         target: Option<Vec<BrokerId>>,
     },
+    /// Sets (or replaces) a user's SCRAM credential for one mechanism
+    /// (Kafka's type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512).
+    UpsertScramCredential {
+        user: String,
+        mechanism: i8,
+        credential: ScramRecord,
+    },
+    /// Removes a user's SCRAM credential for one mechanism; refused when
+    /// the user has none for it.
+    DeleteScramCredential {
+        user: String,
+        mechanism: i8,
+    },
 }
 
 /// Why a command was refused. Refusals are results, committed like any
@@ -245,6 +303,56 @@ pub enum MetadataError {
     InvalidIsr { isr: Vec<BrokerId>, reason: String },
     #[error("topic '{0}' does not enable unclean.leader.election.enable")]
     UncleanElectionDisabled(String),
+    #[error("user '{user}' has no {mechanism} credential")]
+    UnknownScramCredential { user: String, mechanism: String },
+    #[error("invalid SCRAM credential: {0}")]
+    InvalidScramCredential(String),
+}
+
+fn unknown_scram_credential(user: String, mechanism: i8) -> MetadataError {
+    MetadataError::UnknownScramCredential {
+        user,
+        mechanism: ScramMechanism::from_kafka_type(mechanism).map_or_else(
+            || format!("mechanism {mechanism}"),
+            |known| known.name().to_string(),
+        ),
+    }
+}
+
+/// A credential is stored only for a named user, a known mechanism, Kafka's
+/// iteration bounds, and keys the mechanism's size.
+fn check_scram_credential(
+    user: &str,
+    mechanism: i8,
+    credential: &ScramRecord,
+) -> Result<(), MetadataError> {
+    let invalid = |reason: String| Err(MetadataError::InvalidScramCredential(reason));
+    if user.is_empty() {
+        return invalid("the user name is empty".to_string());
+    }
+    let Some(known) = ScramMechanism::from_kafka_type(mechanism) else {
+        return invalid(format!("unknown SCRAM mechanism {mechanism}"));
+    };
+    if !(SCRAM_ITERATIONS_MIN..=SCRAM_ITERATIONS_MAX).contains(&credential.iterations) {
+        return invalid(format!(
+            "{} iterations is outside {SCRAM_ITERATIONS_MIN}..={SCRAM_ITERATIONS_MAX}",
+            credential.iterations
+        ));
+    }
+    let key_bytes = match known {
+        ScramMechanism::Sha256 => 32,
+        ScramMechanism::Sha512 => 64,
+    };
+    if credential.salt.is_empty()
+        || credential.stored_key.len() != key_bytes
+        || credential.server_key.len() != key_bytes
+    {
+        return invalid(format!(
+            "a {} credential needs a salt and {key_bytes}-byte keys",
+            known.name()
+        ));
+    }
+    Ok(())
 }
 
 /// What applying a command produced.
@@ -274,12 +382,14 @@ impl ClusterMetadata {
                 broker_id,
                 host,
                 port,
+                listeners,
                 incarnation,
             } => {
                 let record = BrokerRecord {
                     broker_id,
                     host,
                     port,
+                    listeners,
                     incarnation,
                     fenced: false,
                 };
@@ -472,6 +582,27 @@ impl ClusterMetadata {
                 self.producer_id_blocks.insert(broker_id, block);
                 Ok(true)
             }
+            MetadataCommand::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                check_scram_credential(&user, mechanism, &credential)?;
+                let credentials = self.scram_users.entry(user).or_default();
+                Ok(credentials.insert(mechanism, credential.clone()) != Some(credential))
+            }
+            MetadataCommand::DeleteScramCredential { user, mechanism } => {
+                let Some(credentials) = self.scram_users.get_mut(&user) else {
+                    return Err(unknown_scram_credential(user, mechanism));
+                };
+                if credentials.remove(&mechanism).is_none() {
+                    return Err(unknown_scram_credential(user, mechanism));
+                }
+                if credentials.is_empty() {
+                    self.scram_users.remove(&user);
+                }
+                Ok(true)
+            }
         }
     }
 
@@ -484,6 +615,21 @@ impl ClusterMetadata {
             .get_mut(&topic)
             .and_then(|record| record.partitions.get_mut(partition as usize))
             .ok_or(MetadataError::UnknownPartition { topic, partition })
+    }
+
+    /// The user's credential for SCRAM mechanism `mechanism`, if any.
+    pub fn scram_credential(
+        &self,
+        user: &str,
+        mechanism: ScramMechanism,
+    ) -> Option<ScramCredential> {
+        let record = self.scram_users.get(user)?.get(&mechanism.kafka_type())?;
+        Some(ScramCredential {
+            salt: record.salt.clone(),
+            iterations: record.iterations,
+            stored_key: record.stored_key.clone(),
+            server_key: record.server_key.clone(),
+        })
     }
 
     /// Partitions that [`MetadataCommand::ElectUncleanLeader`] would give a
@@ -880,6 +1026,7 @@ mod tests {
                 broker_id: B(broker_id),
                 host: "127.0.0.1".into(),
                 port: 9092,
+                listeners: Vec::new(),
                 incarnation: Uuid::from_u128(broker_id as u128),
             };
             metadata.apply(command).unwrap();
@@ -989,6 +1136,7 @@ mod tests {
             broker_id,
             host: "127.0.0.1".into(),
             port: 9092,
+            listeners: Vec::new(),
             incarnation: Uuid::from_u128(incarnation),
         }
     }

@@ -40,7 +40,9 @@ use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use self::log_store::LogStore;
-use self::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand, NO_LEADER};
+use self::metadata::{
+    BrokerId, ClusterMetadata, CommandOutcome, Endpoint, MetadataCommand, NO_LEADER,
+};
 use self::network::Network;
 use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
@@ -260,8 +262,12 @@ impl Controller {
                 broker_id,
                 host,
                 port,
+                listeners,
                 incarnation,
-            } => self.register(broker_id, host, port, incarnation).await,
+            } => {
+                self.register(broker_id, host, port, listeners, incarnation)
+                    .await
+            }
             Request::Heartbeat {
                 broker_id,
                 incarnation,
@@ -295,6 +301,7 @@ impl Controller {
         broker_id: BrokerId,
         host: String,
         port: u16,
+        listeners: Vec<Endpoint>,
         incarnation: Uuid,
     ) -> Response {
         let Some(term) = self.leading_term() else {
@@ -315,6 +322,7 @@ impl Controller {
                 broker_id,
                 host: host.clone(),
                 port,
+                listeners,
                 incarnation,
             })
             .await;

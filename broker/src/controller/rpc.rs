@@ -23,7 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, MetadataCommand};
+use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, Endpoint, MetadataCommand};
 use super::raft_types::TypeConfig;
 use crate::limits;
 
@@ -38,6 +38,7 @@ pub enum Request {
         broker_id: BrokerId,
         host: String,
         port: u16,
+        listeners: Vec<Endpoint>,
         incarnation: Uuid,
     },
     Heartbeat {

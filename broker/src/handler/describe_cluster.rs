@@ -10,6 +10,7 @@ pub fn handle(
     context: &Context,
     request: DescribeClusterRequest,
     api_version: i16,
+    listener: &str,
 ) -> DescribeClusterResponse {
     let metadata = context.controller.metadata();
     let include_fenced = api_version >= 2 && request.include_fenced_brokers;
@@ -17,12 +18,15 @@ pub fn handle(
         .brokers
         .values()
         .filter(|broker| include_fenced || !broker.fenced)
-        .map(|broker| {
-            DescribeClusterBroker::default()
-                .with_broker_id(broker.broker_id.into())
-                .with_host(str_bytes(broker.host.clone()))
-                .with_port(broker.port as i32)
-                .with_is_fenced(broker.fenced)
+        .filter_map(|broker| {
+            let (host, port) = broker.endpoint(listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(broker.broker_id.into())
+                    .with_host(str_bytes(host.to_string()))
+                    .with_port(port as i32)
+                    .with_is_fenced(broker.fenced),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

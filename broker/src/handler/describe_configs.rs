@@ -63,13 +63,7 @@ pub fn handle(context: &Context, request: DescribeConfigsRequest) -> DescribeCon
                 RESOURCE_BROKER => {
                     let entries = [
                         ("node.id", context.broker_id.to_string()),
-                        (
-                            "advertised.listeners",
-                            format!(
-                                "PLAINTEXT://{}:{}",
-                                context.advertised_host, context.advertised_port
-                            ),
-                        ),
+                        ("advertised.listeners", context.advertised_listeners.clone()),
                     ];
                     let configs = entries
                         .into_iter()

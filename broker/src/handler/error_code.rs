@@ -49,6 +49,12 @@ pub const PRODUCER_FENCED: i16 = ResponseError::ProducerFenced.code();
 pub const TRANSACTIONAL_ID_NOT_FOUND: i16 = ResponseError::TransactionalIdNotFound.code();
 pub const UNSTABLE_OFFSET_COMMIT: i16 = ResponseError::UnstableOffsetCommit.code();
 pub const ELIGIBLE_LEADERS_NOT_AVAILABLE: i16 = ResponseError::EligibleLeadersNotAvailable.code();
+pub const UNSUPPORTED_SASL_MECHANISM: i16 = ResponseError::UnsupportedSaslMechanism.code();
+pub const ILLEGAL_SASL_STATE: i16 = ResponseError::IllegalSaslState.code();
+pub const SASL_AUTHENTICATION_FAILED: i16 = ResponseError::SaslAuthenticationFailed.code();
+pub const RESOURCE_NOT_FOUND: i16 = ResponseError::ResourceNotFound.code();
+pub const DUPLICATE_RESOURCE: i16 = ResponseError::DuplicateResource.code();
+pub const UNACCEPTABLE_CREDENTIAL: i16 = ResponseError::UnacceptableCredential.code();
 
 /// The code for a storage failure on one partition.
 pub fn for_storage(error: &StorageError) -> i16 {
@@ -160,6 +166,8 @@ pub fn for_metadata(error: &MetadataError) -> i16 {
         MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor { .. } => ResponseError::InvalidReplicationFactor,
         MetadataError::InvalidReassignment(_) => ResponseError::InvalidReplicaAssignment,
+        MetadataError::UnknownScramCredential { .. } => ResponseError::ResourceNotFound,
+        MetadataError::InvalidScramCredential(_) => ResponseError::UnacceptableCredential,
         // Brokers' and the controller's own commands; a Kafka request never
         // carries them.
         MetadataError::ClusterIdSet(_)

@@ -27,6 +27,7 @@ pub async fn handle(
     context: &Context,
     request: FindCoordinatorRequest,
     api_version: i16,
+    listener: &str,
 ) -> FindCoordinatorResponse {
     let keys = if api_version >= 4 {
         request.coordinator_keys
@@ -50,7 +51,7 @@ pub async fn handle(
         .map(|key| {
             let found = ready
                 .clone()
-                .and_then(|topic| coordinator_of(context, topic, &key));
+                .and_then(|topic| coordinator_of(context, topic, &key, listener));
             let coordinator = Coordinator::default().with_key(key);
             match found {
                 Ok((node_id, host, port)) => coordinator
@@ -86,6 +87,7 @@ fn coordinator_of(
     context: &Context,
     topic: InternalTopic,
     key: &StrBytes,
+    listener: &str,
 ) -> Result<(i32, String, i32), (i16, String)> {
     let metadata = context.controller.metadata();
     let partition = topic.partition_for(key);
@@ -102,7 +104,8 @@ fn coordinator_of(
         )
     };
     let broker = metadata.brokers.get(&leader).ok_or_else(not_available)?;
-    Ok((leader.0, broker.host.clone(), broker.port as i32))
+    let (host, port) = broker.endpoint(listener).ok_or_else(not_available)?;
+    Ok((leader.0, host.to_string(), port as i32))
 }
 
 /// Creates `topic` if it does not exist yet.

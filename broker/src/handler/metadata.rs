@@ -20,6 +20,7 @@ pub async fn handle(
     context: &Context,
     request: MetadataRequest,
     api_version: i16,
+    listener: &str,
 ) -> MetadataResponse {
     // Versions before 4 have no flag: they always asked for creation.
     if context.topic_defaults.auto_create && (api_version < 4 || request.allow_auto_topic_creation)
@@ -29,11 +30,14 @@ pub async fn handle(
     let metadata = context.controller.metadata();
     let brokers = metadata
         .alive_broker_records()
-        .map(|broker| {
-            MetadataResponseBroker::default()
-                .with_node_id(broker.broker_id.into())
-                .with_host(str_bytes(broker.host.clone()))
-                .with_port(broker.port as i32)
+        .filter_map(|broker| {
+            let (host, port) = broker.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker.broker_id.into())
+                    .with_host(str_bytes(host.to_string()))
+                    .with_port(port as i32),
+            )
         })
         .collect();
     // Null (v1+) or an empty list (v0 only) asks for every topic.

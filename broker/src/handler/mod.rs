@@ -5,6 +5,7 @@
 pub mod add_offsets_to_txn;
 pub mod add_partitions_to_txn;
 pub mod alter_configs;
+pub mod alter_user_scram_credentials;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
 pub mod create_partitions;
@@ -19,6 +20,7 @@ pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod describe_quorum;
 pub mod describe_transactions;
+pub mod describe_user_scram_credentials;
 pub mod elect_leaders;
 pub mod end_txn;
 pub mod error_code;
@@ -61,9 +63,8 @@ use crate::txn::{ProducerIds, TxnCoordinator};
 /// What every handler may use.
 pub struct Context {
     pub broker_id: BrokerId,
-    /// The host and port clients are told to connect to.
-    pub advertised_host: String,
-    pub advertised_port: u16,
+    /// Kafka's `advertised.listeners`: `NAME://HOST:PORT,...`.
+    pub advertised_listeners: String,
     pub cluster_id: String,
     pub controller: ControllerClient,
     pub replicas: Arc<ReplicaManager>,

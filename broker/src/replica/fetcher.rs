@@ -36,7 +36,7 @@ use super::TopicPartition;
 use crate::clock::now_ms;
 use crate::controller::metadata::{BrokerId, LeaderEpoch};
 use crate::limits;
-use crate::peers::PeerConnection;
+use crate::peers::{PeerConnection, PeerSecurity};
 
 const FETCH_VERSION: i16 = 12;
 /// The tagged field of a fetched partition (`FetchPartition`) in which a
@@ -56,6 +56,7 @@ pub type Assignment = BTreeMap<TopicPartition, (LeaderEpoch, Arc<Partition>)>;
 /// Every fetcher of this broker, by leader.
 pub struct Fetchers {
     me: BrokerId,
+    security: PeerSecurity,
     running: Mutex<HashMap<BrokerId, Fetcher>>,
 }
 
@@ -66,9 +67,10 @@ struct Fetcher {
 }
 
 impl Fetchers {
-    pub fn new(me: BrokerId) -> Self {
+    pub fn new(me: BrokerId, security: PeerSecurity) -> Self {
         Fetchers {
             me,
+            security,
             running: Mutex::new(HashMap::new()),
         }
     }
@@ -103,6 +105,7 @@ impl Fetchers {
                     let stop = CancellationToken::new();
                     tokio::spawn(run(
                         self.me,
+                        self.security.clone(),
                         leader,
                         address.clone(),
                         receiver,
@@ -139,6 +142,7 @@ fn same_assignment(a: &Assignment, b: &Assignment) -> bool {
 
 async fn run(
     me: BrokerId,
+    security: PeerSecurity,
     leader: BrokerId,
     address: String,
     mut assignment: watch::Receiver<Assignment>,
@@ -174,6 +178,7 @@ async fn run(
                 connection = Some(
                     PeerConnection::connect(
                         &address,
+                        &security,
                         "strata-replica-fetcher",
                         limits::FOLLOWER_RESPONSE_BYTES_MAX,
                         limits::FOLLOWER_FETCH_TIMEOUT,

@@ -17,6 +17,7 @@ use super::fetcher::{Assignment, Fetchers};
 use super::partition::{Partition, Role};
 use super::TopicPartition;
 use crate::controller::metadata::{BrokerId, ClusterMetadata, NO_LEADER};
+use crate::peers::PeerSecurity;
 use crate::topic_config::TopicConfig;
 
 pub struct ReplicaManager {
@@ -36,14 +37,15 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    pub fn new(broker_id: BrokerId, data_dir: PathBuf) -> Self {
+    /// `security` is how fetchers reach the leaders they copy from.
+    pub fn new(broker_id: BrokerId, data_dir: PathBuf, security: PeerSecurity) -> Self {
         ReplicaManager {
             broker_id,
             data_dir,
             partitions: RwLock::new(HashMap::new()),
             visible: Arc::new(Notify::new()),
             appended: Arc::new(Notify::new()),
-            fetchers: Fetchers::new(broker_id),
+            fetchers: Fetchers::new(broker_id, security),
             session_alive: AtomicBool::new(true),
             reconciling: Mutex::new(()),
         }

@@ -1,20 +1,24 @@
 //! Routes a decoded request to its handler. Every API in the supported
 //! table has an arm here; the decoder refuses the rest.
 
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::messages::{
+    RequestKind, ResponseKind, SaslAuthenticateResponse, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
 use strata_protocol::versions;
 use tracing::Instrument;
 
-use crate::handler::{self, Context};
+use super::connection::Session;
+use crate::handler::{self, error_code, Context};
 
 /// The response to `request`, or `None` when the client expects none
 /// (Produce with acks=0).
-/// `client_host` is the peer's address as group members are shown with it.
+/// `session` says who sent it and on which listener.
 pub async fn dispatch(
     context: &Context,
     request: Request,
-    client_host: &str,
+    session: &Session,
 ) -> Option<ResponseKind> {
     let span = tracing::debug_span!(
         "request",
@@ -31,9 +35,9 @@ pub async fn dispatch(
             RequestKind::ApiVersions(_) => {
                 ResponseKind::ApiVersions(versions::api_versions_response(0))
             }
-            RequestKind::Metadata(body) => {
-                ResponseKind::Metadata(handler::metadata::handle(context, body, api_version).await)
-            }
+            RequestKind::Metadata(body) => ResponseKind::Metadata(
+                handler::metadata::handle(context, body, api_version, &session.listener).await,
+            ),
             RequestKind::Produce(body) => {
                 ResponseKind::Produce(handler::produce::handle(context, body, api_version).await?)
             }
@@ -65,15 +69,16 @@ pub async fn dispatch(
                 handler::incremental_alter_configs::handle(context, body).await,
             ),
             RequestKind::DescribeCluster(body) => ResponseKind::DescribeCluster(
-                handler::describe_cluster::handle(context, body, api_version),
+                handler::describe_cluster::handle(context, body, api_version, &session.listener),
             ),
             RequestKind::FindCoordinator(body) => ResponseKind::FindCoordinator(
-                handler::find_coordinator::handle(context, body, api_version).await,
+                handler::find_coordinator::handle(context, body, api_version, &session.listener)
+                    .await,
             ),
             RequestKind::JoinGroup(body) => {
                 let client = handler::join_group::Client {
                     client_id: request.header.client_id.as_deref().unwrap_or_default(),
-                    client_host,
+                    client_host: &session.client_host,
                 };
                 ResponseKind::JoinGroup(
                     handler::join_group::handle(context, body, api_version, client).await,
@@ -85,7 +90,7 @@ pub async fn dispatch(
             RequestKind::ConsumerGroupHeartbeat(body) => {
                 let client = handler::join_group::Client {
                     client_id: request.header.client_id.as_deref().unwrap_or_default(),
-                    client_host,
+                    client_host: &session.client_host,
                 };
                 ResponseKind::ConsumerGroupHeartbeat(
                     handler::consumer_group_heartbeat::handle(context, body, client).await,
@@ -166,6 +171,28 @@ pub async fn dispatch(
             ),
             RequestKind::DescribeQuorum(body) => ResponseKind::DescribeQuorum(
                 handler::describe_quorum::handle(context, body, api_version),
+            ),
+            RequestKind::DescribeUserScramCredentials(body) => {
+                ResponseKind::DescribeUserScramCredentials(
+                    handler::describe_user_scram_credentials::handle(context, body),
+                )
+            }
+            RequestKind::AlterUserScramCredentials(body) => {
+                ResponseKind::AlterUserScramCredentials(
+                    handler::alter_user_scram_credentials::handle(context, body).await,
+                )
+            }
+            // A SASL exchange happens before anything else on a SASL
+            // listener (`security::sasl`); here it is out of place.
+            RequestKind::SaslHandshake(_) => ResponseKind::SaslHandshake(
+                SaslHandshakeResponse::default().with_error_code(error_code::ILLEGAL_SASL_STATE),
+            ),
+            RequestKind::SaslAuthenticate(_) => ResponseKind::SaslAuthenticate(
+                SaslAuthenticateResponse::default()
+                    .with_error_code(error_code::ILLEGAL_SASL_STATE)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "this connection is not on a SASL listener, or has authenticated already",
+                    ))),
             ),
             other => {
                 unreachable!("the decoder refuses APIs missing from SUPPORTED_APIS: {other:?}")

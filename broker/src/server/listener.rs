@@ -11,21 +11,27 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-use super::connection;
+use super::connection::{self, Listener};
 use crate::handler::Context;
 use crate::limits::CONNECTIONS_MAX;
 
 /// At most one warning about refused connections per this interval.
 const REFUSAL_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 
-pub async fn run(listener: TcpListener, context: Arc<Context>, shutdown: CancellationToken) {
+/// Accepts connections on `socket` for `listener` until `shutdown`.
+pub async fn run(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    context: Arc<Context>,
+    shutdown: CancellationToken,
+) {
     let permits = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut refused = 0u64;
     let mut last_warning: Option<Instant> = None;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -46,9 +52,10 @@ pub async fn run(listener: TcpListener, context: Arc<Context>, shutdown: Cancell
             continue;
         };
         let context = Arc::clone(&context);
+        let listener = Arc::clone(&listener);
         let shutdown = shutdown.child_token();
         tokio::spawn(async move {
-            connection::serve(context, stream, shutdown).await;
+            connection::serve(context, listener, stream, shutdown).await;
             drop(permit);
         });
     }

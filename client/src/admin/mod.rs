@@ -4,6 +4,9 @@
 mod descriptions;
 mod groups;
 mod transactions;
+mod users;
+
+pub use users::UserDescription;
 
 pub use descriptions::{
     ClusterBroker, ClusterDescription, ConfigEntry, Election, ElectionOutcome, GroupDescription,

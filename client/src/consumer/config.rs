@@ -136,6 +136,11 @@ impl ConsumerBuilder {
         self.config.client.client_id = client_id.to_string();
         self
     }
+    /// TLS and SASL settings of every connection.
+    pub fn security(mut self, security: crate::Security) -> Self {
+        self.config.client.security = security;
+        self
+    }
     pub fn fetch_wait_max(mut self, wait: Duration) -> Self {
         self.config.fetch_wait_max = wait;
         self

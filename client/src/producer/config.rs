@@ -156,6 +156,11 @@ impl ProducerBuilder {
         self.config.client.client_id = client_id.to_string();
         self
     }
+    /// TLS and SASL settings of every connection.
+    pub fn security(mut self, security: crate::Security) -> Self {
+        self.config.client.security = security;
+        self
+    }
     pub fn acks(mut self, acks: Acks) -> Self {
         self.config.acks = acks;
         self

@@ -1,0 +1,102 @@
+//! TLS for the broker: the server side of its TLS listeners, and the client
+//! side of its connections to other brokers, both built from the PEM files
+//! of [`TlsConfig`] and rebuilt from them on [`Tls::reload`] (SIGHUP), so a
+//! renewed certificate takes effect without a restart. Connections already
+//! open keep the certificate they were made with.
+
+use std::io;
+use std::sync::{Arc, RwLock};
+
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, ServerConfig};
+use strata_protocol::transport;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{ClientAuth, TlsConfig};
+
+/// The broker's TLS settings, as last loaded.
+pub struct Tls {
+    config: TlsConfig,
+    loaded: RwLock<Loaded>,
+}
+
+struct Loaded {
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+impl Tls {
+    /// Reads the certificate, key and CA files; fails naming the file at fault.
+    pub fn load(config: &TlsConfig) -> io::Result<Tls> {
+        Ok(Tls {
+            config: config.clone(),
+            loaded: RwLock::new(load(config)?),
+        })
+    }
+
+    /// Reads the files again. On failure the settings in use stay.
+    pub fn reload(&self) -> io::Result<()> {
+        let loaded = load(&self.config)?;
+        *self.loaded.write().expect("tls lock") = loaded;
+        Ok(())
+    }
+
+    /// Accepts TLS connections with the current certificate.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        TlsAcceptor::from(Arc::clone(&self.loaded.read().expect("tls lock").server))
+    }
+
+    /// Connects to other brokers: trusts the CA, and presents this broker's
+    /// certificate to a listener that asks for one.
+    pub fn client(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.loaded.read().expect("tls lock").client)
+    }
+}
+
+fn load(config: &TlsConfig) -> io::Result<Loaded> {
+    let certificates = transport::read_certificates(&config.certificate)?;
+    let key = transport::read_private_key(&config.private_key)?;
+    let provider = transport::crypto_provider();
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(io::Error::other)?;
+    let builder = match config.client_auth {
+        ClientAuth::None => builder.with_no_client_auth(),
+        ClientAuth::Requested | ClientAuth::Required => {
+            let roots = Arc::new(transport::root_store(config.ca.as_deref())?);
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
+            let verifier = if config.client_auth == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|error| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("cannot check client certificates: {error}"),
+                )
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let server = builder
+        .with_single_cert(certificates, key)
+        .map_err(|error| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "certificate {} and key {} do not go together: {error}",
+                    config.certificate.display(),
+                    config.private_key.display()
+                ),
+            )
+        })?;
+    let client = transport::client_config(
+        config.ca.as_deref(),
+        Some((&config.certificate, &config.private_key)),
+    )?;
+    Ok(Loaded {
+        server: Arc::new(server),
+        client,
+    })
+}
