@@ -1093,3 +1093,110 @@ fn logctl_lists_sagas_by_state_and_describes_a_stuck_one_and_its_dead_letter() {
     let (_, error) = logctl.fails(&["saga", "describe", "no-such-saga"]);
     assert!(error.contains("no saga \"no-such-saga\""), "{error}");
 }
+
+#[test]
+fn logctl_manages_users_and_connects_with_tls_and_scram_from_flags_or_a_command_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let certificates =
+        strata_tests::certificates::Certificates::create(dir.path(), "", "logctl test CA");
+    let port = strata_tests::free_port();
+    let mut args = vec![
+        "--listener".to_string(),
+        format!("SECURE=sasl_ssl://127.0.0.1:{port}"),
+    ];
+    args.extend(certificates.broker_flags());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let logd = Logd::start_with(&args);
+    let local = Logctl {
+        bootstrap: logd.bootstrap(),
+    };
+    let secure = Logctl {
+        bootstrap: format!("127.0.0.1:{port}"),
+    };
+
+    // user create: the password from stdin, both SCRAM mechanisms.
+    let out = local.ok_with_input(&["user", "create", "alice"], "wonderland\n");
+    assert_eq!(out, "user 'alice' created: SCRAM-SHA-256, SCRAM-SHA-512\n");
+    local.ok(&[
+        "user",
+        "create",
+        "bob",
+        "--password",
+        "builder",
+        "--mechanism",
+        "SCRAM-SHA-256",
+        "--iterations",
+        "4096",
+    ]);
+    let out = local.ok(&["user", "list", "--format", "json"]);
+    let users: Vec<serde_json::Value> = out.lines().map(json).collect();
+    assert_eq!(users[0]["user"], "alice");
+    assert_eq!(users[1]["credentials"][0]["mechanism"], "SCRAM-SHA-256");
+    assert_eq!(users[1]["credentials"][0]["iterations"], 4096);
+    let (_, error) = local.fails(&[
+        "user",
+        "create",
+        "carol",
+        "--password",
+        "x",
+        "--iterations",
+        "10",
+    ]);
+    assert!(error.contains("iterations"), "{error}");
+
+    // Flags...
+    let ca = certificates.ca.display().to_string();
+    let out = secure.ok(&[
+        "--security-protocol",
+        "SASL_SSL",
+        "--tls-ca",
+        &ca,
+        "--sasl-username",
+        "alice",
+        "--sasl-password",
+        "wonderland",
+        "topic",
+        "create",
+        "secured",
+    ]);
+    assert_eq!(out, "created topic secured with 1 partitions\n");
+    // ... or Kafka's properties, here in the Java clients' spelling.
+    let properties = dir.path().join("client.properties");
+    std::fs::write(
+        &properties,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\nssl.truststore.type=PEM\nssl.truststore.location={ca}\nsasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"bob\" password=\"builder\";\n"
+        ),
+    )
+    .unwrap();
+    let config = properties.display().to_string();
+    let out = secure.ok(&["--command-config", &config, "topic", "list"]);
+    assert!(out.contains("secured"), "{out}");
+
+    // Mistakes say what to do.
+    let (_, error) = secure.fails(&[
+        "--command-config",
+        &config,
+        "--sasl-password",
+        "nope",
+        "topic",
+        "list",
+    ]);
+    assert!(
+        error.contains("cannot log in") && error.contains("invalid credentials"),
+        "{error}"
+    );
+    let (_, error) = secure.fails(&["topic", "list"]);
+    assert!(error.contains("--security-protocol"), "{error}");
+    let (_, error) = local.fails(&["--security-protocol", "SASL_SSL", "topic", "list"]);
+    assert!(error.contains("needs a user and a password"), "{error}");
+
+    // user delete: a user without credentials can no longer log in.
+    local.ok(&["user", "delete", "bob"]);
+    let (_, error) = secure.fails(&["--command-config", &config, "topic", "list"]);
+    assert!(error.contains("invalid credentials"), "{error}");
+    let (_, error) = local.fails(&["user", "delete", "bob", "--mechanism", "SCRAM-SHA-256"]);
+    assert!(error.contains("no SCRAM-SHA-256 credential"), "{error}");
+    let out = local.ok(&["user", "list"]);
+    assert!(!out.contains("bob") && out.contains("alice"), "{out}");
+}

@@ -3,6 +3,7 @@
 //! kill -9, pause and restart, alone or as a cluster; and a minimal blocking
 //! Kafka connection to drive them and read each broker's view.
 
+pub mod certificates;
 pub mod history;
 pub mod network;
 pub mod proxy;
@@ -360,6 +361,20 @@ impl Logd {
         assert_eq!(result, 0, "kill({signal}) failed");
     }
 
+    /// Asks the broker to re-read its TLS files (SIGHUP).
+    pub fn hangup(&mut self) {
+        self.signal(libc::SIGHUP);
+    }
+
+    /// The resident memory of the process, from /proc (Linux).
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
         self.child
@@ -583,6 +598,21 @@ impl Cluster {
     /// `size` brokers, all voters, each also given `args`.
     pub fn start_with_args(size: i32, args: &[&str]) -> Cluster {
         Cluster::start_advertising(size, size, &[], args)
+    }
+
+    /// `size` brokers, all voters, broker `id` also given `node_args(id)`
+    /// (its own listener ports, say).
+    pub fn start_with_node_args(size: i32, node_args: impl Fn(i32) -> Vec<String>) -> Cluster {
+        let mut nodes: Vec<Logd> = (1..=size).map(Logd::new).collect();
+        for node in &mut nodes {
+            node.args.extend(node_args(node.node_id));
+        }
+        let voters = nodes
+            .iter()
+            .map(|node| format!("{}@127.0.0.1:{}", node.node_id, node.controller_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster::launch(nodes, &voters, &[])
     }
 
     /// Starts `size` brokers, all voters, each behind a [`FaultProxy`]
