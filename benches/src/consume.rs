@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use strata_client::{Admin, Consumer, Isolation, Offset};
+use strata_client::{Admin, ClientConfig, Consumer, Isolation, Offset};
 
 use crate::report::{self, Report};
 
@@ -40,8 +40,8 @@ const READABLE_WAIT_MAX: Duration = Duration::from_secs(30);
 /// The high watermark counts as settled once it has not moved for this long.
 const SETTLED_AFTER: Duration = Duration::from_millis(1500);
 
-pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
-    let admin = Admin::connect(bootstrap).await?;
+pub async fn run(client: &ClientConfig, args: ConsumeArgs) -> anyhow::Result<Report> {
+    let admin = Admin::with_config(client.clone()).await?;
     let readable = readable(&admin, &args).await?;
     let partitions: Vec<i32> = readable.ends.keys().copied().collect();
     let consumer_count = (args.consumers as usize).clamp(1, partitions.len());
@@ -52,8 +52,7 @@ pub async fn run(bootstrap: &str, args: ConsumeArgs) -> anyhow::Result<Report> {
     ));
     let mut consumers = Vec::new();
     for index in 0..consumer_count {
-        let mut consumer = Consumer::builder(bootstrap)
-            .client_id("logbench")
+        let mut consumer = Consumer::builder_for(client)
             .isolation(args.isolation)
             .build()
             .await?;

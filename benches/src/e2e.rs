@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use strata_client::{Acks, Consumer, Offset, Producer, ProducerRecord};
+use strata_client::{Acks, ClientConfig, Consumer, Offset, Producer, ProducerRecord};
 
 use crate::report::{self, Report};
 use crate::CreateArgs;
@@ -39,21 +39,19 @@ pub struct E2eArgs {
     acks: Acks,
 }
 
-pub async fn run(bootstrap: &str, args: E2eArgs) -> anyhow::Result<Report> {
+pub async fn run(client: &ClientConfig, args: E2eArgs) -> anyhow::Result<Report> {
     if args.size_bytes < 8 {
         bail!("--size must be at least 8 bytes: each value carries its send time");
     }
-    args.create.apply(bootstrap, &args.topic).await?;
+    args.create.apply(client, &args.topic).await?;
     let total = args.rate * args.seconds;
-    let producer = Producer::builder(bootstrap)
-        .client_id("logbench")
+    let producer = Producer::builder_for(client)
         .acks(args.acks)
         .linger(Duration::from_millis(args.linger_ms))
         .build()
         .await?;
     let partitions = producer.partitions_for(&args.topic).await?;
-    let mut consumer = Consumer::builder(bootstrap)
-        .client_id("logbench")
+    let mut consumer = Consumer::builder_for(client)
         .fetch_wait_max(Duration::from_millis(100))
         .build()
         .await?;

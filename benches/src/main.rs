@@ -16,21 +16,14 @@ mod report;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use strata_client::{Acks, Admin, NewTopic};
+use strata_client::{Acks, Admin, ClientConfig, ConnectOptions, NewTopic};
 
 #[derive(Debug, Parser)]
 #[command(name = "logbench", version, about = "Load generator for Strata")]
 struct Cli {
-    /// Brokers to bootstrap from, HOST[:PORT][,HOST[:PORT]...]; the port
-    /// is 9092 when none is given.
-    #[arg(
-        short = 'b',
-        long = "bootstrap-server",
-        env = "STRATA_BROKERS",
-        default_value = "127.0.0.1:9092",
-        global = true
-    )]
-    bootstrap: String,
+    /// Bootstrap brokers, TLS and SASL.
+    #[command(flatten)]
+    connect: ConnectOptions,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
@@ -67,11 +60,11 @@ pub struct CreateArgs {
 }
 
 impl CreateArgs {
-    async fn apply(&self, bootstrap: &str, topic: &str) -> anyhow::Result<()> {
+    async fn apply(&self, client: &ClientConfig, topic: &str) -> anyhow::Result<()> {
         if !self.create {
             return Ok(());
         }
-        let admin = Admin::connect(bootstrap).await?;
+        let admin = Admin::with_config(client.clone()).await?;
         match admin
             .create_topic(&NewTopic::new(
                 topic,
@@ -110,10 +103,11 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     let result = runtime.block_on(async {
+        let client = &cli.connect.client_config("logbench")?;
         match cli.command {
-            Command::Produce(args) => produce::run(&cli.bootstrap, args).await,
-            Command::Consume(args) => consume::run(&cli.bootstrap, args).await,
-            Command::E2e(args) => e2e::run(&cli.bootstrap, args).await,
+            Command::Produce(args) => produce::run(client, args).await,
+            Command::Consume(args) => consume::run(client, args).await,
+            Command::E2e(args) => e2e::run(client, args).await,
         }
     });
     match result {

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use strata_client::{Acks, Compression, Delivery, Producer, ProducerRecord};
+use strata_client::{Acks, ClientConfig, Compression, Delivery, Producer, ProducerRecord};
 use tokio::sync::mpsc;
 
 use crate::report::{self, Report};
@@ -68,14 +68,13 @@ pub struct ProduceArgs {
     txn_ms: u64,
 }
 
-pub async fn run(bootstrap: &str, args: ProduceArgs) -> anyhow::Result<Report> {
-    args.create.apply(bootstrap, &args.topic).await?;
+pub async fn run(client: &ClientConfig, args: ProduceArgs) -> anyhow::Result<Report> {
+    args.create.apply(client, &args.topic).await?;
     let value = payload(args.size_bytes);
     let bar = report::progress(args.messages);
     let mut producers = Vec::new();
     for _ in 0..args.producers {
-        let mut builder = Producer::builder(bootstrap)
-            .client_id("logbench")
+        let mut builder = Producer::builder_for(client)
             .acks(args.acks)
             .compression(args.compression)
             .batch_bytes(args.batch_bytes)

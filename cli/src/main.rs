@@ -31,7 +31,7 @@ use crate::output::Format;
 )]
 struct Cli {
     #[command(flatten)]
-    connect: connect::ConnectArgs,
+    connect: connect::ConnectOptions,
     /// Output format: human-readable tables or JSON.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     format: Format,
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
         .expect("tokio runtime");
     let bootstrap = cli.connect.bootstrap.clone();
     let result = runtime.block_on(async {
-        let connect = &connect::Connect::from_args(&cli.connect)?;
+        let connect = &connect::Connect::from_options(&cli.connect)?;
         let format = cli.format;
         match cli.command {
             Command::Topic(command) => topic::run(connect, format, command).await,

@@ -41,6 +41,7 @@
 mod admin;
 pub mod assignor;
 mod cluster;
+mod connect;
 mod connection;
 mod consumer;
 mod error;
@@ -60,6 +61,7 @@ pub use cluster::{
     BrokerInfo, ClientConfig, PartitionInfo, SaslMechanism, SaslSettings, Security, TlsSettings,
     TopicInfo,
 };
+pub use connect::ConnectOptions;
 pub use consumer::{
     Consumer, ConsumerBuilder, ConsumerConfig, ConsumerRecord, Isolation, Offset, OffsetReset,
     Rebalance,

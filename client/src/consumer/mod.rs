@@ -31,7 +31,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::FetchResponse;
 use tokio::task::JoinSet;
 
-use crate::cluster::Cluster;
+use crate::cluster::{ClientConfig, Cluster};
 use crate::error::{Error, Result};
 use crate::group::Membership;
 use crate::producer::GroupMetadata;
@@ -136,6 +136,14 @@ impl Consumer {
         ConsumerBuilder {
             config: ConsumerConfig::new(bootstrap),
         }
+    }
+
+    /// A builder whose connection settings (bootstrap, client id,
+    /// timeouts, TLS and SASL) are `client`'s.
+    pub fn builder_for(client: &ClientConfig) -> ConsumerBuilder {
+        let mut config = ConsumerConfig::new("");
+        config.client = client.clone();
+        ConsumerBuilder { config }
     }
 
     pub async fn with_config(config: ConsumerConfig) -> Result<Consumer> {

@@ -57,7 +57,7 @@ use strata_protocol::record::{BatchBuilder, Record};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{debug, info, warn};
 
-use crate::cluster::{Cluster, TopicInfo};
+use crate::cluster::{ClientConfig, Cluster, TopicInfo};
 use crate::error::{Error, Result};
 use crate::partitioner::partition_for_key;
 
@@ -107,6 +107,14 @@ impl Producer {
         ProducerBuilder {
             config: ProducerConfig::new(bootstrap),
         }
+    }
+
+    /// A builder whose connection settings (bootstrap, client id,
+    /// timeouts, TLS and SASL) are `client`'s.
+    pub fn builder_for(client: &ClientConfig) -> ProducerBuilder {
+        let mut config = ProducerConfig::new("");
+        config.client = client.clone();
+        ProducerBuilder { config }
     }
 
     pub async fn with_config(config: ProducerConfig) -> Result<Producer> {
