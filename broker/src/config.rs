@@ -175,8 +175,9 @@ pub struct TlsConfig {
     pub client_auth: ClientAuth,
 }
 
-/// Whether TLS clients must present a certificate (Kafka's
-/// `ssl.client.auth`).
+/// Whether clients of SSL listeners must present a certificate (Kafka's
+/// `ssl.client.auth`). SASL_SSL listeners never ask: SASL says who the
+/// client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClientAuth {
     #[default]

@@ -89,16 +89,34 @@ async fn clients_produce_and_consume_over_sasl_ssl_on_a_cluster_whose_brokers_ta
         .map(|(_, port)| format!("127.0.0.1:{port}"))
         .collect();
     let bootstrap = external.join(",");
-    // Mutual TLS is required on every listener, so clients present a
-    // certificate too.
     let security = Security {
+        tls: Some(tls(&certificates.ca)),
+        sasl: Some(sasl(SaslMechanism::Scram(ScramMechanism::Sha512), PASSWORD)),
+    };
+    // INTERNAL (SSL) requires a certificate signed by the CA, as the
+    // brokers present to each other; EXTERNAL (SASL_SSL) asks for none.
+    let internal = format!("127.0.0.1:{}", ports[0].0);
+    let without_certificate = Security {
+        tls: Some(tls(&certificates.ca)),
+        sasl: None,
+    };
+    assert!(Admin::with_config(config(&internal, without_certificate))
+        .await
+        .is_err());
+    let with_certificate = Security {
         tls: Some(TlsSettings {
             certificate: Some(certificates.client_certificate.clone()),
             private_key: Some(certificates.client_key.clone()),
             ..tls(&certificates.ca)
         }),
-        sasl: Some(sasl(SaslMechanism::Scram(ScramMechanism::Sha512), PASSWORD)),
+        sasl: None,
     };
+    Admin::with_config(config(&internal, with_certificate))
+        .await
+        .unwrap()
+        .list_topics()
+        .await
+        .unwrap();
     let admin = Admin::with_config(config(&bootstrap, security.clone()))
         .await
         .unwrap();
@@ -142,9 +160,8 @@ async fn clients_produce_and_consume_over_sasl_ssl_on_a_cluster_whose_brokers_ta
     let script = r#"
 import sys
 from kafka import KafkaProducer, KafkaConsumer
-bootstrap, ca, cert, key, user, password = sys.argv[1:7]
-common = dict(bootstrap_servers=bootstrap.split(","), security_protocol="SASL_SSL",
-              ssl_cafile=ca, ssl_certfile=cert, ssl_keyfile=key,
+bootstrap, ca, user, password = sys.argv[1:5]
+common = dict(bootstrap_servers=bootstrap.split(","), security_protocol="SASL_SSL", ssl_cafile=ca,
               sasl_mechanism="SCRAM-SHA-512", sasl_plain_username=user, sasl_plain_password=password)
 producer = KafkaProducer(acks="all", **common)
 for i in range(300):
@@ -162,8 +179,6 @@ print(len(seen))
     let args = [
         bootstrap.clone(),
         certificates.ca.display().to_string(),
-        certificates.client_certificate.display().to_string(),
-        certificates.client_key.display().to_string(),
         USER.to_string(),
         PASSWORD.to_string(),
     ];
@@ -217,8 +232,10 @@ print(len(seen))
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The one handshake that failed is the client without a certificate.
     let logs = cluster.logs();
-    assert!(!logs.contains("TLS handshake failed"), "{logs}");
+    assert_eq!(logs.matches("TLS handshake failed").count(), 1, "{logs}");
+    assert!(logs.contains("peer sent no certificates"), "{logs}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

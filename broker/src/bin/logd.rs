@@ -76,8 +76,9 @@ struct Flags {
     /// certificates are checked against [default: the system's].
     #[arg(long, value_name = "FILE.pem")]
     tls_ca: Option<PathBuf>,
-    /// Whether TLS clients must present a certificate: none, requested or
-    /// required [default: none].
+    /// Whether clients of SSL listeners (other brokers among them) must
+    /// present a certificate signed by --tls-ca: none, requested or
+    /// required [default: none]. SASL_SSL listeners never ask for one.
     #[arg(long, value_name = "MODE")]
     tls_client_auth: Option<String>,
     /// SASL mechanisms offered on SASL listeners, comma-separated:

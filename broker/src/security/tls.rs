@@ -3,6 +3,10 @@
 //! of [`TlsConfig`] and rebuilt from them on [`Tls::reload`] (SIGHUP), so a
 //! renewed certificate takes effect without a restart. Connections already
 //! open keep the certificate they were made with.
+//!
+//! Client certificates are asked for on SSL listeners only, as
+//! `client_auth` says; a SASL_SSL listener's clients prove who they are
+//! with SASL (Kafka's rule since KIP-684).
 
 use std::io;
 use std::sync::{Arc, RwLock};
@@ -21,7 +25,10 @@ pub struct Tls {
 }
 
 struct Loaded {
+    /// For SSL listeners: client certificates as `client_auth` says.
     server: Arc<ServerConfig>,
+    /// For SASL_SSL listeners: no client certificate asked for.
+    server_for_sasl: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
 }
 
@@ -41,9 +48,16 @@ impl Tls {
         Ok(())
     }
 
-    /// Accepts TLS connections with the current certificate.
-    pub fn acceptor(&self) -> TlsAcceptor {
-        TlsAcceptor::from(Arc::clone(&self.loaded.read().expect("tls lock").server))
+    /// Accepts TLS connections with the current certificate, asking for a
+    /// client certificate unless the clients log in with SASL.
+    pub fn acceptor(&self, sasl: bool) -> TlsAcceptor {
+        let loaded = self.loaded.read().expect("tls lock");
+        let config = if sasl {
+            &loaded.server_for_sasl
+        } else {
+            &loaded.server
+        };
+        TlsAcceptor::from(Arc::clone(config))
     }
 
     /// Connects to other brokers: trusts the CA, and presents this broker's
@@ -54,18 +68,30 @@ impl Tls {
 }
 
 fn load(config: &TlsConfig) -> io::Result<Loaded> {
+    let client = transport::client_config(
+        config.ca.as_deref(),
+        Some((&config.certificate, &config.private_key)),
+    )?;
+    Ok(Loaded {
+        server: server_config(config, config.client_auth)?,
+        server_for_sasl: server_config(config, ClientAuth::None)?,
+        client,
+    })
+}
+
+fn server_config(config: &TlsConfig, client_auth: ClientAuth) -> io::Result<Arc<ServerConfig>> {
     let certificates = transport::read_certificates(&config.certificate)?;
     let key = transport::read_private_key(&config.private_key)?;
     let provider = transport::crypto_provider();
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?;
-    let builder = match config.client_auth {
+    let builder = match client_auth {
         ClientAuth::None => builder.with_no_client_auth(),
         ClientAuth::Requested | ClientAuth::Required => {
             let roots = Arc::new(transport::root_store(config.ca.as_deref())?);
             let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
-            let verifier = if config.client_auth == ClientAuth::Requested {
+            let verifier = if client_auth == ClientAuth::Requested {
                 verifier.allow_unauthenticated()
             } else {
                 verifier
@@ -79,8 +105,9 @@ fn load(config: &TlsConfig) -> io::Result<Loaded> {
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let server = builder
+    builder
         .with_single_cert(certificates, key)
+        .map(Arc::new)
         .map_err(|error| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -90,13 +117,5 @@ fn load(config: &TlsConfig) -> io::Result<Loaded> {
                     config.private_key.display()
                 ),
             )
-        })?;
-    let client = transport::client_config(
-        config.ca.as_deref(),
-        Some((&config.certificate, &config.private_key)),
-    )?;
-    Ok(Loaded {
-        server: Arc::new(server),
-        client,
-    })
+        })
 }

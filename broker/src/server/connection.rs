@@ -181,7 +181,11 @@ async fn secure(
 ) -> Option<(Frames, tokio::io::WriteHalf<Stream>, Principal)> {
     let stream = match &listener.tls {
         None => Stream::Tcp(stream),
-        Some(tls) => match tls.acceptor().accept(stream).await {
+        Some(tls) => match tls
+            .acceptor(listener.security_protocol.sasl())
+            .accept(stream)
+            .await
+        {
             Ok(stream) => Stream::TlsServer(Box::new(stream)),
             Err(error) => {
                 info!(%peer, listener = %listener.name, %error, "TLS handshake failed");
