@@ -130,6 +130,11 @@ impl Broker {
         } else {
             None
         });
+        let controller_tls = if config.security.controller_tls {
+            tls.clone()
+        } else {
+            None
+        };
         let shutdown = CancellationToken::new();
         // A start that fails half way stops the tasks it already started.
         let stop_on_failure = shutdown.clone().drop_guard();
@@ -152,11 +157,18 @@ impl Broker {
                 broker_session_timeout: config.broker_session_timeout,
                 auto_leader_rebalance: config.auto_leader_rebalance,
             };
-            let voter =
-                Controller::start(node_id, voters.clone(), &dir.join(RAFT_DIR), settings).await?;
+            let voter = Controller::start(
+                node_id,
+                voters.clone(),
+                &dir.join(RAFT_DIR),
+                settings,
+                controller_tls.clone(),
+            )
+            .await?;
             tasks.push(tokio::spawn(server::serve(
                 listener,
                 voter.clone(),
+                controller_tls.clone(),
                 shutdown.clone(),
             )));
             tasks.push(tokio::spawn(
@@ -169,7 +181,8 @@ impl Broker {
             None
         };
 
-        let controller = ControllerClient::new(voters, config.broker_heartbeat_interval);
+        let controller =
+            ControllerClient::new(voters, config.broker_heartbeat_interval, controller_tls);
         tasks.push(tokio::spawn(
             controller.clone().follow_metadata(shutdown.clone()),
         ));
@@ -214,6 +227,11 @@ impl Broker {
                 let bound = bound_addr(&listener, address)?;
                 let serve = scrape::serve(
                     listener,
+                    if config.security.metrics_tls {
+                        tls.clone()
+                    } else {
+                        None
+                    },
                     Arc::clone(&metrics),
                     controller.clone(),
                     Arc::clone(&replicas),
@@ -419,6 +437,18 @@ impl ListenerPlan {
             return refuse(format!(
                 "the inter-broker listener {inter_broker} uses SASL; brokers connect to each other over PLAINTEXT or SSL (with their certificates)"
             ));
+        }
+        let security = &config.security;
+        if security.controller_tls && !security.tls.as_ref().is_some_and(|tls| tls.ca.is_some()) {
+            return refuse(
+                "the controller listener's TLS needs a certificate, a key and the CA that signs every broker's certificate (--tls-cert, --tls-key, --tls-ca)".to_string(),
+            );
+        }
+        if security.metrics_tls && security.tls.is_none() {
+            return refuse(
+                "HTTPS for /metrics needs a certificate and a key (--tls-cert, --tls-key)"
+                    .to_string(),
+            );
         }
         let sasl_mechanisms = if config.security.sasl_mechanisms.is_empty() {
             vec![

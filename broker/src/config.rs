@@ -161,6 +161,12 @@ pub struct SecurityConfig {
     /// and is refused there unless `plain_without_tls` says otherwise.
     pub sasl_mechanisms: Vec<Mechanism>,
     pub plain_without_tls: bool,
+    /// The controller listener, and every broker's calls to it, use TLS
+    /// with certificates on both ends (signed by the CA of `tls`), so only
+    /// brokers reach the controller.
+    pub controller_tls: bool,
+    /// `/metrics` is served over TLS (HTTPS).
+    pub metrics_tls: bool,
 }
 
 /// Certificates and keys, as PEM files (re-read on [`crate::Broker::reload_tls`]).

@@ -61,7 +61,9 @@ async fn start(dir: &std::path::Path) -> Controller {
         broker_session_timeout: Duration::from_secs(9),
         auto_leader_rebalance: true,
     };
-    let controller = Controller::start(1, voters, dir, settings).await.unwrap();
+    let controller = Controller::start(1, voters, dir, settings, None)
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while controller.raft_metrics().current_leader != Some(1) {
         assert!(Instant::now() < deadline, "the single voter did not lead");

@@ -23,6 +23,17 @@ pub enum Stream {
     TlsServer(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
 
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self {
+            Stream::Tcp(_) => "TCP",
+            Stream::TlsClient(_) => "TLS client",
+            Stream::TlsServer(_) => "TLS server",
+        };
+        write!(f, "Stream({kind}, peer {:?})", self.tcp().peer_addr().ok())
+    }
+}
+
 impl Stream {
     /// The TCP connection underneath.
     pub fn tcp(&self) -> &TcpStream {

@@ -361,6 +361,11 @@ impl Logd {
         assert_eq!(result, 0, "kill({signal}) failed");
     }
 
+    /// Where its controller listener is (bound if it is a voter).
+    pub fn controller_address(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.controller_port))
+    }
+
     /// Asks the broker to re-read its TLS files (SIGHUP).
     pub fn hangup(&mut self) {
         self.signal(libc::SIGHUP);

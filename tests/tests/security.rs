@@ -79,6 +79,10 @@ async fn clients_produce_and_consume_over_sasl_ssl_on_a_cluster_whose_brokers_ta
             "INTERNAL".into(),
             "--tls-client-auth".into(),
             "required".into(),
+            "--controller-tls".into(),
+            "true".into(),
+            "--metrics-tls".into(),
+            "true".into(),
         ]);
         args.extend(certificates.broker_flags());
         args
@@ -232,9 +236,33 @@ print(len(seen))
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The controller listener takes only TLS with a broker's certificate:
+    // a plaintext frame, or TLS without a certificate, gets nothing.
+    let mut stream = TcpStream::connect(cluster.nodes[0].controller_address()).unwrap();
+    stream.write_all(&[0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
+    assert_closed(&mut stream, Duration::from_secs(15));
+    // /metrics is HTTPS.
+    let script = r#"
+import ssl, sys, urllib.request
+context = ssl.create_default_context(cafile=sys.argv[2])
+body = urllib.request.urlopen(f"https://127.0.0.1:{sys.argv[1]}/metrics", context=context).read().decode()
+print("strata_raft_term" in body)
+"#;
+    let metrics_port = cluster.nodes[0].metrics_port.to_string();
+    let ca = certificates.ca.display().to_string();
+    let scraped = tokio::task::spawn_blocking(move || python(script, &[&metrics_port, &ca]))
+        .await
+        .unwrap();
+    assert_eq!(scraped.trim(), "True");
+
     // The one handshake that failed is the client without a certificate.
     let logs = cluster.logs();
-    assert_eq!(logs.matches("TLS handshake failed").count(), 1, "{logs}");
+    assert_eq!(
+        logs.matches("INFO strata_broker::server::connection: TLS handshake failed")
+            .count(),
+        1,
+        "{logs}"
+    );
     assert!(logs.contains("peer sent no certificates"), "{logs}");
 }
 
@@ -414,15 +442,19 @@ async fn logins_fail_slowly_and_nothing_is_served_before_one_succeeds() {
 }
 
 /// Reads until the peer closes; fails if it does not within `timeout` or
-/// sends anything.
+/// sends anything but a TLS alert.
 fn assert_closed(stream: &mut TcpStream, timeout: Duration) {
     stream.set_read_timeout(Some(timeout)).unwrap();
     let mut buffer = [0u8; 64];
-    match stream.read(&mut buffer) {
-        Ok(0) => {}
-        Ok(read) => panic!("the broker answered {read} bytes"),
-        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(error) => panic!("the connection stayed open: {error}"),
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return,
+            // A TLS alert record: content type 21, version 3.x.
+            Ok(read) if read >= 2 && buffer[..2] == [21, 3] => continue,
+            Ok(read) => panic!("the broker answered {:?}", &buffer[..read]),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(error) => panic!("the connection stayed open: {error}"),
+        }
     }
 }
 

@@ -89,6 +89,14 @@ struct Flags {
     /// the clear [default: false].
     #[arg(long, value_name = "BOOL")]
     sasl_plain_without_tls: Option<bool>,
+    /// Mutual TLS on the controller listener and on every broker's calls
+    /// to it: only holders of a certificate signed by --tls-ca (brokers)
+    /// get in. All brokers of a cluster must agree [default: false].
+    #[arg(long, value_name = "BOOL")]
+    controller_tls: Option<bool>,
+    /// Serve /metrics over HTTPS with --tls-cert [default: false].
+    #[arg(long, value_name = "BOOL")]
+    metrics_tls: Option<bool>,
     /// Address of the controller listener, bound when this broker is a
     /// voter [default: its address in --controllers, else 127.0.0.1:9093].
     #[arg(long, value_name = "ADDR")]
@@ -198,6 +206,8 @@ impl Flags {
             tls_client_auth: self.tls_client_auth.or(file.tls_client_auth),
             sasl_mechanisms: self.sasl_mechanisms.or(file.sasl_mechanisms),
             sasl_plain_without_tls: self.sasl_plain_without_tls.or(file.sasl_plain_without_tls),
+            controller_tls: self.controller_tls.or(file.controller_tls),
+            metrics_tls: self.metrics_tls.or(file.metrics_tls),
             controller_listen: self.controller_listen.or(file.controller_listen),
             controllers: self.controllers.or(file.controllers),
             broker_heartbeat_interval_ms: self
@@ -583,6 +593,8 @@ fn security(flags: &Flags) -> anyhow::Result<SecurityConfig> {
         tls,
         sasl_mechanisms,
         plain_without_tls: flags.sasl_plain_without_tls.unwrap_or(false),
+        controller_tls: flags.controller_tls.unwrap_or(false),
+        metrics_tls: flags.metrics_tls.unwrap_or(false),
     })
 }
 

@@ -21,6 +21,7 @@ use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, Endpoint, Metad
 use super::rpc::{self, HeartbeatReply, QuorumState, Request, Response};
 use super::ControllerError;
 use crate::limits;
+use crate::security::tls::Tls;
 
 /// How long a broker that proposed waits to see its own change.
 const OWN_CHANGE_WAIT: Duration = Duration::from_secs(5);
@@ -69,12 +70,17 @@ impl ControllerClient {
     }
 
     /// A client of the quorum `voters` (id → controller address) that
-    /// heartbeats every `heartbeat_interval`.
-    pub fn new(voters: BTreeMap<u64, String>, heartbeat_interval: Duration) -> Self {
+    /// heartbeats every `heartbeat_interval`; through TLS, presenting this
+    /// broker's certificate, when `tls` is set.
+    pub fn new(
+        voters: BTreeMap<u64, String>,
+        heartbeat_interval: Duration,
+        tls: Option<Arc<Tls>>,
+    ) -> Self {
         ControllerClient {
             inner: Arc::new(Inner {
                 voters,
-                connections: rpc::Connections::default(),
+                connections: rpc::Connections::new(tls),
                 leader: Mutex::new(None),
                 next_voter: AtomicUsize::new(0),
                 heartbeat_interval,

@@ -48,6 +48,7 @@ use self::rpc::{HeartbeatReply, QuorumState, Request, Response, VoterState};
 use self::state_machine::StateMachine;
 use crate::limits;
 use crate::metrics::Metrics;
+use crate::security::tls::Tls;
 
 /// Raft heartbeats between voters.
 const HEARTBEAT_INTERVAL_MS: u64 = 100;
@@ -129,11 +130,13 @@ impl Controller {
     /// address), with its Raft log under `dir`. A voter starting for the
     /// first time forms the quorum with the others (each may do so: they
     /// all propose the same voters); one that ran before resumes.
+    /// With `tls`, voters reach each other through mutual TLS.
     pub async fn start(
         node_id: u64,
         voters: BTreeMap<u64, String>,
         dir: &Path,
         settings: ControllerSettings,
+        tls: Option<Arc<Tls>>,
     ) -> Result<Self, ControllerError> {
         let storage_error = |source| ControllerError::Storage {
             dir: dir.display().to_string(),
@@ -152,7 +155,7 @@ impl Controller {
         }
         .validate()
         .map_err(|error| ControllerError::Config(error.to_string()))?;
-        let network = Network::new(voters.clone());
+        let network = Network::new(voters.clone(), tls);
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)
             .await
             .map_err(raft_error)?;

@@ -15,11 +15,11 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use openraft::BasicNode;
-use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
 use super::raft_types::TypeConfig;
 use super::rpc::{self, Request, Response};
+use crate::security::tls::Tls;
 
 type NodeId = u64;
 
@@ -38,13 +38,16 @@ const UNREACHABLE_LOG_INTERVAL: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Default)]
 pub struct Network {
     pub voters: Arc<BTreeMap<NodeId, String>>,
+    /// Set when the controller listeners speak (mutual) TLS.
+    tls: Option<Arc<Tls>>,
     reachability: Arc<Mutex<BTreeMap<NodeId, Reachability>>>,
 }
 
 impl Network {
-    pub fn new(voters: BTreeMap<NodeId, String>) -> Network {
+    pub fn new(voters: BTreeMap<NodeId, String>, tls: Option<Arc<Tls>>) -> Network {
         Network {
             voters: Arc::new(voters),
+            tls,
             reachability: Arc::default(),
         }
     }
@@ -65,6 +68,7 @@ struct Reachability {
 pub struct Connection {
     target: NodeId,
     address: String,
+    tls: Option<Arc<Tls>>,
     stream: Option<rpc::Channel>,
     reachability: Arc<Mutex<BTreeMap<NodeId, Reachability>>>,
 }
@@ -81,6 +85,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             address,
+            tls: self.tls.clone(),
             stream: None,
             reachability: Arc::clone(&self.reachability),
         }
@@ -119,19 +124,11 @@ impl Connection {
         let mut channel = match self.stream.take() {
             Some(channel) => channel,
             None => {
-                let connect =
-                    tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address));
-                let stream = match connect.await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => return Err(self.unreachable(&error)),
-                    Err(_elapsed) => {
-                        let error =
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
-                        return Err(self.unreachable(&error));
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                rpc::Channel::new(stream)
+                let connect = rpc::connect(&self.address, self.tls.as_ref(), CONNECT_TIMEOUT);
+                match connect.await {
+                    Ok(stream) => rpc::Channel::new(stream),
+                    Err(error) => return Err(self.unreachable(&error)),
+                }
             }
         };
         match channel.exchange(&request, option.hard_ttl()).await {

@@ -18,14 +18,16 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 use strata_protocol::frame::{write_frame, FrameCodec, FrameReader};
+use strata_protocol::transport::{self, Stream};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use uuid::Uuid;
 
 use super::metadata::{BrokerId, ClusterMetadata, CommandOutcome, Endpoint, MetadataCommand};
 use super::raft_types::TypeConfig;
 use crate::limits;
+use crate::security::tls::Tls;
 
 type NodeId = u64;
 
@@ -113,13 +115,13 @@ pub struct VoterState {
 /// postcard-encoded message.
 #[derive(Debug)]
 pub struct Channel {
-    stream: TcpStream,
+    stream: Stream,
     frames: FrameReader,
     out: BytesMut,
 }
 
 impl Channel {
-    pub fn new(stream: TcpStream) -> Channel {
+    pub fn new(stream: Stream) -> Channel {
         Channel {
             stream,
             frames: FrameReader::new(FrameCodec::new(limits::CONTROLLER_FRAME_BYTES_MAX)),
@@ -143,7 +145,9 @@ impl Channel {
             Ok::<(), std::convert::Infallible>(())
         })
         .expect("infallible");
-        self.stream.write_all(&self.out).await
+        self.stream.write_all(&self.out).await?;
+        // TLS holds the last records until flushed (a no-op on plain TCP).
+        self.stream.flush().await
     }
 
     /// Reads one frame; `None` when the peer closed the connection between
@@ -185,12 +189,22 @@ const IDLE_PER_VOTER_MAX: usize = 4;
 /// Connections to controller voters, reused from call to call: a broker
 /// heartbeats several times a second, and a connection per call would cost
 /// a handshake and leave a socket in TIME_WAIT each time.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Connections {
+    /// Set when the controller listeners speak TLS: this broker's
+    /// certificate is presented, the voter's checked against the CA.
+    tls: Option<Arc<Tls>>,
     idle: std::sync::Mutex<std::collections::HashMap<String, Vec<Channel>>>,
 }
 
 impl Connections {
+    pub fn new(tls: Option<Arc<Tls>>) -> Connections {
+        Connections {
+            tls,
+            idle: Default::default(),
+        }
+    }
+
     /// Makes one call to `address` within `timeout` in all, on an idle
     /// connection if there is one. A reused connection that fails other
     /// than by timing out (the voter closed it while it was idle, or
@@ -218,12 +232,7 @@ impl Connections {
                 Err(_) => {}
             }
         }
-        let stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
-        stream.set_nodelay(true)?;
+        let stream = connect(address, self.tls.as_ref(), remaining(deadline)).await?;
         let mut channel = Channel::new(stream);
         let response = channel.exchange(request, remaining(deadline)).await?;
         self.keep(address, channel);
@@ -237,6 +246,16 @@ impl Connections {
             channels.push(channel);
         }
     }
+}
+
+/// Connects to a voter's controller listener, through TLS when `tls` is set.
+pub async fn connect(
+    address: &str,
+    tls: Option<&Arc<Tls>>,
+    timeout: Duration,
+) -> std::io::Result<Stream> {
+    let client = tls.map(|tls| tls.client());
+    transport::connect(address, client.as_ref(), timeout).await
 }
 
 fn remaining(deadline: tokio::time::Instant) -> Duration {

@@ -24,12 +24,33 @@ pub struct Tls {
     loaded: RwLock<Loaded>,
 }
 
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("config", &self.config).finish()
+    }
+}
+
 struct Loaded {
     /// For SSL listeners: client certificates as `client_auth` says.
     server: Arc<ServerConfig>,
-    /// For SASL_SSL listeners: no client certificate asked for.
+    /// For SASL_SSL listeners and `/metrics`: no client certificate.
     server_for_sasl: Arc<ServerConfig>,
+    /// For the controller listener: a certificate from the CA, always.
+    server_mutual: Arc<ServerConfig>,
     client: Arc<ClientConfig>,
+}
+
+/// Whom a TLS listener asks for a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peers {
+    /// Kafka clients of an SSL listener: as `--tls-client-auth` says.
+    Clients,
+    /// Clients that prove who they are otherwise (SASL), or not at all
+    /// (`/metrics`): no certificate asked for.
+    Anyone,
+    /// Brokers and voters on the controller listener: a certificate signed
+    /// by the CA, always.
+    Brokers,
 }
 
 impl Tls {
@@ -48,14 +69,13 @@ impl Tls {
         Ok(())
     }
 
-    /// Accepts TLS connections with the current certificate, asking for a
-    /// client certificate unless the clients log in with SASL.
-    pub fn acceptor(&self, sasl: bool) -> TlsAcceptor {
+    /// Accepts TLS connections from `peers` with the current certificate.
+    pub fn acceptor(&self, peers: Peers) -> TlsAcceptor {
         let loaded = self.loaded.read().expect("tls lock");
-        let config = if sasl {
-            &loaded.server_for_sasl
-        } else {
-            &loaded.server
+        let config = match peers {
+            Peers::Clients => &loaded.server,
+            Peers::Anyone => &loaded.server_for_sasl,
+            Peers::Brokers => &loaded.server_mutual,
         };
         TlsAcceptor::from(Arc::clone(config))
     }
@@ -75,6 +95,7 @@ fn load(config: &TlsConfig) -> io::Result<Loaded> {
     Ok(Loaded {
         server: server_config(config, config.client_auth)?,
         server_for_sasl: server_config(config, ClientAuth::None)?,
+        server_mutual: server_config(config, ClientAuth::Required)?,
         client,
     })
 }

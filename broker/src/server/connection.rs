@@ -39,7 +39,7 @@ use crate::limits::{
     IN_FLIGHT_REQUESTS_PER_CONNECTION, PARTIAL_REQUEST_TIMEOUT, REQUEST_BYTES_MAX,
     UNAUTHENTICATED_REQUEST_BYTES_MAX,
 };
-use crate::security::tls::Tls;
+use crate::security::tls::{Peers, Tls};
 use crate::security::{sasl, Principal};
 
 /// A listener, as its connections see it.
@@ -182,7 +182,11 @@ async fn secure(
     let stream = match &listener.tls {
         None => Stream::Tcp(stream),
         Some(tls) => match tls
-            .acceptor(listener.security_protocol.sasl())
+            .acceptor(if listener.security_protocol.sasl() {
+                Peers::Anyone
+            } else {
+                Peers::Clients
+            })
             .accept(stream)
             .await
         {

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_protocol::transport::Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +19,7 @@ use crate::group::{CommittedOffset, GroupCoordinator};
 use crate::limits;
 use crate::metrics::{escape, Metrics};
 use crate::replica::replica_manager::ReplicaManager;
+use crate::security::tls::{Peers, Tls};
 
 /// The Prometheus text exposition of everything. `committed` holds the
 /// committed offsets of the groups this broker coordinates.
@@ -177,9 +179,10 @@ fn gauges<const N: usize>(out: &mut String, metrics: [&str; N], rows: &[(String,
     }
 }
 
-/// Serves `GET /metrics` until `shutdown`.
+/// Serves `GET /metrics` until `shutdown`, over TLS (HTTPS) with `tls`.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<Tls>>,
     metrics: Arc<Metrics>,
     controller: ControllerClient,
     replicas: Arc<ReplicaManager>,
@@ -191,9 +194,10 @@ pub async fn serve(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let Ok((mut stream, _)) = accepted else {
+        let Ok((stream, _)) = accepted else {
             continue;
         };
+        let tls = tls.clone();
         let (metrics, controller, replicas, groups) = (
             Arc::clone(&metrics),
             controller.clone(),
@@ -202,8 +206,20 @@ pub async fn serve(
         );
         // Rendered for a complete GET /metrics only, off the accept loop.
         tokio::spawn(async move {
-            let read = tokio::time::timeout(Duration::from_secs(5), read_head(&mut stream)).await;
-            let Ok(Ok(request)) = read else { return };
+            let read = async {
+                let mut stream = match tls {
+                    None => Stream::Tcp(stream),
+                    Some(tls) => Stream::TlsServer(Box::new(
+                        tls.acceptor(Peers::Anyone).accept(stream).await?,
+                    )),
+                };
+                let head = read_head(&mut stream).await?;
+                Ok::<_, std::io::Error>((stream, head))
+            };
+            let read = tokio::time::timeout(Duration::from_secs(5), read).await;
+            let Ok(Ok((mut stream, request))) = read else {
+                return;
+            };
             let request = String::from_utf8_lossy(&request);
             let response = if request.starts_with("GET /metrics ") {
                 let committed = groups.committed_offsets().await;
@@ -213,7 +229,12 @@ pub async fn serve(
                 "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
                     .to_string()
             };
-            if let Err(error) = stream.write_all(response.as_bytes()).await {
+            // Shut down: TLS sends its close_notify (a no-op otherwise).
+            let sent = async {
+                stream.write_all(response.as_bytes()).await?;
+                stream.shutdown().await
+            };
+            if let Err(error) = sent.await {
                 debug!(%error, "metrics response not sent");
             }
         });
@@ -223,7 +244,7 @@ pub async fn serve(
 /// Reads an HTTP request head: up to the blank line that ends it, the peer
 /// closing, or `limits::METRICS_REQUEST_BYTES_MAX`. A client may send the request line
 /// in several writes; answering after the first would cut it off.
-async fn read_head(stream: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_head(stream: &mut Stream) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !head.windows(4).any(|window| window == b"\r\n\r\n")
