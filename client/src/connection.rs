@@ -208,13 +208,7 @@ impl Connection {
         };
         let handshake = SaslHandshakeRequest::default()
             .with_mechanism(StrBytes::from_static_str(settings.mechanism.name()));
-        let answer = self
-            .start_versioned(&handshake, 1)
-            .await
-            .map_err(std::io::Error::other)?
-            .response()
-            .await
-            .map_err(std::io::Error::other)?;
+        let answer = self.exchange_while_opening(&handshake, 1).await?;
         if answer.error_code != 0 {
             let offered: Vec<&str> = answer.mechanisms.iter().map(|m| m.as_str()).collect();
             return Err(refused(format!(
@@ -233,13 +227,7 @@ impl Connection {
         };
         let round = |message: Vec<u8>| async move {
             let request = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message));
-            let answer = self
-                .start_versioned(&request, version)
-                .await
-                .map_err(std::io::Error::other)?
-                .response()
-                .await
-                .map_err(std::io::Error::other)?;
+            let answer = self.exchange_while_opening(&request, version).await?;
             if answer.error_code != 0 {
                 let reason = answer
                     .error_message
@@ -266,6 +254,20 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// One exchange of the opening (SASL), at a fixed `version`.
+    async fn exchange_while_opening<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> std::io::Result<R::Response> {
+        let sent = self.start_versioned(request, version).await;
+        let answer = match sent {
+            Ok(sent) => sent.response().await,
+            Err(error) => Err(error),
+        };
+        answer.map_err(std::io::Error::other)
     }
 
     pub(crate) fn address(&self) -> &str {

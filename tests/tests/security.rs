@@ -53,6 +53,49 @@ async fn create_alice(plaintext: &str) {
     }
 }
 
+/// Creates `topic` as the client of `security` and waits for its leaders;
+/// the client's admin.
+async fn create_topic(
+    bootstrap: &str,
+    security: &Security,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Admin {
+    let admin = Admin::with_config(config(bootstrap, security.clone()))
+        .await
+        .unwrap();
+    admin
+        .create_topic(&NewTopic::new(topic, partitions, replication_factor))
+        .await
+        .unwrap();
+    admin
+        .wait_for_leaders(topic, Duration::from_secs(20))
+        .await
+        .unwrap();
+    admin
+}
+
+/// Produces `PREFIX-0` .. `PREFIX-{count-1}` with acks=all as the client
+/// of `security`, every one acknowledged.
+async fn produce(bootstrap: &str, security: &Security, topic: &str, prefix: &str, count: usize) {
+    let producer = Producer::builder(bootstrap)
+        .security(security.clone())
+        .acks(Acks::All)
+        .build()
+        .await
+        .unwrap();
+    let mut deliveries = Vec::with_capacity(count);
+    for index in 0..count {
+        let value = format!("{prefix}-{index}");
+        let record = ProducerRecord::new(topic).value(value.as_bytes());
+        deliveries.push(producer.send(record).await.unwrap());
+    }
+    for delivery in deliveries {
+        delivery.await.unwrap();
+    }
+}
+
 /// `--listener NAME=SCHEME://127.0.0.1:PORT`.
 fn listener(name: &str, scheme: &str, port: u16) -> [String; 2] {
     [
@@ -121,17 +164,7 @@ async fn clients_produce_and_consume_over_sasl_ssl_on_a_cluster_whose_brokers_ta
         .list_topics()
         .await
         .unwrap();
-    let admin = Admin::with_config(config(&bootstrap, security.clone()))
-        .await
-        .unwrap();
-    admin
-        .create_topic(&NewTopic::new("secure", 3, 3))
-        .await
-        .unwrap();
-    admin
-        .wait_for_leaders("secure", Duration::from_secs(20))
-        .await
-        .unwrap();
+    let admin = create_topic(&bootstrap, &security, "secure", 3, 3).await;
     // Clients of EXTERNAL are told the brokers' EXTERNAL addresses.
     let described = admin.describe_cluster().await.unwrap();
     let mut told: Vec<String> = described
@@ -144,21 +177,7 @@ async fn clients_produce_and_consume_over_sasl_ssl_on_a_cluster_whose_brokers_ta
     expected.sort();
     assert_eq!(told, expected);
 
-    let producer = Producer::builder(&bootstrap)
-        .security(security.clone())
-        .acks(Acks::All)
-        .build()
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for index in 0..300 {
-        let value = format!("strata-{index}");
-        let record = ProducerRecord::new("secure").value(value.as_bytes());
-        deliveries.push(producer.send(record).await.unwrap());
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
+    produce(&bootstrap, &security, "secure", "strata", 300).await;
 
     // kafka-python, on its defaults but for the security settings.
     let script = r#"
@@ -237,7 +256,7 @@ print(len(seen))
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // The controller listener takes only TLS with a broker's certificate:
-    // a plaintext frame, or TLS without a certificate, gets nothing.
+    // a plaintext frame gets a TLS alert and the connection closed.
     let mut stream = TcpStream::connect(cluster.nodes[0].controller_address()).unwrap();
     stream.write_all(&[0, 0, 0, 4, 1, 2, 3, 4]).unwrap();
     assert_closed(&mut stream, Duration::from_secs(15));
@@ -468,17 +487,7 @@ async fn a_thousand_strangers_leave_memory_bounded_and_users_served() {
         tls: Some(tls(&certificates.ca)),
         sasl: Some(sasl(SaslMechanism::Scram(ScramMechanism::Sha512), PASSWORD)),
     };
-    let admin = Admin::with_config(config(&secure, security.clone()))
-        .await
-        .unwrap();
-    admin
-        .create_topic(&NewTopic::new("busy", 1, 1))
-        .await
-        .unwrap();
-    admin
-        .wait_for_leaders("busy", Duration::from_secs(10))
-        .await
-        .unwrap();
+    create_topic(&secure, &security, "busy", 1, 1).await;
     let idle = logd.rss_bytes().expect("logd's memory");
 
     // 1 000 strangers: junk, huge size prefixes, frames just under the
@@ -510,25 +519,7 @@ async fn a_thousand_strangers_leave_memory_bounded_and_users_served() {
         strangers.push(stream);
     }
     // Meanwhile a user is served.
-    let producer = Producer::builder(&secure)
-        .security(security.clone())
-        .acks(Acks::All)
-        .build()
-        .await
-        .unwrap();
-    let mut deliveries = Vec::new();
-    for index in 0..1000 {
-        let value = format!("served-{index}");
-        deliveries.push(
-            producer
-                .send(ProducerRecord::new("busy").value(value.as_bytes()))
-                .await
-                .unwrap(),
-        );
-    }
-    for delivery in deliveries {
-        delivery.await.unwrap();
-    }
+    produce(&secure, &security, "busy", "served", 1000).await;
     let mut consumer = Consumer::builder(&secure)
         .security(security)
         .build()
