@@ -16,10 +16,6 @@ impl Connect {
         })
     }
 
-    pub fn bootstrap(&self) -> String {
-        self.client.bootstrap.join(",")
-    }
-
     pub async fn admin(&self) -> strata_client::Result<Admin> {
         Admin::with_config(self.client.clone()).await
     }
@@ -30,10 +26,5 @@ impl Connect {
 
     pub fn consumer(&self) -> ConsumerBuilder {
         Consumer::builder_for(&self.client)
-    }
-
-    /// Whether any TLS or SASL is configured.
-    pub fn is_secured(&self) -> bool {
-        self.client.security.tls.is_some() || self.client.security.sasl.is_some()
     }
 }

@@ -40,14 +40,10 @@ pub enum SagaCommand {
 }
 
 pub async fn run(connect: &Connect, format: Format, command: SagaCommand) -> anyhow::Result<()> {
-    if connect.is_secured() {
-        anyhow::bail!("logctl saga reads saga topics over PLAINTEXT only for now; point it at a PLAINTEXT listener");
-    }
-    let bootstrap = &connect.bootstrap();
+    let client = &connect.client;
     match command {
         SagaCommand::List { state, saga_type } => {
-            let view =
-                SagaView::read(bootstrap, &saga_type.into_iter().collect::<Vec<_>>()).await?;
+            let view = SagaView::read(client, &saga_type.into_iter().collect::<Vec<_>>()).await?;
             let sagas: Vec<&SagaRecord> = view
                 .sagas()
                 .filter(|saga| state.is_none_or(|state| saga.status() == state))
@@ -79,7 +75,7 @@ pub async fn run(connect: &Connect, format: Format, command: SagaCommand) -> any
             }
         }
         SagaCommand::Describe { id } => {
-            let view = SagaView::read_saga(bootstrap, &id).await?;
+            let view = SagaView::read_saga(client, &id).await?;
             let sagas: Vec<&SagaRecord> = view.sagas().collect();
             if sagas.is_empty() {
                 bail!("no saga {id:?} in any saga event topic; `logctl saga list` shows the sagas there are");
@@ -100,8 +96,7 @@ pub async fn run(connect: &Connect, format: Format, command: SagaCommand) -> any
             }
         }
         SagaCommand::Metrics { saga_type } => {
-            let view =
-                SagaView::read(bootstrap, &saga_type.into_iter().collect::<Vec<_>>()).await?;
+            let view = SagaView::read(client, &saga_type.into_iter().collect::<Vec<_>>()).await?;
             match format {
                 Format::Json => {
                     let counts: Vec<serde_json::Value> = view

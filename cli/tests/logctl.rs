@@ -1172,6 +1172,8 @@ fn logctl_manages_users_and_connects_with_tls_and_scram_from_flags_or_a_command_
     let config = properties.display().to_string();
     let out = secure.ok(&["--command-config", &config, "topic", "list"]);
     assert!(out.contains("secured"), "{out}");
+    // Every verb connects the same way, the saga views included.
+    secure.ok(&["--command-config", &config, "saga", "list"]);
 
     // Mistakes say what to do.
     let (_, error) = secure.fails(&[

@@ -155,7 +155,10 @@ fn wait_until_final(
     loop {
         tick();
         let view = runtime
-            .block_on(SagaView::read(bootstrap, &["order".to_string()]))
+            .block_on(SagaView::read(
+                &strata_client::ClientConfig::new(bootstrap),
+                &["order".to_string()],
+            ))
             .expect("read the saga view");
         let unfinished: Vec<_> = view
             .sagas()

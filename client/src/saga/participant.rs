@@ -24,14 +24,15 @@ use super::envelope::{borrow_headers, Envelope, EventKind};
 use super::service::{Clock, Output, RetryPolicy, Service, SystemClock};
 use super::view::read_to_end;
 use crate::{
-    Consumer, ConsumerRecord, Error, Isolation, Offset, OffsetReset, Producer, ProducerRecord,
-    ResponseError, Result,
+    ClientConfig, Consumer, ConsumerRecord, Error, Isolation, Offset, OffsetReset, Producer,
+    ProducerRecord, ResponseError, Result,
 };
 
 /// How an instance runs.
 #[derive(Debug, Clone)]
 pub struct ParticipantConfig {
-    pub bootstrap: String,
+    /// Bootstrap brokers, TLS and SASL.
+    pub client: ClientConfig,
     /// Stable across restarts of the same instance: its static group
     /// membership and its transactional id, so a restarted instance fences
     /// its predecessor and takes its partitions back at once.
@@ -54,7 +55,7 @@ pub struct ParticipantConfig {
 impl ParticipantConfig {
     pub fn new(bootstrap: &str, instance_id: &str) -> ParticipantConfig {
         ParticipantConfig {
-            bootstrap: bootstrap.to_string(),
+            client: ClientConfig::new(bootstrap),
             instance_id: instance_id.to_string(),
             commit_interval: Duration::from_millis(20),
             events_per_round_max: 5_000,
@@ -207,14 +208,14 @@ impl Runtime {
         let definition = service.definition();
         let group_id = definition.group_id(service.name());
         let transactional_id = format!("{group_id}.{}", config.instance_id);
-        let producer = Producer::builder(&config.bootstrap)
+        let producer = Producer::builder_for(&config.client)
             .transactional_id(&transactional_id)
             .transaction_timeout(config.transaction_timeout)
             .linger(Duration::from_millis(1))
             .build()
             .await?;
         producer.init_transactions().await?;
-        let mut consumer = Consumer::builder(&config.bootstrap)
+        let mut consumer = Consumer::builder_for(&config.client)
             .group_id(&group_id)
             .group_instance_id(&config.instance_id)
             .session_timeout(config.session_timeout)
@@ -349,7 +350,7 @@ impl Runtime {
             partitions.iter().map(|&p| (p, Sagas::new())).collect();
         let topic = &*self.state_topic;
         read_to_end(
-            &self.config.bootstrap,
+            &self.config.client,
             topic,
             partitions,
             self.config.restore_timeout,

@@ -9,7 +9,7 @@ use super::definition::SagaDefinition;
 use super::envelope::{borrow_headers, Envelope, EventKind};
 use super::service::{new_event_id, Clock, SystemClock};
 use crate::partitioner::partition_for_key;
-use crate::{Acks, Delivery, Error, Producer, ProducerRecord, Result};
+use crate::{Acks, ClientConfig, Delivery, Error, Producer, ProducerRecord, Result};
 
 /// Writes the first event of sagas. Idempotent, acks=all: a retried start
 /// is not written twice. Saga ids must be unique: a saga id that has
@@ -30,7 +30,16 @@ impl SagaStarter {
         definition: &SagaDefinition,
         service: &str,
     ) -> Result<SagaStarter> {
-        let producer = Producer::builder(bootstrap)
+        SagaStarter::with_client(&ClientConfig::new(bootstrap), definition, service).await
+    }
+
+    /// As [`SagaStarter::new`], connecting as `client` says (TLS, SASL).
+    pub async fn with_client(
+        client: &ClientConfig,
+        definition: &SagaDefinition,
+        service: &str,
+    ) -> Result<SagaStarter> {
+        let producer = Producer::builder_for(client)
             .acks(Acks::All)
             .idempotence(true)
             .linger(std::time::Duration::from_millis(2))

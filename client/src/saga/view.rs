@@ -10,7 +10,7 @@ use super::definition::{events_topic, saga_type_of_topic};
 use super::envelope::{Envelope, EventKind};
 use super::progress::{Change, SagaProgress, SagaStatus};
 use crate::partitioner::partition_for_key;
-use crate::{Admin, Consumer, ConsumerRecord, Error, Isolation, Offset, Result};
+use crate::{Admin, ClientConfig, Consumer, ConsumerRecord, Error, Isolation, Offset, Result};
 
 /// One event in a saga's timeline.
 #[derive(Debug, Clone, PartialEq)]
@@ -209,8 +209,8 @@ impl SagaView {
 
     /// Reads the event topics of `saga_types` (every saga type when empty)
     /// to their ends.
-    pub async fn read(bootstrap: &str, saga_types: &[String]) -> Result<SagaView> {
-        let admin = Admin::connect(bootstrap).await?;
+    pub async fn read(client: &ClientConfig, saga_types: &[String]) -> Result<SagaView> {
+        let admin = Admin::with_config(client.clone()).await?;
         let mut view = SagaView::new();
         for (saga_type, partition_count) in SagaView::saga_types(&admin).await? {
             if !saga_types.is_empty() && !saga_types.contains(&saga_type) {
@@ -218,7 +218,7 @@ impl SagaView {
             }
             let partitions: Vec<i32> = (0..partition_count).collect();
             read_to_end(
-                bootstrap,
+                client,
                 &events_topic(&saga_type),
                 &partitions,
                 READ_TIMEOUT,
@@ -234,13 +234,13 @@ impl SagaView {
 
     /// Reads only the partitions that hold `saga_id`'s events, in every
     /// saga type.
-    pub async fn read_saga(bootstrap: &str, saga_id: &str) -> Result<SagaView> {
-        let admin = Admin::connect(bootstrap).await?;
+    pub async fn read_saga(client: &ClientConfig, saga_id: &str) -> Result<SagaView> {
+        let admin = Admin::with_config(client.clone()).await?;
         let mut view = SagaView::new();
         for (saga_type, partition_count) in SagaView::saga_types(&admin).await? {
             let partition = partition_for_key(saga_id.as_bytes(), partition_count);
             read_to_end(
-                bootstrap,
+                client,
                 &events_topic(&saga_type),
                 &[partition],
                 READ_TIMEOUT,
@@ -274,13 +274,13 @@ pub fn percentile(values: &[i64], q: f64) -> i64 {
 /// stops before a transaction still open, so reaching the high watermark
 /// also means every transaction on them has ended.
 pub(crate) async fn read_to_end(
-    bootstrap: &str,
+    client: &ClientConfig,
     topic: &str,
     partitions: &[i32],
     timeout: Duration,
     mut each: impl FnMut(ConsumerRecord) -> Result<()>,
 ) -> Result<()> {
-    let mut reader = Consumer::builder(bootstrap)
+    let mut reader = Consumer::builder_for(client)
         .isolation(Isolation::ReadCommitted)
         .build()
         .await?;
