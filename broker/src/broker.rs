@@ -125,16 +125,8 @@ impl Broker {
             port: inter_broker.port,
             listeners: endpoints.clone(),
         };
-        let peer_security = PeerSecurity::new(if plan.inter_broker_tls {
-            tls.clone()
-        } else {
-            None
-        });
-        let controller_tls = if config.security.controller_tls {
-            tls.clone()
-        } else {
-            None
-        };
+        let peer_security = PeerSecurity::new(tls.clone().filter(|_| plan.inter_broker_tls));
+        let controller_tls = tls.clone().filter(|_| config.security.controller_tls);
         let shutdown = CancellationToken::new();
         // A start that fails half way stops the tasks it already started.
         let stop_on_failure = shutdown.clone().drop_guard();
@@ -227,11 +219,7 @@ impl Broker {
                 let bound = bound_addr(&listener, address)?;
                 let serve = scrape::serve(
                     listener,
-                    if config.security.metrics_tls {
-                        tls.clone()
-                    } else {
-                        None
-                    },
+                    tls.clone().filter(|_| config.security.metrics_tls),
                     Arc::clone(&metrics),
                     controller.clone(),
                     Arc::clone(&replicas),

@@ -43,15 +43,6 @@ impl Stream {
             Stream::TlsServer(stream) => stream.get_ref().0,
         }
     }
-
-    /// The certificate chain the peer presented in the TLS handshake, if any.
-    pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
-        match self {
-            Stream::Tcp(_) => None,
-            Stream::TlsClient(stream) => stream.get_ref().1.peer_certificates(),
-            Stream::TlsServer(stream) => stream.get_ref().1.peer_certificates(),
-        }
-    }
 }
 
 macro_rules! each_stream {

@@ -91,6 +91,28 @@ pub struct ScramRecord {
     pub server_key: Vec<u8>,
 }
 
+impl From<ScramCredential> for ScramRecord {
+    fn from(credential: ScramCredential) -> Self {
+        ScramRecord {
+            salt: credential.salt,
+            iterations: credential.iterations,
+            stored_key: credential.stored_key,
+            server_key: credential.server_key,
+        }
+    }
+}
+
+impl From<ScramRecord> for ScramCredential {
+    fn from(record: ScramRecord) -> Self {
+        ScramCredential {
+            salt: record.salt,
+            iterations: record.iterations,
+            stored_key: record.stored_key,
+            server_key: record.server_key,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionRecord {
     pub replicas: Vec<BrokerId>,
@@ -624,12 +646,7 @@ impl ClusterMetadata {
         mechanism: ScramMechanism,
     ) -> Option<ScramCredential> {
         let record = self.scram_users.get(user)?.get(&mechanism.kafka_type())?;
-        Some(ScramCredential {
-            salt: record.salt.clone(),
-            iterations: record.iterations,
-            stored_key: record.stored_key.clone(),
-            server_key: record.server_key.clone(),
-        })
+        Some(ScramCredential::from(record.clone()))
     }
 
     /// Partitions that [`MetadataCommand::ElectUncleanLeader`] would give a

@@ -61,36 +61,31 @@ pub async fn handle(
             Ok(MetadataCommand::UpsertScramCredential {
                 user: user.clone(),
                 mechanism: upsertion.mechanism,
-                credential: ScramRecord {
-                    salt: credential.salt,
-                    iterations: credential.iterations,
-                    stored_key: credential.stored_key,
-                    server_key: credential.server_key,
-                },
+                credential: ScramRecord::from(credential),
             })
         });
         (user, upsertion.mechanism, command)
     });
     for (user, mechanism, command) in deletions.chain(upsertions) {
         let entry = users.entry(user.clone()).or_insert_with(|| Ok(Vec::new()));
-        let refusal = if user.is_empty() {
-            Some((
+        let command = if user.is_empty() {
+            Err((
                 error_code::UNACCEPTABLE_CREDENTIAL,
                 "the user name is empty".to_string(),
             ))
         } else if !seen.insert((user.clone(), mechanism)) {
-            Some((
+            Err((
                 error_code::DUPLICATE_RESOURCE,
                 format!("user '{user}' is named twice for mechanism {mechanism}"),
             ))
         } else {
-            command.as_ref().err().cloned()
+            command
         };
-        match (entry, refusal, command) {
-            (Err(_), _, _) => {}
-            (entry, Some(refusal), _) => *entry = Err(refusal),
-            (Ok(commands), None, Ok(command)) => commands.push(command),
-            (_, None, Err(_)) => unreachable!("a refused command is a refusal"),
+        // A user refused once stays refused, whole.
+        match (command, entry) {
+            (_, Err(_)) => {}
+            (Ok(command), Ok(commands)) => commands.push(command),
+            (Err(refusal), entry) => *entry = Err(refusal),
         }
     }
     let mut results = Vec::with_capacity(users.len());

@@ -39,14 +39,9 @@ pub fn handle(
                 )))),
         }
     };
-    let results = match request.users {
-        // Null or empty: every user.
+    // Null or empty: every user.
+    let results = match request.users.filter(|users| !users.is_empty()) {
         None => metadata
-            .scram_users
-            .keys()
-            .map(|user| describe(user))
-            .collect(),
-        Some(users) if users.is_empty() => metadata
             .scram_users
             .keys()
             .map(|user| describe(user))

@@ -23,11 +23,6 @@ impl Principal {
     pub fn user(name: impl Into<String>) -> Principal {
         Principal { user: name.into() }
     }
-
-    /// The user name, without the `User:` prefix.
-    pub fn name(&self) -> &str {
-        &self.user
-    }
 }
 
 impl fmt::Display for Principal {
